@@ -1,0 +1,85 @@
+"""The one interface every stage uses to talk to a model, local or remote.
+
+Stages only ever see `Backend`: batched chat generation and option probabilities. A
+conversation is a list of ``{"role": ..., "content": ...}`` messages. When the last message
+has role ``assistant`` it is a *prefix to continue* (used for chain-of-thought judging, where
+the answer probability is read after the judge's own reasoning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; recorded verbatim on every record so a run can be reproduced."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def as_record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Generation:
+    """The n samples for one conversation, or the error that prevented them.
+
+    A failed request is a value, not an exception, so one bad call never loses a batch.
+    """
+
+    texts: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class OptionScores:
+    """The judge's answer to one multiple-choice question.
+
+    ``probs`` are normalised over the options (they sum to 1); ``mass`` is the raw probability
+    the options received before normalising, so a judge that hardly considers A/B is visible.
+    ``path`` says how they were obtained: ``logprobs`` (token probabilities) or ``text``
+    (parsed from a sampled answer when the endpoint gives no log-probabilities).
+    """
+
+    probs: dict[str, float]
+    mass: float
+    path: str = "logprobs"
+    raw: str | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    spec: str
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: GenerationParams
+    ) -> list[Generation]:
+        """Return one `Generation` (params.n texts) per conversation, in order."""
+        ...
+
+    def option_probs(
+        self, conversations: Sequence[Conversation], options: Sequence[str]
+    ) -> list[OptionScores]:
+        """Probability of each option label (e.g. "A", "B") as the next answer token."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for records: spec, dtype, device, endpoint host. Never a secret."""
+        ...
+
+    def close(self) -> None: ...

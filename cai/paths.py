@@ -1,0 +1,46 @@
+"""Where shipped data lives, and how names resolve to files.
+
+In a source checkout the data folders sit at the repository root; in an installed wheel they
+are packaged under ``cai/_data``. Users' own files are always addressed by path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cai.errors import did_you_mean, fail
+
+_PKG = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    """A shipped data folder: principles, constitution, prompts or data."""
+    packaged = _PKG / "_data" / name
+    if packaged.is_dir():
+        return packaged
+    return _PKG.parent / name
+
+
+def shipped_names(folder: str, suffix: str = ".yaml") -> list[str]:
+    d = data_dir(folder)
+    return sorted(p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")) if d.is_dir() else []
+
+
+def resolve_named(ref: str, folder: str, what: str, base: Path | None = None,
+                  suffixes: tuple[str, ...] = (".yaml", ".yml")) -> Path:
+    """Resolve `ref` as a path (relative to `base` when given) or as a shipped name."""
+    candidates = [Path(ref)]
+    if base is not None and not Path(ref).is_absolute():
+        candidates.insert(0, base / ref)
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    looks_like_path = any(s in ref for s in ("/", "\\")) or ref.endswith(suffixes)
+    if not looks_like_path:
+        for suffix in suffixes:
+            shipped = data_dir(folder) / f"{ref}{suffix}"
+            if shipped.is_file():
+                return shipped.resolve()
+    names = shipped_names(folder)
+    raise fail(ref, None, what, f"no such file or shipped {what} (shipped: {', '.join(names) or 'none'})",
+               did_you_mean(ref, names))

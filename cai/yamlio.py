@@ -1,0 +1,156 @@
+"""Safe YAML loading that keeps line numbers and rejects what plain `safe_load` lets through.
+
+We compose the node graph with PyYAML's safe loader and build Python values ourselves so that
+we can (1) reject duplicate keys, (2) remember the line of every key and item, (3) refuse any
+non-standard tag such as ``!!python/object`` before anything is constructed, and (4) stop alias
+expansion bombs by counting constructed nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cai.errors import fail
+
+MAX_FILE_BYTES = 5_000_000
+MAX_NODES = 200_000
+
+Loc = tuple[str | int, ...]
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+@dataclass
+class YamlDoc:
+    """Parsed data plus the line of every mapping key and list item, by location tuple."""
+
+    path: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line(self, loc: Loc) -> int:
+        """The line of `loc`, or of its nearest ancestor that has one."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+
+def read_text(path: str | Path) -> str:
+    """Read a data file as UTF-8 text, refusing binary, huge or mis-encoded files."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise fail(str(p), None, "", f"cannot read file: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise fail(str(p), None, "", f"file is larger than {MAX_FILE_BYTES} bytes")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise fail(str(p), line, "", "binary file (NUL byte); expected UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise fail(str(p), line, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+
+
+class _Builder:
+    def __init__(self, path: str, loader: yaml.SafeLoader):
+        self.path = path
+        self.loader = loader
+        self.lines: dict[Loc, int] = {}
+        self.count = 0
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.count += 1
+        line = node.start_mark.line + 1
+        if self.count > MAX_NODES:
+            raise fail(self.path, line, _dotted(loc), "document expands to too many nodes (alias bomb?)")
+        self.lines.setdefault(loc, line)
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP_TAG:
+                raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc),
+                               "YAML merge keys ('<<') are not supported; write the keys out")
+                key = self.build(key_node, loc + ("<key>",))
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc),
+                               "mapping keys must be plain scalars")
+                key = str(key)
+                if key in out:
+                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc + (key,)),
+                               f"duplicate key (first on line {self.lines[loc + (key,)]})")
+                self.lines[loc + (key,)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, loc + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
+            items = []
+            for i, item in enumerate(node.value):
+                self.lines[loc + (i,)] = item.start_mark.line + 1
+                items.append(self.build(item, loc + (i,)))
+            return items
+        if node.tag not in _SCALAR_TAGS:
+            raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
+        return self.loader.construct_object(node, deep=True)
+
+
+def _dotted(loc: Loc) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if p == "<key>":
+            continue
+        parts.append(f"[{p}]" if isinstance(p, int) else ("." + p if parts else p))
+    return "".join(parts)
+
+
+def dotted(loc: Loc) -> str:
+    """`("a", 0, "b")` → ``a[0].b`` — how fields are named in error messages."""
+    return _dotted(loc)
+
+
+def load_yaml(path: str | Path, text: str | None = None) -> YamlDoc:
+    """Load one YAML document from `path` (or from `text`, naming `path` in errors)."""
+    p = str(path)
+    if text is None:
+        text = read_text(path)
+    if not text.strip():
+        raise fail(p, 1, "", "empty file")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = (e.problem or "syntax error").strip()
+        if "\\t" in what or "'\\t'" in str(e):
+            what = "tab character; indent YAML with spaces"
+        raise fail(p, line, "", f"YAML syntax error: {what}") from None
+    except yaml.YAMLError as e:
+        raise fail(p, None, "", f"YAML error: {e}") from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise fail(p, 1, "", "empty file")
+    builder = _Builder(p, loader)
+    data = builder.build(node, ())
+    return YamlDoc(p, data, builder.lines)
