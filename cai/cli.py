@@ -47,7 +47,9 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Files or folders 
 def _extra_kinds() -> dict[str, Any]:
     try:
         from cai.recipe import validate_recipe_file
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != "cai.recipe":
+            raise  # a broken recipe module must not pass for "unknown kind"
         return {}
     return {"recipe": validate_recipe_file}
 
@@ -132,7 +134,26 @@ def models() -> None:
         typer.echo("  ".join(f"{k}={v}" for k, v in m.items()))
 
 
+def _register_commands() -> None:
+    """Each area of the pipeline keeps its commands in its own `cli_*` module."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cai.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"cai.{name}":
+                raise
+            continue  # an area not built yet
+        module.register(app)
+
+
+# Modules that add commands; their heavy imports (torch, trl) happen inside the commands.
+COMMAND_MODULES = ("cli_stages", "cli_label", "cli_train", "cli_run")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _register_commands()
     try:
         app(args=argv, prog_name="cai", standalone_mode=True)
     except CaiError as e:  # raised outside a command's own handler

@@ -34,7 +34,7 @@ from cai.schema import (
     parse_as,
     problems_from_validation,
 )
-from cai.yamlio import YamlDoc, load_yaml
+from cai.yamlio import YamlDoc, dotted, load_yaml
 
 MAX_INCLUDE_DEPTH = 16
 
@@ -76,20 +76,32 @@ class Constitution:
     def critique_principle(self, pid: str) -> Versioned:
         if pid in self._all_critique:
             return self._all_critique[pid]
-        raise fail(str(self.path), None, "principle", f"unknown critique principle {pid!r}",
-                   did_you_mean(pid, self._all_critique))
+        raise fail(
+            str(self.path),
+            None,
+            "principle",
+            f"unknown critique principle {pid!r}",
+            did_you_mean(pid, self._all_critique),
+        )
 
     def comparison_principle(self, pid: str) -> Versioned:
         if pid in self._all_comparison:
             return self._all_comparison[pid]
-        raise fail(str(self.path), None, "principle", f"unknown comparison principle {pid!r}",
-                   did_you_mean(pid, self._all_comparison))
+        raise fail(
+            str(self.path),
+            None,
+            "principle",
+            f"unknown comparison principle {pid!r}",
+            did_you_mean(pid, self._all_comparison),
+        )
 
     def template_names(self) -> dict[str, str]:
         return self.spec.templates.model_dump()
 
     def template_hashes(self) -> dict[str, str]:
-        return {role: self.renderer.info(name).sha256 for role, name in self.template_names().items()}
+        return {
+            role: self.renderer.info(name).sha256 for role, name in self.template_names().items()
+        }
 
     def resolved(self) -> dict[str, Any]:
         """The constitution after includes and selection: what `show` prints and the hash covers."""
@@ -142,21 +154,33 @@ def _principle_dict(v: Versioned) -> dict[str, Any]:
 def load_library(path: Path) -> CritiqueLibrary | ComparisonLibrary:
     doc = load_yaml(path)
     kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
-    model = {"critique-principles": CritiqueLibrary, "comparison-principles": ComparisonLibrary}.get(kind)  # type: ignore[arg-type]
+    libraries = {"critique-principles": CritiqueLibrary, "comparison-principles": ComparisonLibrary}
+    model = libraries.get(kind) if isinstance(kind, str) else None
     if model is None:
-        raise fail(str(path), doc.line(("kind",)), "kind",
-                   f"expected a principle library (critique-principles or comparison-principles), got {kind!r}")
+        raise fail(
+            str(path),
+            doc.line(("kind",)),
+            "kind",
+            "expected a principle library (critique-principles or comparison-principles), "
+            f"got {kind!r}",
+        )
     lib = parse_as(doc, model)
     seen: dict[str, int] = {}
     for i, p in enumerate(lib.principles):
         if p.id in seen:
-            raise fail(str(path), doc.line(("principles", i, "id")), f"principles[{i}].id",
-                       f"duplicate principle id {p.id!r} (first at principles[{seen[p.id]}])")
+            raise fail(
+                str(path),
+                doc.line(("principles", i, "id")),
+                f"principles[{i}].id",
+                f"duplicate principle id {p.id!r} (first at principles[{seen[p.id]}])",
+            )
         seen[p.id] = i
     return lib
 
 
-def _raw_chain(ref: str, base: Path | None, stack: list[Path]) -> tuple[dict[str, Any], dict[str, tuple[str, int]], list[Path]]:
+def _raw_chain(
+    ref: str, base: Path | None, stack: list[Path]
+) -> tuple[dict[str, Any], dict[str, tuple[str, int]], list[Path]]:
     """Load a constitution file and its includes, merged; returns data, key→(file,line), chain."""
     path = resolve_named(ref, "constitution", "constitution", base)
     if path in stack:
@@ -169,20 +193,42 @@ def _raw_chain(ref: str, base: Path | None, stack: list[Path]) -> tuple[dict[str
     if not isinstance(doc.data, dict):
         raise fail(str(path), 1, "", "expected a mapping at the top of the file")
     if doc.data.get("kind") != "constitution":
-        raise fail(str(path), doc.line(("kind",)), "kind", f"expected 'constitution', got {doc.data.get('kind')!r}")
+        raise fail(
+            str(path),
+            doc.line(("kind",)),
+            "kind",
+            f"expected 'constitution', got {doc.data.get('kind')!r}",
+        )
     data = _absolutize(doc, path.parent)
     origins = {".".join(map(str, k)): (str(path), v) for k, v in doc.lines.items()}
     include = data.get("include")
     chain = [path]
     if include is not None:
         if not isinstance(include, str):
-            raise fail(str(path), doc.line(("include",)), "include", "must be a constitution name or path")
-        parent, parent_origins, parent_chain = _raw_chain(include, path.parent, [*stack, path])
+            raise fail(
+                str(path), doc.line(("include",)), "include", "must be a constitution name or path"
+            )
+        try:
+            included = _resolve_relative(include, "constitution", "constitution", path.parent)
+        except CaiError as e:  # blame the `include:` line, not the missing name
+            p = e.problems[0]
+            raise fail(
+                str(path), doc.line(("include",)), "include", f"{include}: {p.message}", p.hint
+            ) from None
+        parent, parent_origins, parent_chain = _raw_chain(str(included), None, [*stack, path])
         data = _merge(parent, {k: v for k, v in data.items() if k != "include"})
         parent_origins.update(origins)
         origins = parent_origins
         chain = parent_chain + chain
     return data, origins, chain
+
+
+def _resolve_relative(ref: str, folder: str, what: str, base: Path) -> Path:
+    """A path written in a file means next to that file (never the current folder); else a name."""
+    looks_like_path = any(s in ref for s in ("/", "\\")) or ref.endswith((".yaml", ".yml"))
+    if looks_like_path and not Path(ref).is_absolute() and not (base / ref).is_file():
+        raise fail(ref, None, what, f"no such file next to the file that names it ({base})")
+    return resolve_named(ref, folder, what, base)
 
 
 def _include_line(path: Path) -> int | None:
@@ -200,24 +246,45 @@ def _absolutize(doc: YamlDoc, base: Path) -> dict[str, Any]:
         out = []
         for i, ref in enumerate(libs):
             if not isinstance(ref, str):
-                raise fail(doc.path, doc.line(("libraries", i)), f"libraries[{i}]", "must be a name or path")
+                raise fail(
+                    doc.path,
+                    doc.line(("libraries", i)),
+                    f"libraries[{i}]",
+                    "must be a name or path",
+                )
             try:
-                out.append(str(resolve_named(ref, "principles", "principle library", base)))
+                out.append(str(_resolve_relative(ref, "principles", "principle library", base)))
             except CaiError as e:
                 p = e.problems[0]
-                raise fail(doc.path, doc.line(("libraries", i)), f"libraries[{i}]", p.message, p.hint) from None
+                raise fail(
+                    doc.path, doc.line(("libraries", i)), f"libraries[{i}]", p.message, p.hint
+                ) from None
         data["libraries"] = out
     dirs = data.get("template_dirs")
     if isinstance(dirs, list):
-        data["template_dirs"] = [str((base / d).resolve()) if isinstance(d, str) else d for d in dirs]
+        for i, d in enumerate(dirs):
+            if isinstance(d, str) and not (base / d).is_dir():  # a typo must not be ignored
+                raise fail(
+                    doc.path,
+                    doc.line(("template_dirs", i)),
+                    f"template_dirs[{i}]",
+                    f"no such folder: {d}",
+                )
+        data["template_dirs"] = [
+            str((base / d).resolve()) if isinstance(d, str) else d for d in dirs
+        ]
     for section in ("critique", "comparison"):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get("exemplars_file"), str):
             sec = dict(sec)
             ex = base / sec["exemplars_file"]
             if not ex.is_file():
-                raise fail(doc.path, doc.line((section, "exemplars_file")), f"{section}.exemplars_file",
-                           f"no such file: {sec['exemplars_file']}")
+                raise fail(
+                    doc.path,
+                    doc.line((section, "exemplars_file")),
+                    f"{section}.exemplars_file",
+                    f"no such file: {sec['exemplars_file']}",
+                )
             sec["exemplars_file"] = str(ex.resolve())
             data[section] = sec
     return data
@@ -233,20 +300,32 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _select(sel: Selection, available: dict[str, Versioned], field_path: str, where: tuple[str, int | None]) -> list[Versioned]:
+def _select(
+    sel: Selection, available: dict[str, Versioned], field_path: str, where: tuple[str, int | None]
+) -> list[Versioned]:
     if not sel.ids and not sel.tags:
         return list(available.values())
     chosen: dict[str, Versioned] = {}
     for pid in sel.ids:
         if pid not in available:
-            raise fail(where[0], where[1], f"{field_path}.ids", f"unknown principle id {pid!r}",
-                       did_you_mean(pid, available))
+            raise fail(
+                where[0],
+                where[1],
+                f"{field_path}.ids",
+                f"unknown principle id {pid!r}",
+                did_you_mean(pid, available),
+            )
         chosen[pid] = available[pid]
     known_tags = {t for v in available.values() for t in v.principle.tags}
     for tag in sel.tags:
         if tag not in known_tags:
-            raise fail(where[0], where[1], f"{field_path}.tags", f"no principle has tag {tag!r}",
-                       did_you_mean(tag, known_tags))
+            raise fail(
+                where[0],
+                where[1],
+                f"{field_path}.tags",
+                f"no principle has tag {tag!r}",
+                did_you_mean(tag, known_tags),
+            )
         for pid, v in available.items():
             if tag in v.principle.tags:
                 chosen.setdefault(pid, v)
@@ -254,7 +333,9 @@ def _select(sel: Selection, available: dict[str, Versioned], field_path: str, wh
     return [v for pid, v in available.items() if pid in chosen]
 
 
-def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = None) -> Constitution:
+def load_constitution(
+    ref: str | Path, extra_template_dirs: list[str] | None = None
+) -> Constitution:
     """Load a constitution by path or shipped name, with includes, libraries and exemplars."""
     data, origins, chain = _raw_chain(str(ref), None, [])
     top = chain[-1]
@@ -270,57 +351,133 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
     try:
         spec = ConstitutionSpec.model_validate(data)
     except ValidationError as err:
-        raise CaiError(problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)) from None
+        raise CaiError(
+            problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)
+        ) from None
 
     critique: dict[str, Versioned] = {}
     comparison: dict[str, Versioned] = {}
     for i, lib_path in enumerate(spec.libraries):
-        lib = load_library(Path(lib_path))
+        try:
+            lib = load_library(Path(lib_path))
+        except CaiError as e:
+            wrong = e.problems[0]
+            if wrong.field != "kind":
+                raise
+            # Not a library at all (say, a constitution): blame the line that lists it.
+            raise fail(
+                *line_of(("libraries", i)),
+                f"libraries[{i}]",
+                f"{Path(lib_path).name}: {wrong.message}",
+            ) from None
         target = critique if isinstance(lib, CritiqueLibrary) else comparison
         for p in lib.principles:
             if p.id in target:
                 f, line = line_of(("libraries", i))
-                raise fail(f, line, f"libraries[{i}]",
-                           f"principle id {p.id!r} in {Path(lib_path).name} is also in {Path(target[p.id].source).name}")
+                raise fail(
+                    f,
+                    line,
+                    f"libraries[{i}]",
+                    f"principle id {p.id!r} in {Path(lib_path).name} "
+                    f"is also in {Path(target[p.id].source).name}",
+                )
             target[p.id] = Versioned(p, p.version or lib.version, lib_path)
 
     if not critique:
         raise fail(*line_of(("libraries",)), "libraries", "no critique-principles library listed")
     if not comparison:
         raise fail(*line_of(("libraries",)), "libraries", "no comparison-principles library listed")
-    crit_sel = _select(spec.critique.principles, critique, "critique.principles", line_of(("critique", "principles")))
-    comp_sel = _select(spec.comparison.principles, comparison, "comparison.principles", line_of(("comparison", "principles")))
+    crit_sel = _select(
+        spec.critique.principles,
+        critique,
+        "critique.principles",
+        line_of(("critique", "principles")),
+    )
+    comp_sel = _select(
+        spec.comparison.principles,
+        comparison,
+        "comparison.principles",
+        line_of(("comparison", "principles")),
+    )
 
-    crit_ex = list(spec.critique.exemplars) + _load_exemplars(spec.critique.exemplars_file, CritiqueExemplarFile)
-    comp_ex = list(spec.comparison.exemplars) + _load_exemplars(spec.comparison.exemplars_file, ComparisonExemplarFile)
+    crit_file, crit_doc = _load_exemplars(spec.critique.exemplars_file, CritiqueExemplarFile)
+    comp_file, comp_doc = _load_exemplars(spec.comparison.exemplars_file, ComparisonExemplarFile)
+    crit_ex = list(spec.critique.exemplars) + crit_file
+    comp_ex = list(spec.comparison.exemplars) + comp_file
+
+    def exemplar_where(
+        section: str, n_inline: int, doc: YamlDoc | None, i: int, tail: tuple
+    ) -> tuple[str, int | None, str]:
+        """File, line and field of exemplar `i`: inline in the constitution or in its file."""
+        if i < n_inline or doc is None:
+            loc = (section, "exemplars", i, *tail)
+            return (*line_of(loc), dotted(loc))
+        loc = ("exemplars", i - n_inline, *tail)
+        return doc.path, doc.line(loc), dotted(loc)
+
     for i, ex in enumerate(crit_ex):
         for j, r in enumerate(ex.rounds):
             if r.principle not in critique:
-                f, line = line_of(("critique", "exemplars_file"))
-                raise fail(f, line, f"critique.exemplars[{i}].rounds[{j}].principle",
-                           f"unknown critique principle {r.principle!r}", did_you_mean(r.principle, critique))
+                f, line, name = exemplar_where(
+                    "critique",
+                    len(spec.critique.exemplars),
+                    crit_doc,
+                    i,
+                    ("rounds", j, "principle"),
+                )
+                raise fail(
+                    f,
+                    line,
+                    name,
+                    f"unknown critique principle {r.principle!r}",
+                    did_you_mean(r.principle, critique),
+                )
     for i, ex in enumerate(comp_ex):
         if ex.principle not in comparison:
-            f, line = line_of(("comparison", "exemplars_file"))
-            raise fail(f, line, f"comparison.exemplars[{i}].principle",
-                       f"unknown comparison principle {ex.principle!r}", did_you_mean(ex.principle, comparison))
+            f, line, name = exemplar_where(
+                "comparison", len(spec.comparison.exemplars), comp_doc, i, ("principle",)
+            )
+            raise fail(
+                f,
+                line,
+                name,
+                f"unknown comparison principle {ex.principle!r}",
+                did_you_mean(ex.principle, comparison),
+            )
 
     renderer = PromptRenderer([*(extra_template_dirs or []), *spec.template_dirs])
     known = renderer.names()
     for role, name in spec.templates.model_dump().items():
         if name not in known:
             f, line = line_of(("templates", role))
-            raise fail(f, line, f"templates.{role}", f"unknown template {name!r}", did_you_mean(name, known))
+            raise fail(
+                f,
+                line,
+                f"templates.{role}",
+                f"unknown template {name!r}",
+                did_you_mean(name, known),
+            )
         renderer.info(name)  # parses and checks the header now, not mid-run
 
-    return Constitution(spec, top, [str(p) for p in chain], crit_sel, comp_sel, crit_ex, comp_ex,
-                        renderer, critique, comparison)
+    return Constitution(
+        spec,
+        top,
+        [str(p) for p in chain],
+        crit_sel,
+        comp_sel,
+        crit_ex,
+        comp_ex,
+        renderer,
+        critique,
+        comparison,
+    )
 
 
-def _load_exemplars(path: str | None, model: type) -> list[Any]:
+def _load_exemplars(path: str | None, model: type) -> tuple[list[Any], YamlDoc | None]:
     if not path:
-        return []
-    return list(parse_as(load_yaml(path), model).exemplars)
+        return [], None
+    doc = load_yaml(path)
+    return list(parse_as(doc, model).exemplars), doc
 
 
 def validate_file_problems(path: Path) -> list[Problem]:

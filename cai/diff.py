@@ -17,7 +17,10 @@ def _section(title: str, a: list[Versioned], b: list[Versioned]) -> list[str]:
     for pid in da.keys() - db.keys():
         lines.append(f"- {title} {da[pid].ref}")
     for pid in sorted(da.keys() & db.keys()):
-        pa, pb = da[pid].principle.model_dump(exclude={"version"}), db[pid].principle.model_dump(exclude={"version"})
+        pa, pb = (
+            da[pid].principle.model_dump(exclude={"version"}),
+            db[pid].principle.model_dump(exclude={"version"}),
+        )
         changed = sorted(k for k in pa if pa[k] != pb[k])
         if changed or da[pid].version != db[pid].version:
             what = ", ".join(changed) if changed else "version only"
@@ -26,7 +29,10 @@ def _section(title: str, a: list[Versioned], b: list[Versioned]) -> list[str]:
 
 
 def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
-    lines = [f"a: {a.name} v{a.spec.version} {a.fingerprint()}", f"b: {b.name} v{b.spec.version} {b.fingerprint()}"]
+    lines = [
+        f"a: {a.name} v{a.spec.version} {a.fingerprint()}",
+        f"b: {b.name} v{b.spec.version} {b.fingerprint()}",
+    ]
     lines += _section("critique", a.critique_principles, b.critique_principles)
     lines += _section("comparison", a.comparison_principles, b.comparison_principles)
     for key in ("system_prompt",):
@@ -35,9 +41,13 @@ def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
     if a.spec.critique.rounds != b.spec.critique.rounds:
         lines.append(f"~ critique.rounds {a.spec.critique.rounds} -> {b.spec.critique.rounds}")
     if a.critique_exemplars != b.critique_exemplars:
-        lines.append(f"~ critique exemplars {len(a.critique_exemplars)} -> {len(b.critique_exemplars)}")
+        lines.append(
+            f"~ critique exemplars {len(a.critique_exemplars)} -> {len(b.critique_exemplars)}"
+        )
     if a.comparison_exemplars != b.comparison_exemplars:
-        lines.append(f"~ comparison exemplars {len(a.comparison_exemplars)} -> {len(b.comparison_exemplars)}")
+        lines.append(
+            f"~ comparison exemplars {len(a.comparison_exemplars)} -> {len(b.comparison_exemplars)}"
+        )
     if a.template_hashes() != b.template_hashes():
         lines.append("~ templates changed")
     if len(lines) == 2:

@@ -29,9 +29,9 @@ def shipped_names(folder: str, suffix: str = ".yaml") -> list[str]:
 def resolve_named(ref: str, folder: str, what: str, base: Path | None = None,
                   suffixes: tuple[str, ...] = (".yaml", ".yml")) -> Path:
     """Resolve `ref` as a path (relative to `base` when given) or as a shipped name."""
-    candidates = [Path(ref)]
-    if base is not None and not Path(ref).is_absolute():
-        candidates.insert(0, base / ref)
+    # Relative to the file that names it when there is one, never silently to the cwd: the
+    # result must not depend on where the command runs.
+    candidates = [base / ref] if base is not None and not Path(ref).is_absolute() else [Path(ref)]
     for c in candidates:
         if c.is_file():
             return c.resolve()

@@ -23,7 +23,9 @@ class Strict(BaseModel):
 
 def _check_id(v: str) -> str:
     if not ID_RE.match(v):
-        raise ValueError("ids use lowercase letters, digits, '-', '_' and '.', at most 80 characters")
+        raise ValueError(
+            "ids use lowercase letters, digits, '-', '_' and '.', at most 80 characters"
+        )
     return v
 
 
@@ -61,7 +63,9 @@ class ComparisonLibrary(Strict):
 
 
 class ExemplarRound(Strict):
-    principle: str = Field(description="Id of the critique principle whose requests this round uses.")
+    principle: str = Field(
+        description="Id of the critique principle whose requests this round uses."
+    )
     critique: str = Field(min_length=1)
     revision: str = Field(min_length=1)
 
@@ -104,14 +108,20 @@ class CritiqueSection(Strict):
     principles: Selection = Field(default_factory=Selection, description="Both empty: all.")
     rounds: int = Field(1, ge=1, le=16, description="Critique→revision rounds per prompt.")
     sampling: Sampling = Field(default_factory=Sampling)
-    few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
+    few_shot: int | None = Field(
+        None, ge=0, description="How many exemplars to show; all if unset."
+    )
     exemplars: list[CritiqueExemplar] = []
-    exemplars_file: str | None = Field(None, description="YAML file of exemplars, relative to the constitution.")
+    exemplars_file: str | None = Field(
+        None, description="YAML file of exemplars, relative to the constitution."
+    )
 
 
 class ComparisonSection(Strict):
     principles: Selection = Field(default_factory=Selection, description="Both empty: all.")
-    few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
+    few_shot: int | None = Field(
+        None, ge=0, description="How many exemplars to show; all if unset."
+    )
     exemplars: list[ComparisonExemplar] = []
     exemplars_file: str | None = None
 
@@ -131,7 +141,9 @@ class ConstitutionSpec(Strict):
     include: str | None = Field(None, description="Another constitution (name or path) to extend.")
     system_prompt: str | None = None
     libraries: list[str] = Field(min_length=1, description="Principle library files.")
-    template_dirs: list[str] = Field([], description="Template folders overriding the shipped ones.")
+    template_dirs: list[str] = Field(
+        [], description="Template folders overriding the shipped ones."
+    )
     critique: CritiqueSection = Field(default_factory=CritiqueSection)
     comparison: ComparisonSection = Field(default_factory=ComparisonSection)
     templates: Templates = Field(default_factory=Templates)
@@ -146,15 +158,16 @@ KINDS: dict[str, type[BaseModel]] = {
 }
 
 
-def problems_from_validation(doc: YamlDoc, err: ValidationError, model: type[BaseModel],
-                             line_of: Any = None) -> list[Problem]:
+def problems_from_validation(
+    doc: YamlDoc, err: ValidationError, model: type[BaseModel], line_of: Any = None
+) -> list[Problem]:
     """Turn pydantic's errors into one `Problem` per error with the right line and a hint."""
     out: list[Problem] = []
     for e in err.errors():
         loc = tuple(e["loc"])
         # pydantic appends the failing union branch / discriminator to loc; keep the data path.
         loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith("function-"))
-        path, line = (line_of(loc) if line_of else (doc.path, doc.line(loc)))
+        path, line = line_of(loc) if line_of else (doc.path, doc.line(loc))
         kind = e["type"]
         hint = None
         if kind == "extra_forbidden":
@@ -168,7 +181,7 @@ def problems_from_validation(doc: YamlDoc, err: ValidationError, model: type[Bas
         else:
             msg = e["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
         out.append(Problem(path, line, dotted(loc), msg, hint))
     return out
 
@@ -214,7 +227,14 @@ def kind_of(doc: YamlDoc) -> str:
     kind = doc.data.get("kind")
     if kind is None:
         raise CaiError(Problem(doc.path, 1, "kind", f"missing (one of: {', '.join(KINDS)})"))
-    if kind not in KINDS:
-        raise CaiError(Problem(doc.path, doc.line(("kind",)), "kind", f"unknown kind {kind!r}",
-                               did_you_mean(str(kind), KINDS)))
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise CaiError(
+            Problem(
+                doc.path,
+                doc.line(("kind",)),
+                "kind",
+                f"unknown kind {kind!r}",
+                did_you_mean(str(kind), KINDS),
+            )
+        )
     return str(kind)

@@ -24,7 +24,9 @@ def expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (*YAML_SUFFIXES, ".jinja"))
+            files += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix in (*YAML_SUFFIXES, ".jinja")
+            )
         elif p.is_file():
             if p.suffix in (*YAML_SUFFIXES, ".jinja"):
                 files.append(p)
@@ -41,11 +43,14 @@ def validate_file(path: Path, extra_kinds: dict[str, KindValidator] | None = Non
             return dry_render(path)
         doc = load_yaml(path)
         kinds = dict(extra_kinds or {})
-        if isinstance(doc.data, dict) and doc.data.get("kind") in kinds:
+        if isinstance(doc.data, dict) and str(doc.data.get("kind")) in kinds:
             return kinds[doc.data["kind"]](path)
         kind = kind_of(doc) if not kinds else _kind_with_extra(doc, kinds)
         if kind == "constitution":
-            load_constitution(path)
+            c = load_constitution(path)
+            # Its templates may live in its own folders: dry-render them in the sandbox too.
+            used = dict.fromkeys(c.renderer.path_of(n) for n in c.template_names().values())
+            return [p for t in used for p in dry_render(t)]
         elif kind in ("critique-principles", "comparison-principles"):
             load_library(path)
         else:
@@ -61,11 +66,17 @@ def _kind_with_extra(doc, kinds: dict[str, KindValidator]) -> str:
     except CaiError as e:
         p = e.problems[0]
         if p.field == "kind":
-            p.message = p.message.replace(")", f", {', '.join(kinds)})", 1) if "(one of" in p.message else p.message
+            p.message = (
+                p.message.replace(")", f", {', '.join(kinds)})", 1)
+                if "(one of" in p.message
+                else p.message
+            )
         raise
 
 
-def validate_paths(paths: Iterable[str | Path], extra_kinds: dict[str, KindValidator] | None = None) -> tuple[int, list[Problem]]:
+def validate_paths(
+    paths: Iterable[str | Path], extra_kinds: dict[str, KindValidator] | None = None
+) -> tuple[int, list[Problem]]:
     files, problems = expand(paths)
     for f in files:
         problems += validate_file(f, extra_kinds)

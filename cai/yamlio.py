@@ -18,6 +18,7 @@ from cai.errors import fail
 
 MAX_FILE_BYTES = 5_000_000
 MAX_NODES = 200_000
+MAX_DEPTH = 64
 
 Loc = tuple[str | int, ...]
 
@@ -28,6 +29,8 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+# Unquoted dates would otherwise become `datetime.date`; no field wants one, so keep the text.
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
@@ -69,18 +72,43 @@ def read_text(path: str | Path) -> str:
         raise fail(str(p), line, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader with a nesting limit, so deep documents fail with a line, not a crash."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 class _Builder:
-    def __init__(self, path: str, loader: yaml.SafeLoader):
+    def __init__(self, path: str, loader: yaml.SafeLoader, first_line: int = 1):
         self.path = path
+        self.first_line = first_line
         self.loader = loader
         self.lines: dict[Loc, int] = {}
         self.count = 0
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.count += 1
-        line = node.start_mark.line + 1
+        line = node.start_mark.line + self.first_line
         if self.count > MAX_NODES:
-            raise fail(self.path, line, _dotted(loc), "document expands to too many nodes (alias bomb?)")
+            raise fail(
+                self.path, line, _dotted(loc), "document expands to too many nodes (alias bomb?)"
+            )
+        if len(loc) > 2 * MAX_DEPTH:  # only a self-referencing alias gets here (`&a [*a]`)
+            raise fail(self.path, line, _dotted(loc[:8]), "nested too deeply (recursive alias?)")
         self.lines.setdefault(loc, line)
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP_TAG:
@@ -88,27 +116,41 @@ class _Builder:
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc),
-                               "YAML merge keys ('<<') are not supported; write the keys out")
-                key = self.build(key_node, loc + ("<key>",))
+                    raise fail(
+                        self.path,
+                        key_node.start_mark.line + self.first_line,
+                        _dotted(loc),
+                        "YAML merge keys ('<<') are not supported; write the keys out",
+                    )
+                key = self.build(key_node, (*loc, "<key>"))
                 if not isinstance(key, str | int | float | bool) or key is None:
-                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc),
-                               "mapping keys must be plain scalars")
+                    raise fail(
+                        self.path,
+                        key_node.start_mark.line + self.first_line,
+                        _dotted(loc),
+                        "mapping keys must be plain scalars",
+                    )
                 key = str(key)
                 if key in out:
-                    raise fail(self.path, key_node.start_mark.line + 1, _dotted(loc + (key,)),
-                               f"duplicate key (first on line {self.lines[loc + (key,)]})")
-                self.lines[loc + (key,)] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, loc + (key,))
+                    raise fail(
+                        self.path,
+                        key_node.start_mark.line + self.first_line,
+                        _dotted((*loc, key)),
+                        f"duplicate key (first on line {self.lines[(*loc, key)]})",
+                    )
+                self.lines[(*loc, key)] = key_node.start_mark.line + self.first_line
+                out[key] = self.build(value_node, (*loc, key))
             return out
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ_TAG:
                 raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
             items = []
             for i, item in enumerate(node.value):
-                self.lines[loc + (i,)] = item.start_mark.line + 1
-                items.append(self.build(item, loc + (i,)))
+                self.lines[(*loc, i)] = item.start_mark.line + self.first_line
+                items.append(self.build(item, (*loc, i)))
             return items
+        if node.tag == _TIMESTAMP_TAG:
+            return str(node.value)
         if node.tag not in _SCALAR_TAGS:
             raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
         return self.loader.construct_object(node, deep=True)
@@ -128,29 +170,34 @@ def dotted(loc: Loc) -> str:
     return _dotted(loc)
 
 
-def load_yaml(path: str | Path, text: str | None = None) -> YamlDoc:
-    """Load one YAML document from `path` (or from `text`, naming `path` in errors)."""
+def load_yaml(path: str | Path, text: str | None = None, first_line: int = 1) -> YamlDoc:
+    """Load one YAML document from `path` (or from `text`, naming `path` in errors).
+
+    `first_line` is the file line that `text` starts on, for YAML embedded in another file.
+    """
     p = str(path)
     if text is None:
         text = read_text(path)
     if not text.strip():
-        raise fail(p, 1, "", "empty file")
-    loader = yaml.SafeLoader(text)
+        raise fail(p, first_line, "", "empty file")
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
+        line = mark.line + first_line if mark else None
         what = (e.problem or "syntax error").strip()
         if "\\t" in what or "'\\t'" in str(e):
             what = "tab character; indent YAML with spaces"
+        elif e.context and e.context_mark and mark and e.context_mark.line != mark.line:
+            what += f" ({e.context.strip()} that starts on line {e.context_mark.line + first_line})"
         raise fail(p, line, "", f"YAML syntax error: {what}") from None
     except yaml.YAMLError as e:
         raise fail(p, None, "", f"YAML error: {e}") from None
     finally:
         loader.dispose()
     if node is None:
-        raise fail(p, 1, "", "empty file")
-    builder = _Builder(p, loader)
+        raise fail(p, first_line, "", "empty file")
+    builder = _Builder(p, loader, first_line)
     data = builder.build(node, ())
     return YamlDoc(p, data, builder.lines)

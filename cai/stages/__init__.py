@@ -1,0 +1,1 @@
+"""Data stages: records in, records out, each record carrying its provenance."""

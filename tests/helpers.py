@@ -1,0 +1,49 @@
+"""Helpers shared by tests: run the real CLI in a subprocess, read records without timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cai_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Tests never reach an API endpoint they did not start themselves.
+    env.pop("OPENAI_BASE_URL", None)
+    env.pop("OPENAI_API_KEY", None)
+    return env
+
+
+def cai_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cai.cli", *args]
+
+
+def run_cai(*args: str, timeout: float = 300, check: bool = False, **kw: Any) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cai_cmd(*args), capture_output=True, text=True, timeout=timeout, env=cai_env(), **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cai {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def records_without_timing(path: Path) -> list[dict[str, Any]]:
+    """Records as a list, minus wall-clock timings (the one thing a resumed run may change)."""
+    out = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        r.get("provenance", {}).pop("timing", None)
+        out.append(r)
+    return out
+
+
+def count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
