@@ -38,6 +38,12 @@ def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
     for key in ("system_prompt",):
         if getattr(a.spec, key) != getattr(b.spec, key):
             lines.append(f"~ {key} changed")
+    for section in ("critique", "comparison"):
+        fa, fb = getattr(a.spec, section).few_shot, getattr(b.spec, section).few_shot
+        if fa != fb:
+            lines.append(f"~ {section}.few_shot {fa} -> {fb}")
+    if a.spec.critique.sampling != b.spec.critique.sampling:
+        lines.append(f"~ critique.sampling {a.spec.critique.sampling} -> {b.spec.critique.sampling}")
     if a.spec.critique.rounds != b.spec.critique.rounds:
         lines.append(f"~ critique.rounds {a.spec.critique.rounds} -> {b.spec.critique.rounds}")
     if a.critique_exemplars != b.critique_exemplars:

@@ -28,13 +28,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def save_dataset_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """`datasets.save_to_disk` into a temp folder, then swap it in."""
     from datasets import Dataset
+    from datasets.utils import logging as ds_logging
 
     tmp = path.with_name(f".{path.name}.tmp")
     old = path.with_name(f".{path.name}.old")
     for p in (tmp, old):
         if p.exists():
             shutil.rmtree(p)
-    Dataset.from_list(rows).save_to_disk(str(tmp))
+    # The export is a small, quick step; its own progress bar is noise among the stage's.
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        Dataset.from_list(rows).save_to_disk(str(tmp))
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)

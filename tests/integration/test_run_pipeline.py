@@ -1,0 +1,128 @@
+"""`cai run`: a recipe killed during two different stages resumes to the uninterrupted outputs,
+and `cai report` renders in Chromium with figures that match the run's records."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.browser import chromium, is_blank, screenshot
+from tests.helpers import cai_cmd, cai_env, count_lines, records_without_timing, run_cai
+
+pytestmark = pytest.mark.slow
+
+# Data stages use the scripted fake model (fast, and slow enough per call to be killed mid-stage);
+# the training stages train the real embedded model, and labels are sampled from the SFT model.
+RECIPE = """
+kind: recipe
+name: tiny
+constitution: harmless-concise
+seed: 3
+models: {policy: embedded, judge: "fake:slow"}
+stages:
+  critique: {model: "fake:slow", prompts: red-team, limit: 8, rounds: 2, batch_size: 2, max_new_tokens: 24}
+  sft: {max_steps: 2, batch_size: 2, max_length: 128, lr: 1.0e-4}
+  label: {prompts: red-team, skip: 8, limit: 6, batch_size: 2, principles: k, k: 2, max_new_tokens: 12}
+  pm: {max_steps: 2, batch_size: 2, max_length: 128, lr: 1.0e-4}
+"""
+
+
+def _recipe(tmp: Path) -> Path:
+    p = tmp / "tiny.yaml"
+    p.write_text(RECIPE)
+    return p
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("run")
+    run_cai("run", str(_recipe(tmp)), "--out", str(tmp / "base"), "--quiet", check=True, timeout=1200)
+    return tmp / "base"
+
+
+def _run_until(recipe: Path, out: Path, records: Path, lines: int) -> int:
+    """Start `cai run`, SIGKILL it once `records` has `lines` lines; return the lines then."""
+    proc = subprocess.Popen(cai_cmd("run", str(recipe), "--out", str(out), "--quiet"), env=cai_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if count_lines(records) >= lines:
+                break
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return count_lines(records)
+
+
+def test_killed_in_two_stages_resumes_to_same_outputs(tmp_path: Path, baseline: Path) -> None:
+    recipe, out = _recipe(tmp_path), tmp_path / "killed"
+    at_critique = _run_until(recipe, out, out / "critique" / "records.jsonl", 2)
+    assert 0 < at_critique < 8, "not killed during the critique stage"
+    at_label = _run_until(recipe, out, out / "label" / "records.jsonl", 1)
+    assert json.loads((out / "critique" / "stage.json").read_text())["status"] == "done"
+    assert json.loads((out / "label" / "stage.json").read_text())["status"] == "running"
+    assert at_label < count_lines(baseline / "label" / "records.jsonl"), "not killed during labelling"
+    run_cai("run", str(recipe), "--out", str(out), "--quiet", check=True, timeout=1200)
+    for stage in ("critique", "label"):
+        assert records_without_timing(out / stage / "records.jsonl") == \
+            records_without_timing(baseline / stage / "records.jsonl"), stage
+    for f in ("critique/sft.jsonl", "label/preferences.jsonl"):
+        assert (out / f).read_text() == (baseline / f).read_text(), f
+    log = (out / "log.txt").read_text()
+    assert "critique: done already" in log and "label: resuming" in log
+
+
+def test_rerun_skips_finished_stages_and_set_overrides(tmp_path: Path, baseline: Path) -> None:
+    recipe = _recipe(tmp_path)
+    out = tmp_path / "again"
+    import shutil
+
+    shutil.copytree(baseline, out)
+    t0 = time.monotonic()
+    run_cai("run", str(recipe), "--out", str(out), "--quiet", "--no-report", check=True)
+    assert time.monotonic() - t0 < 60
+    assert (out / "log.txt").read_text().count("done already") >= 4
+    # Changing a stage's settings redoes that stage and everything after it, keeping the old one.
+    run_cai("run", str(recipe), "--out", str(out), "--quiet", "--no-report", "--set", "stages.pm.max_steps=1",
+            check=True, timeout=600)
+    assert (out / "log.txt").read_text().count("pm: inputs changed") == 1
+    assert any(p.name.startswith("pm.old-") for p in out.iterdir())
+    bad = run_cai("run", str(recipe), "--out", str(out), "--set", "stages.pm.max_stepz=1")
+    assert bad.returncode == 2 and "max_stepz" in bad.stderr and "did you mean 'max_steps'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (the README's test command installs it)")
+def test_report_renders_and_matches_records(tmp_path: Path, baseline: Path) -> None:
+    report = baseline / "report.html"
+    assert report.is_file()
+    console = screenshot(report, tmp_path / "report.png")
+    assert console == [], f"console messages: {console}"
+    assert not is_blank(tmp_path / "report.png")
+    html = report.read_text()
+    data = json.loads(html.split("id='cai-data'>", 1)[1].split("</script>", 1)[0])
+    crit = [json.loads(x) for x in (baseline / "critique" / "records.jsonl").read_text().splitlines()]
+    assert data["critique"]["per_principle"] == dict(Counter(x["principle"] for r in crit for x in r["rounds"]))
+    assert data["critique"]["records"] == len(crit)
+    labels = [json.loads(x) for x in (baseline / "label" / "records.jsonl").read_text().splitlines()]
+    assert sorted(data["label"]["p_chosen"]) == sorted(r["p_chosen"] for r in labels if r["p_chosen"] is not None)
+    summary = json.loads((baseline / "label" / "summary.json").read_text())
+    assert data["label"]["order_consistency"] == summary["order_consistency"]
+    assert html.count("<img src='data:image/png;base64,") >= 3
+
+
+def test_console_check_catches_errors(tmp_path: Path) -> None:
+    """The report check above can fail: a page with a script error is caught."""
+    if chromium() is None:
+        pytest.skip("needs Debian's chromium (the README's test command installs it)")
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><p>x</p><script>missingFunction()</script></body></html>")
+    assert any("missingFunction" in m for m in screenshot(page, tmp_path / "bad.png"))
