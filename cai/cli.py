@@ -149,7 +149,7 @@ def _register_commands() -> None:
 
 
 # Modules that add commands; their heavy imports (torch, trl) happen inside the commands.
-COMMAND_MODULES = ("cli_stages", "cli_label", "cli_train", "cli_run")
+COMMAND_MODULES = ("cli_stages", "cli_label", "cli_train", "cli_rl", "cli_run")
 
 
 def main(argv: list[str] | None = None) -> None:

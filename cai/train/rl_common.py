@@ -1,0 +1,426 @@
+"""What the preference model and the RL trainers must agree on: tokens, padding and scoring.
+
+**One scoring convention everywhere.** A reply's reward is the PM's score head read at the
+*last token* of ``chat_template(prompt, add_generation_prompt=True) + answer tokens + EOS``.
+That is exactly where TRL's PPO reads it (`get_reward`: the token before the first pad of the
+response, which after `truncate_response` is the EOS), so the PM is trained (`cai.train.pm`),
+evaluated (`cai eval policy`) and used by RLOO/GRPO (`PMReward`) on the same position.
+
+**A pad token that is not EOS.** SmolLM2 (like many chat models) pads with its EOS,
+``<|im_end|>``, which also ends every turn *inside* the prompt. TRL's PPO derives attention
+masks from ``ids != pad_token_id``, so such a pad would hide every earlier end-of-turn from the
+policy, the reference, the value model and the PM. `use_distinct_pad` picks another special
+token already in the vocabulary (never a new one: that would change the embedding matrix the PM
+shares with the policy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cai.errors import fail
+
+Conversation = list[dict[str, str]]
+
+# --------------------------------------------------------------------------- tokens
+
+
+def use_distinct_pad(tokenizer: Any) -> None:
+    """Make the pad token a special token that is not EOS and never occurs in a chat.
+
+    Candidates that the chat template itself emits (``<|im_start|>`` …) are skipped: padding
+    with them would mask real prompt tokens just as padding with EOS does.
+    """
+    eos = tokenizer.eos_token
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token; RL needs one to end replies")
+    used: set[int] = set()
+    if tokenizer.chat_template:
+        chat = [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
+        rendered = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)
+        used = set(rendered["input_ids"])
+    vocab = tokenizer.get_vocab()
+    candidates = [
+        tokenizer.pad_token,
+        tokenizer.unk_token,
+        *getattr(tokenizer, "all_special_tokens", []),
+        "<|endoftext|>",
+        "<pad>",
+    ]
+    for tok in candidates:
+        if tok and tok != eos and tok in vocab and vocab[tok] not in used:
+            tokenizer.pad_token = tok
+            return
+    raise ValueError(
+        "no special token other than EOS to pad with; add a pad token to the "
+        "base model before training its PM and policy"
+    )
+
+
+def encode_prompt(tokenizer: Any, messages: Conversation) -> list[int]:
+    """The token ids a policy sees before it answers (chat template + generation prompt)."""
+    out = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(out["input_ids"])
+
+
+def encode_answer(tokenizer: Any, text: str) -> list[int]:
+    """An answer's tokens followed by EOS, as the policy would have generated them."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [*ids, tokenizer.eos_token_id]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _tokenizer_facts(path: str) -> tuple[Any, dict[str, Any]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    facts = {
+        "bos_token": tok.bos_token,
+        "eos_token": tok.eos_token,
+        "unk_token": tok.unk_token,
+        "chat_template": tok.chat_template,
+    }
+    return tok, facts
+
+
+def check_same_tokenizer(policy_path: str, pm_path: str) -> None:
+    """Fail (CaiError) unless the PM reads the policy's token ids the way the policy writes them.
+
+    TRL's PPO hands the *policy's* ids straight to the reward and value models, so equal
+    vocabularies (same ids for the same strings), the same BOS/EOS/UNK and the same chat
+    template are required. The pad token may differ: every trainer here sets its own.
+    """
+    a, fa = _tokenizer_facts(policy_path)
+    b, fb = _tokenizer_facts(pm_path)
+    va, vb = a.get_vocab(), b.get_vocab()
+    if va != vb:
+        only_a = sorted(set(va) - set(vb))[:3]
+        moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])[:3]
+        detail = f"{len(va)} vs {len(vb)} tokens"
+        if only_a:
+            detail += f"; only in the policy: {only_a}"
+        if moved:
+            detail += f"; different ids: {moved}"
+        raise fail(
+            pm_path,
+            None,
+            "tokenizer",
+            f"the PM's vocabulary differs from the policy's ({detail}); TRL's PPO feeds the "
+            "policy's token ids to the PM, so train the PM from the policy model "
+            "(cai train pm --model POLICY)",
+        )
+    for key in ("bos_token", "eos_token", "unk_token", "chat_template"):
+        if fa[key] != fb[key]:
+            shown = "differs" if key == "chat_template" else f"{fb[key]!r} vs {fa[key]!r}"
+            raise fail(
+                pm_path,
+                None,
+                "tokenizer",
+                f"{key} {shown} (PM vs policy); the PM must "
+                "share the policy's tokenizer (train it with --model POLICY)",
+            )
+
+
+def check_pm_folder(path: str) -> str:
+    """A PM folder: a transformers model with a one-output sequence-classification head."""
+    p = Path(path).expanduser()
+    cfg_path = p / "config.json"
+    if not cfg_path.is_file():
+        raise fail(
+            str(p),
+            None,
+            "--pm",
+            "not a model folder (no config.json); give the --out folder of `cai train pm`",
+        )
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    archs = cfg.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise fail(
+            str(p),
+            None,
+            "--pm",
+            f"not a preference model (architectures: "
+            f"{', '.join(archs) or 'none'}); train one with `cai train pm`",
+        )
+    labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or 2)
+    if labels != 1:
+        raise fail(str(p), None, "--pm", f"a PM has one output, this model has {labels}")
+    return str(p.resolve())
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+class PMScorer:
+    """Scores token sequences with a PM exactly as TRL's PPO does (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int = 8,
+    ) -> PMScorer:
+        from transformers import AutoModelForSequenceClassification
+
+        from cai.train.common import load_tokenizer, training_dtype
+
+        path = check_pm_folder(path)
+        tokenizer = load_tokenizer(path)
+        use_distinct_pad(tokenizer)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype or training_dtype()
+        )
+        if device is not None:
+            model.to(device)
+        model.eval()
+        model.requires_grad_(False)
+        return cls(model, tokenizer, batch_size=batch_size)
+
+    @torch.no_grad()
+    def score_ids(self, seqs: Sequence[Sequence[int]]) -> list[float]:
+        """The score at each sequence's last token (right padding; pads never reach the head)."""
+        out: list[float] = []
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id
+        backbone = getattr(self.model, self.model.base_model_prefix)
+        for start in range(0, len(seqs), self.batch_size):
+            chunk = seqs[start : start + self.batch_size]
+            width = max(len(s) for s in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(chunk):
+                ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+                mask[i, : len(s)] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            last = mask.sum(1) - 1
+            logits = self.model.score(hidden[torch.arange(len(chunk), device=device), last])
+            out.extend(float(x) for x in logits[:, 0].float().cpu())
+        return out
+
+    def encode(self, prompt: Conversation, answer: str) -> list[int]:
+        return encode_prompt(self.tokenizer, prompt) + encode_answer(self.tokenizer, answer)
+
+    def score(self, prompts: Sequence[Conversation], answers: Sequence[str]) -> list[float]:
+        """Score text replies (re-tokenised with the PM's tokenizer)."""
+        return self.score_ids([self.encode(p, a) for p, a in zip(prompts, answers, strict=True)])
+
+
+class PMReward:
+    """A TRL reward function (RLOO/GRPO ``reward_funcs``): PM score − missing-EOS penalty.
+
+    It scores the policy's *own* completion ids (TRL passes them; they end with EOS when the
+    reply finished), so RLOO/GRPO rewards match PPO's. The KL part of the objective is the
+    trainer's (``beta``), not this function's.
+    """
+
+    __name__ = "pm"  # TRL names reward columns and metrics after the function
+
+    def __init__(self, scorer: PMScorer, missing_eos_penalty: float | None):
+        self.scorer = scorer
+        self.penalty = missing_eos_penalty
+        self.tokenizer = scorer.tokenizer
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        **_: Any,
+    ) -> list[float]:
+        eos = self.tokenizer.eos_token_id
+        if completion_ids is None:  # text-only callers: re-tokenise the replies
+            completion_ids = [encode_answer(self.tokenizer, _text(c)) for c in completions]
+        seqs = [
+            encode_prompt(self.tokenizer, _messages(p)) + list(c)
+            for p, c in zip(prompts, completion_ids, strict=True)
+        ]
+        scores = self.scorer.score_ids(seqs)
+        if self.penalty:
+            scores = [
+                s - self.penalty if not c or c[-1] != eos else s
+                for s, c in zip(scores, completion_ids, strict=True)
+            ]
+        return scores
+
+
+def _messages(prompt: Any) -> Conversation:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)
+
+
+def _text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion)
+
+
+# --------------------------------------------------------------------------- metrics
+
+# The documented metric names of `metrics.jsonl`, each taken from the first TRL key present.
+# PPO (trl.experimental.ppo) | RLOO / GRPO (trl):
+#   reward      PM score minus the missing-EOS penalty, before any KL term
+#               (objective/scores | rewards/pm/mean)
+#   objective   what the algorithm maximises: reward − λ·KL (objective/rlhf_reward | RLOO's reward)
+#   kl          KL(policy ‖ reference) estimate; PPO: summed over a reply's tokens, RLOO/GRPO:
+#               mean per token (kl_unit in the summary says which)
+#   entropy     mean per-token entropy of the policy (policy/entropy_avg | entropy)
+#   value_loss  critic loss (loss/value_avg; PPO only: RLOO/GRPO have no critic)
+#   policy_loss surrogate loss (loss/policy_avg | loss)
+#   clipfrac    share of clipped policy ratios (policy/clipfrac_avg | clip_ratio/region_mean)
+#   completion_length  mean reply length in tokens (RLOO/GRPO: completions/mean_length)
+# Every row also keeps TRL's own keys under "trl", and `samples` when completions were sampled.
+METRIC_SOURCES: dict[str, tuple[str, ...]] = {
+    "reward": ("objective/scores", "rewards/pm/mean"),
+    "objective": ("objective/rlhf_reward",),
+    "kl": ("objective/kl", "kl"),
+    "entropy": ("policy/entropy_avg", "entropy"),
+    "value_loss": ("loss/value_avg",),
+    "policy_loss": ("loss/policy_avg", "loss"),
+    "clipfrac": ("policy/clipfrac_avg", "clip_ratio/region_mean", "clip_ratio"),
+    "completion_length": ("completions/mean_length",),
+}
+KL_UNIT = {"ppo": "per sequence (sum over tokens)", "rloo": "per token", "grpo": "per token"}
+
+
+def normalize_metrics(logs: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, keys in METRIC_SOURCES.items():
+        for k in keys:
+            if k in logs:
+                out[name] = logs[k]
+                break
+    if algorithm == "rloo" and "reward" in logs:
+        out["objective"] = logs["reward"]  # RLOO subtracts β·KL from the reward it logs
+    return out
+
+
+def _make_callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class RLMetricsCallback(TrainerCallback):
+        """One JSONL row per TRL log event: normalised metrics, TRL's raw keys, and samples.
+
+        ``sampler(model)`` returns a few greedy completions of fixed prompts with their PM score,
+        so a run's behaviour can be read next to its numbers. Main process only; skipped under
+        ZeRO-3, where one process alone cannot run the sharded policy.
+        """
+
+        def __init__(self, path: str | Path, algorithm: str, sampler: Any = None):
+            self.path = Path(path)
+            self.algorithm = algorithm
+            self.sampler = sampler
+            self.rows: list[dict[str, Any]] = []
+
+        def on_log(
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            raw = {k: _plain(v) for k, v in logs.items()}
+            row: dict[str, Any] = {
+                "step": state.global_step,
+                "algorithm": self.algorithm,
+                **normalize_metrics(raw, self.algorithm),
+                "trl": raw,
+            }
+            if self.sampler is not None and "train_runtime" not in raw and not _zero3():
+                row["samples"] = self.sampler(kwargs.get("model"))
+            self.rows.append(row)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    return RLMetricsCallback
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep the fact visible
+    return v
+
+
+def metrics_callback(path: str | Path, algorithm: str, sampler: Any = None) -> Any:
+    return _make_callback_class()(path, algorithm, sampler)
+
+
+def _zero3() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def make_sampler(
+    tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScorer, max_new_tokens: int
+) -> Any:
+    """Greedy completions of `prompts` from the current policy, with their PM scores."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    eos = tokenizer.eos_token_id
+
+    @torch.no_grad()
+    def sample(model: Any) -> list[dict[str, Any]]:
+        if model is None:
+            return []
+        policy = getattr(model, "policy", model)  # PPO trains a policy+value wrapper
+        policy = getattr(policy, "module", policy)
+        device = next(policy.parameters()).device
+        was_training = policy.training
+        policy.eval()
+        out = []
+        try:
+            for msgs, ids in zip(prompts, encoded, strict=True):
+                x = torch.tensor([ids], device=device)
+                gen = policy.generate(
+                    input_ids=x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                reply = gen[0, len(ids) :].tolist()
+                if eos in reply:
+                    reply = reply[: reply.index(eos) + 1]
+                score = scorer.score_ids([ids + reply])[0]
+                out.append(
+                    {
+                        "prompt": msgs[-1]["content"],
+                        "completion": tokenizer.decode(reply, skip_special_tokens=True),
+                        "finished": bool(reply) and reply[-1] == eos,
+                        "pm_score": score,
+                    }
+                )
+        finally:
+            policy.train(was_training)
+        return out
+
+    return sample

@@ -1,0 +1,332 @@
+"""SL-CAI supervised fine-tuning: TRL's `SFTTrainer` on the final revisions.
+
+Loss only on the answer. TRL's `assistant_only_loss` needs `{% generation %}` markers in the
+chat template, and SmolLM2's (ChatML) has none, nor is it among the templates TRL knows how to
+patch. So every `messages` row becomes TRL's *conversational prompt-completion* form
+(`prompt` = all turns but the last, `completion` = the last, assistant, turn); TRL then masks
+the prompt (`completion_only_loss`), which works with any chat template. The trained tokens are
+the answer plus its end-of-turn token, so the model also learns to stop. In multi-turn rows
+only the last assistant turn is trained — for SL-CAI that is the final revision, which is the
+point.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cai.errors import fail
+from cai.train.common import (
+    JsonlMetricsCallback,
+    Loc,
+    TableSource,
+    TrainOutput,
+    changed_params,
+    checkpointing_kwargs,
+    load_table,
+    load_tokenizer,
+    loss_history,
+    param_checksums,
+    quiet_libraries,
+    resolve_model_path,
+    rows_sha256,
+    seed_everything,
+    training_dtype,
+    use_bf16,
+)
+
+SFT_JSONL = ("sft.jsonl",)
+ROLES = ("system", "user", "assistant")
+Example = dict[str, list[dict[str, str]]]  # {"prompt": [...], "completion": [...]}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def to_example(messages: Any, loc: Loc) -> Example | None:
+    """A `messages` row → prompt/completion; None when the final answer is empty (skipped)."""
+    where = (loc.path, loc.line)
+    if not isinstance(messages, list) or not messages:
+        raise fail(*where, loc.field("messages"), "must be a non-empty list of {role, content}")
+    clean = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise fail(*where, loc.field(f"messages[{i}]"),
+                       "must be an object with role and content")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise fail(*where, loc.field(f"messages[{i}].role"),
+                       f"{role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise fail(*where, loc.field(f"messages[{i}].content"), "must be a string")
+        clean.append({"role": role, "content": content})  # drops keys Arrow filled with None
+    if clean[-1]["role"] != "assistant":
+        raise fail(*where, loc.field("messages"), "the last message must be the assistant's answer")
+    if len(clean) < 2 or all(m["role"] == "system" for m in clean[:-1]):
+        raise fail(*where, loc.field("messages"), "needs a user turn before the answer")
+    if not clean[-1]["content"].strip():
+        return None
+    return {"prompt": clean[:-1], "completion": clean[-1:]}
+
+
+@dataclass
+class MessageTable:
+    """The usable examples of some `messages` sources, with what was left out and why."""
+
+    examples: list[Example] = field(default_factory=list)
+    sources: list[TableSource] = field(default_factory=list)
+    skipped_empty: int = 0
+    fingerprints: set[str] = field(default_factory=set)
+
+
+def load_messages(paths: Sequence[str], option: str) -> MessageTable:
+    """Read `messages` rows from SL-CAI output folders, saved datasets or JSONL files."""
+    table = MessageTable()
+    for path in paths:
+        rows, locs, source, kind = load_table(path, ["messages"], jsonl_names=SFT_JSONL,
+                                              option=option, optional=["fingerprint"])
+        used = []
+        for row, loc in zip(rows, locs, strict=True):
+            ex = to_example(row["messages"], loc)
+            if ex is None:
+                table.skipped_empty += 1
+                continue
+            used.append(ex)
+            if isinstance(row.get("fingerprint"), str):
+                table.fingerprints.add(row["fingerprint"])
+        table.examples.extend(used)
+        table.sources.append(TableSource(str(source), kind, len(used), rows_sha256(used)))
+    return table
+
+
+def helpful_count(n_cai: int, ratio: float) -> int:
+    """Helpful rows to add so they make up `ratio` of the mixed training set."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError("ratio must be in [0, 1)")
+    return round(ratio * n_cai / (1.0 - ratio))
+
+
+def mix_helpful(cai_rows: list[Example], helpful_rows: list[Example], ratio: float,
+                rng: random.Random) -> tuple[list[Example], int]:
+    """CAI rows plus a seeded sample of helpful rows, shuffled; returns (rows, helpful used).
+
+    When there are fewer helpful rows than the ratio asks for, all are used (never repeated, so
+    no example is over-weighted) and the caller reports the ratio actually reached.
+    """
+    want = helpful_count(len(cai_rows), ratio)
+    picked = rng.sample(helpful_rows, min(want, len(helpful_rows)))
+    mixed = cai_rows + picked
+    rng.shuffle(mixed)
+    return mixed, len(picked)
+
+
+def split_eval(rows: list[Example], fraction: float, rng: random.Random,
+               where: str) -> tuple[list[Example], list[Example]]:
+    """Hold out `fraction` of the revision data (before mixing, so eval is pure CAI data)."""
+    if fraction <= 0:
+        return rows, []
+    if fraction >= 1:
+        raise fail(where, None, "--eval-fraction", "must be below 1")
+    n_eval = max(1, round(fraction * len(rows)))
+    if n_eval >= len(rows):
+        raise fail(where, None, "--eval-fraction", f"leaves no training rows out of {len(rows)}")
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+@dataclass
+class SFTData:
+    train: list[Example]
+    eval: list[Example]
+    cai: MessageTable
+    helpful: MessageTable | None
+    helpful_used: int
+
+    def counts(self) -> dict[str, Any]:
+        n = len(self.train)
+        return {"train": n, "eval": len(self.eval), "helpful": self.helpful_used,
+                "cai": n - self.helpful_used, "skipped_empty_answer": self.cai.skipped_empty
+                + (self.helpful.skipped_empty if self.helpful else 0),
+                "helpful_ratio_actual": round(self.helpful_used / n, 4) if n else 0.0}
+
+
+def prepare_sft_data(data_dirs: Sequence[str], *, helpful: Sequence[str] | None = None,
+                     helpful_ratio: float = 0.0, eval_fraction: float = 0.0,
+                     seed: int = 0) -> SFTData:
+    """Load, validate, split and mix; every user mistake is a `CaiError` naming file and row."""
+    if not data_dirs:
+        raise fail("--data", None, "", "give at least one data folder")
+    if not 0.0 <= helpful_ratio < 1.0:
+        raise fail("--helpful-ratio", None, "", f"{helpful_ratio} is not in [0, 1)")
+    if helpful and helpful_ratio == 0.0:
+        raise fail("--helpful-ratio", None, "", "--helpful given but the ratio is 0; set e.g. 0.3")
+    if helpful_ratio > 0.0 and not helpful:
+        raise fail("--helpful", None, "", "--helpful-ratio > 0 needs --helpful data")
+    cai_table = load_messages(data_dirs, "--data")
+    if not cai_table.examples:
+        raise fail(data_dirs[0], None, "--data", "no usable rows "
+                   f"({cai_table.skipped_empty} with an empty final answer)")
+    rng = random.Random(seed)
+    train, held = split_eval(cai_table.examples, eval_fraction, rng, data_dirs[0])
+    help_table, used = None, 0
+    if helpful:
+        help_table = load_messages(helpful, "--helpful")
+        if not help_table.examples:
+            raise fail(helpful[0], None, "--helpful", "no usable rows")
+        train, used = mix_helpful(train, help_table.examples, helpful_ratio, rng)
+    return SFTData(train, held, cai_table, help_table, used)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_sft(
+    data_dirs: list[str],
+    model: str,
+    out: str,
+    *,
+    helpful: list[str] | None = None,
+    helpful_ratio: float = 0.0,
+    epochs: float = 1,
+    lr: float = 1e-5,
+    batch_size: int = 4,
+    grad_accum: int = 1,
+    max_length: int = 512,
+    max_steps: int = -1,
+    seed: int = 0,
+    eval_fraction: float = 0.0,
+    quiet: bool = False,
+    overwrite: bool = False,
+    logging_steps: int = 1,
+) -> dict[str, Any]:
+    """Fine-tune `model` on the final revisions in `data_dirs`; save a model folder at `out`.
+
+    Returns a summary (losses, steps, throughput, whether parameters changed) that is also
+    written, with provenance, to `out/cai_train.json`. Safe under `accelerate launch`.
+    """
+    for name, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum),
+                        ("--max-length", max_length)):
+        if value < 1:
+            raise fail(name, None, "", f"must be at least 1 (got {value})")
+    if max_steps == 0 or (max_steps < 0 and epochs <= 0):
+        raise fail("--max-steps" if max_steps == 0 else "--epochs", None, "", "nothing to train")
+    data = prepare_sft_data(data_dirs, helpful=helpful, helpful_ratio=helpful_ratio,
+                            eval_fraction=eval_fraction, seed=seed)
+    output = TrainOutput(out, "sft", overwrite=overwrite)
+    output.check()  # fail before loading a model when the folder is unusable
+    path = resolve_model_path(model, quiet=quiet)
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "grad_accum": grad_accum,
+                "max_length": max_length, "max_steps": max_steps, "seed": seed,
+                "eval_fraction": eval_fraction, "helpful_ratio": helpful_ratio,
+                "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
+    with quiet_libraries(quiet):
+        try:
+            tokenizer = load_tokenizer(path)
+        except OSError as e:  # not a folder here and not reachable as a hub id
+            raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
+        if not tokenizer.chat_template:
+            raise fail(model, None, "--model", "the tokenizer has no chat template; SFT on "
+                       "`messages` needs an instruct/chat model")
+        # The config comes first: building it sets up the process group (DDP, DeepSpeed) the
+        # way transformers expects, before anything else asks which process this is.
+        config = _sft_config(output, settings, quiet, logging_steps)
+        seed_everything(seed)
+        output.prepare()
+        trainer = _build_trainer(path, tokenizer, data, output, config, quiet)
+        summary = _train_and_summarize(trainer, data, out)
+        meta = {"base_model": model, "base_model_path": path,
+                "data": [s.as_record() for s in data.cai.sources],
+                "helpful": [s.as_record() for s in data.helpful.sources] if data.helpful else [],
+                "constitution_fingerprints": sorted(data.cai.fingerprints),
+                "settings": settings, "final_loss": summary["train_loss_last"], "summary": summary}
+        output.finalize(trainer, tokenizer, meta)
+    return summary
+
+
+def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any]:
+    """Train, with eval loss before/after when rows were held out, and say what happened."""
+    before = param_checksums(trainer.model)
+    eval_before = trainer.evaluate()["eval_loss"] if data.eval else None
+    result = trainer.train()
+    eval_after = trainer.evaluate()["eval_loss"] if data.eval else None
+    changed = changed_params(before, param_checksums(trainer.model))
+    losses = loss_history(trainer.state.log_history)
+    rows = data.counts()
+    # TRL drops rows whose prompt alone fills max_length (nothing left to learn from).
+    rows["dropped_too_long"] = len(data.train) - len(trainer.train_dataset)
+    return {
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.training_loss,
+        "eval_loss_before": eval_before,
+        "eval_loss_after": eval_after,
+        "steps": trainer.state.global_step,
+        "samples_per_second": result.metrics.get("train_samples_per_second"),
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        # None when nothing was comparable (ZeRO-3 keeps no full parameters on a process).
+        "params_changed": bool(changed) if before else None,
+        "params_changed_tensors": len(changed),
+        "rows": rows,
+        "out": str(Path(out).resolve()),
+    }
+
+
+def _sft_config(output: TrainOutput, settings: Mapping[str, Any], quiet: bool,
+                logging_steps: int) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output.work),
+        num_train_epochs=settings["epochs"],
+        max_steps=settings["max_steps"],
+        learning_rate=settings["lr"],
+        per_device_train_batch_size=settings["batch_size"],
+        per_device_eval_batch_size=settings["batch_size"],
+        gradient_accumulation_steps=settings["grad_accum"],
+        max_length=settings["max_length"],
+        seed=settings["seed"],
+        data_seed=settings["seed"],
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        bf16=settings["bf16"],
+        # Without a GPU, say so explicitly: transformers only builds a multi-process CPU (gloo)
+        # group when told it is on CPU, else each `accelerate launch` process trains alone.
+        use_cpu=not torch.cuda.is_available(),
+        **checkpointing_kwargs(config_cls=SFTConfig, enabled=torch.cuda.is_available()),
+        model_init_kwargs={"dtype": str(training_dtype()).removeprefix("torch.")},
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        eval_strategy="no",  # evaluated explicitly before and after training
+        save_strategy="no",  # the final model is saved by TrainOutput.finalize
+        report_to="none",
+        disable_tqdm=quiet,
+    )
+
+
+def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any,
+                   quiet: bool) -> Any:
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    # TRL loads the model from the path itself so DeepSpeed ZeRO-3 can partition it at load time.
+    trainer = SFTTrainer(
+        model=path,
+        args=config,
+        train_dataset=Dataset.from_list(data.train),
+        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
+        processing_class=tokenizer,
+        callbacks=[JsonlMetricsCallback(output.metrics)],
+    )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+    if len(trainer.train_dataset) == 0:
+        raise fail(data.cai.sources[0].path, None, "--max-length",
+                   f"every prompt is longer than {config.max_length} tokens; raise --max-length")
+    return trainer
