@@ -1,0 +1,73 @@
+"""Helpers shared by the benchmark scripts: timing, machine facts, and writing results.
+
+Benchmarks print human-readable figures, then one final JSON line, and write the same JSON to
+``benchmarks/results/<name>.json``. They never assert on timings (tests do not either).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
+    """Fastest wall time of ``repeats`` runs (the machine is shared; noise only adds time)."""
+    best, result = float("inf"), None
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+        result = out
+    return best, result  # type: ignore[return-value]
+
+
+def machine() -> dict[str, Any]:
+    """Facts that explain the numbers: cores, torch threads, and how busy the machine was."""
+    import torch
+
+    from cai.models.device import cpu_flags
+
+    flags = cpu_flags()
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+    }
+
+
+def gemm_gflops(dtype: Any, device: str = "cpu", size: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained square matmul rate: the compute ceiling batched decoding can approach."""
+    import torch
+
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    with torch.inference_mode():
+        a @ b  # warm-up: oneDNN/cuBLAS pick their kernels here
+        best = float("inf")
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            for _ in range(3):
+                a @ b
+            if device != "cpu":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / 3)
+    return 2 * size**3 / best / 1e9
+
+
+def finish(name: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))

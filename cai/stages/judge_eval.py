@@ -1,0 +1,264 @@
+"""How far to trust a judge: its labels against human-labelled pairs.
+
+The judge is asked exactly as `cai label` asks it (`label.judge_pairs`), so the figures describe
+the labels a run with the same settings would produce. In ``--orders one`` mode a seeded coin per
+question decides whether the human-chosen reply is shown first; otherwise a judge that always
+answers "A" would score 100% on a file that lists the chosen reply first.
+
+Principles per pair: pairs whose ``aspect`` is ``helpful`` are judged with the comparison
+principles tagged ``helpful`` (from the constitution's selection when it has some, else from its
+libraries — the harmless constitution leaves them out of its selection on purpose), because a
+harmlessness question says little about which of two harmless answers is more useful. All other
+pairs use the constitution's own selection.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cai.constitution import Constitution, Versioned, load_library
+from cai.export import write_json_atomic, write_jsonl_atomic
+from cai.models.base import Backend
+from cai.progress import StepProgress
+from cai.stages.label import (
+    JudgeSettings,
+    PoolFn,
+    aggregate,
+    check_judge_settings,
+    draw_for,
+    judge_pairs,
+    order_coin,
+)
+from cai.stages.label_export import human_credit, judge_stats, reliability
+from cai.stages.pairs import Pair
+
+HELPFUL_TAG = "helpful"
+# Thresholds for the loud warnings; see `warnings_for`.
+POSITION_WARN = 0.8
+CONSISTENCY_WARN = 0.6
+MASS_WARN = 0.5
+
+
+def helpful_principles(c: Constitution) -> list[Versioned]:
+    selected = [v for v in c.comparison_principles if HELPFUL_TAG in v.principle.tags]
+    if selected:
+        return selected
+    ids: list[str] = []
+    for lib in c.spec.libraries:
+        library = load_library(Path(lib))
+        if getattr(library, "kind", None) == "comparison-principles":
+            ids += [p.id for p in library.principles if HELPFUL_TAG in p.tags]
+    return [c.comparison_principle(i) for i in ids]
+
+
+def pool_by_aspect(c: Constitution) -> PoolFn:
+    helpful = helpful_principles(c)
+    default = list(c.comparison_principles)
+    return lambda p: helpful if p.aspect == HELPFUL_TAG and helpful else default
+
+
+def warnings_for(summary: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    pos = summary["position_bias"]
+    if (pos["same_position_rate"] or 0) > POSITION_WARN or (
+        pos["explained_by_position"] or 0
+    ) > POSITION_WARN:
+        out.append(
+            f"the judge answers by position: it picks its usual position in "
+            f"{pos['explained_by_position']:.0%} of questions"
+            + (
+                f" and the same position in both orders for {pos['same_position_rate']:.0%}"
+                if pos["same_position_rate"] is not None
+                else ""
+            )
+            + "; its labels carry little information about the replies"
+        )
+    oc = summary["order_consistency"]
+    if oc is not None and oc < CONSISTENCY_WARN:
+        out.append(
+            f"order consistency is {oc:.0%}: swapping (A) and (B) often changes the judge's "
+            "answer, so labels read in one order would follow position (keep --orders both)"
+        )
+    if summary["option_mass"] is not None and summary["option_mass"] < MASS_WARN:
+        out.append(
+            f"the judge puts only {summary['option_mass']:.0%} probability on A/B: it barely "
+            "treats the question as multiple choice (check the template and few-shot turns)"
+        )
+    f = summary["failures"]
+    if f["failed_questions"]:
+        out.append(f"{f['failed_questions']} of {f['questions']} questions gave no probabilities")
+    return out
+
+
+def judge_items(
+    c: Constitution,
+    backend: Backend,
+    pairs: Sequence[Pair],
+    s: JudgeSettings,
+    seed: int = 0,
+    batch_size: int = 16,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """The judge's answers for every pair, with the human label and aspect alongside."""
+    check_judge_settings(s)
+    pool = pool_by_aspect(c)
+    items: list[dict[str, Any]] = []
+    with StepProgress("judge-eval", len(pairs), quiet) as prog:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            for p, j in zip(batch, judge_pairs(c, backend, batch, s, seed, pool), strict=True):
+                items.append(_item(p, j))
+            prog.advance(items=len(batch))
+    return items
+
+
+def _item(p: Pair, judgement: dict[str, Any]) -> dict[str, Any]:
+    return {"id": p.id, "aspect": p.aspect, "human": p.human, **judgement}
+
+
+def narrow(
+    c: Constitution,
+    pairs: Sequence[Pair],
+    items: Sequence[dict[str, Any]],
+    s: JudgeSettings,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """What a run with settings `s` would give, read off a ``--principles all --orders both``
+    run with the same seed, CoT, clamp and few-shot settings.
+
+    Exact because each question's answer depends only on its own prompt, and a narrower run
+    draws its principles and coins from the same (seed, pair id) streams. It lets one pass
+    over a dev set measure every ensemble size and order mode (benchmarks/judge_dev.py).
+    """
+    pool = pool_by_aspect(c)
+    out = []
+    for p, it in zip(pairs, items, strict=True):
+        asked = {x["principle"]: {a["order"]: a for a in x["orders"]} for x in it["principles"]}
+        drawn = draw_for(p, pool(p), s, seed)
+        answers = []
+        for v in drawn:
+            if s.orders == "both":
+                orders = ["ab", "ba"]
+            else:
+                orders = ["ba" if order_coin(seed, p.id, v.ref) else "ab"]
+            answers += [asked[v.ref][o] for o in orders]
+        out.append(_item(p, aggregate([v.ref for v in drawn], answers)))
+    return out
+
+
+def summarize(
+    items: Sequence[dict[str, Any]],
+    judge: str,
+    s: JudgeSettings,
+    seed: int = 0,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """Every figure judge-eval reports, and its warnings."""
+    labelled = [it for it in items if it["human"] and it["p_a"] is not None]
+    by_aspect: dict[str, list[float]] = defaultdict(list)
+    for it in labelled:
+        by_aspect[it["aspect"] or "unspecified"].append(human_credit(it["p_a"]))
+    bins, ece = reliability(items)
+    summary: dict[str, Any] = {
+        "n": len(items),
+        "labelled": len(labelled),
+        "agreement": _mean([human_credit(it["p_a"]) for it in labelled]),
+        "ece": ece,
+        "reliability": bins,
+        "per_aspect": {
+            a: {"n": len(v), "agreement": _mean(v)} for a, v in sorted(by_aspect.items())
+        },
+        **judge_stats(items),
+        "judge": judge,
+        "settings": s.as_record(),
+        "seed": seed,
+        "seconds": None if seconds is None else round(seconds, 2),
+        "labels_s": round(len(items) / seconds, 3) if seconds else None,
+    }
+    summary["warnings"] = warnings_for(summary)
+    return summary
+
+
+def evaluate_judge(
+    c: Constitution,
+    backend: Backend,
+    pairs: Sequence[Pair],
+    s: JudgeSettings,
+    seed: int = 0,
+    batch_size: int = 16,
+    quiet: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Judge every pair; returns (summary, per-pair items with the judge's answers)."""
+    t0 = time.perf_counter()
+    items = judge_items(c, backend, pairs, s, seed, batch_size, quiet)
+    return summarize(items, backend.spec, s, seed, time.perf_counter() - t0), items
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """A plain-text report: headline figures, per aspect, per principle, reliability bins."""
+    pos = summary["position_bias"]
+    lines = [
+        f"judge {summary['judge']}  settings {summary['settings']}",
+        f"pairs {summary['n']} (labelled {summary['labelled']})   "
+        f"agreement {_pct(summary['agreement'])}   "
+        f"order consistency {_pct(summary['order_consistency'])}   "
+        f"ECE {summary['ece']}   option mass {_pct(summary['option_mass'])}",
+        f"position: P(first) mean {pos['p_first_mean']}   explained by position "
+        f"{_pct(pos['explained_by_position'])}   "
+        f"same position both orders {_pct(pos['same_position_rate'])}",
+        "",
+        f"{'aspect':<14}{'n':>5}{'agreement':>11}",
+    ]
+    for a, v in summary["per_aspect"].items():
+        lines.append(f"{a:<14}{v['n']:>5}{_pct(v['agreement']):>11}")
+    lines += [
+        "",
+        f"{'principle':<28}{'n':>5}{'human':>8}{'w/label':>9}{'flip':>7}{'P(1st)':>8}{'mass':>7}",
+    ]
+    for ref, v in summary["per_principle"].items():
+        p_first = "-" if v["p_first_mean"] is None else f"{v['p_first_mean']:.3f}"
+        lines.append(
+            f"{ref:<28}{v['n']:>5}{_pct(v['human_agreement']):>8}"
+            f"{_pct(v['agrees_with_label']):>9}{_pct(v['flip_rate']):>7}{p_first:>8}"
+            f"{_pct(v['option_mass']):>7}"
+        )
+    disagree = summary["principle_disagreement"]["pairs"][:5]
+    if disagree:
+        lines += ["", "principles that disagree most (share of shared pairs decided differently):"]
+        lines += [
+            f"  {p} vs {q}: {_pct(r['disagreement'])} of {r['n']}"
+            for r in disagree
+            for p, q in [r["principles"]]
+        ]
+    lines += ["", "reliability (confidence → agreement):"]
+    for b in summary["reliability"]:
+        lines.append(
+            f"  [{b['lo']:.2f}, {b['hi']:.2f})  n={b['n']:<4} "
+            f"conf={b['confidence']}  acc={b['accuracy']}"
+        )
+    return "\n".join(lines)
+
+
+def write_eval(out: str | Path, summary: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "summary.json", summary)
+    write_jsonl_atomic(out / "judgements.jsonl", items)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)

@@ -1,0 +1,189 @@
+"""RL plumbing without training: pad choice, tokenizer checks, PM reward, metric names, settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cai.errors import CaiError
+from cai.train.rl import RLSettings
+from cai.train.rl_common import (
+    PMReward,
+    check_pm_folder,
+    check_same_tokenizer,
+    encode_prompt,
+    normalize_metrics,
+    use_distinct_pad,
+)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def copy_tokenizer(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_pad_is_never_eos_nor_a_chat_token(embedded_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    assert tok.pad_token == tok.eos_token  # SmolLM2 pads with <|im_end|>: the problem
+    use_distinct_pad(tok)
+    assert tok.pad_token != tok.eos_token
+    ids = encode_prompt(tok, [{"role": "user", "content": "hi"}])
+    assert tok.eos_token_id in ids  # end-of-turn tokens live inside prompts …
+    assert tok.pad_token_id not in ids  # … the pad never does, so masks stay right
+
+
+def test_tokenizer_mismatch_is_a_clear_error(tmp_path: Path, embedded_model_dir: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    check_same_tokenizer(str(embedded_model_dir), str(embedded_model_dir))  # same: fine
+    other = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1, "</s>": 2}, unk_token="<unk>"))
+    other.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=other, unk_token="<unk>", eos_token="</s>"
+    ).save_pretrained(tmp_path / "other")
+    with pytest.raises(CaiError) as err:
+        check_same_tokenizer(str(embedded_model_dir), str(tmp_path / "other"))
+    text = str(err.value)
+    assert "vocabulary differs from the policy's (49152 vs 3 tokens" in text
+    assert "--model POLICY" in text and "\n" not in text
+
+    # Same vocabulary, different EOS: also refused, naming the token.
+    changed = copy_tokenizer(embedded_model_dir, tmp_path / "eos")
+    cfg = json.loads((changed / "tokenizer_config.json").read_text())
+    cfg["eos_token"] = "<|endoftext|>"
+    (changed / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CaiError, match="eos_token '<\\|endoftext\\|>' vs '<\\|im_end\\|>'"):
+        check_same_tokenizer(str(embedded_model_dir), str(changed))
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        (None, "not a model folder (no config.json)"),
+        (
+            {"architectures": ["LlamaForCausalLM"]},
+            "not a preference model (architectures: LlamaForCausalLM)",
+        ),
+        (
+            {"architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "a", "1": "b"}},
+            "a PM has one output, this model has 2",
+        ),
+    ],
+)
+def test_pm_folder_is_checked(tmp_path: Path, config: dict[str, Any] | None, needle: str) -> None:
+    folder = tmp_path / "pm"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CaiError, match=needle.replace("(", "\\(").replace(")", "\\)")):
+        check_pm_folder(str(folder))
+
+
+class _Tok:
+    eos_token_id = 2
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> dict[str, Any]:
+        return {"input_ids": [1, len(messages[-1]["content"])]}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, Any]:
+        return {"input_ids": [7] * len(text)}
+
+
+class _Scorer:
+    """Scores a sequence by its length, and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.tokenizer = _Tok()
+        self.seen: list[list[int]] = []
+
+    def score_ids(self, seqs: list[list[int]]) -> list[float]:
+        self.seen.extend(list(s) for s in seqs)
+        return [float(len(s)) for s in seqs]
+
+
+def test_pm_reward_scores_the_policy_ids_and_penalises_missing_eos() -> None:
+    scorer = _Scorer()
+    reward = PMReward(scorer, missing_eos_penalty=1.5)  # type: ignore[arg-type]
+    assert reward.__name__ == "pm"  # TRL names the metric rewards/pm/mean after it
+    prompts = [[{"role": "user", "content": "abc"}]] * 2
+    completions = [[{"role": "assistant", "content": "x"}]] * 2
+    got = reward(prompts, completions, completion_ids=[[5, 6, 2], [5, 6, 6]], trainer_state=None)
+    assert scorer.seen == [[1, 3, 5, 6, 2], [1, 3, 5, 6, 6]]  # prompt ids + the policy's ids
+    assert got == [5.0, 5.0 - 1.5]  # the reply cut off before EOS pays the penalty
+    # Without ids (text only) the replies are re-tokenised and end with EOS.
+    assert PMReward(_Scorer(), None)(["abc"], ["xy"]) == [5.0]  # type: ignore[arg-type]
+
+
+def test_trl_metric_names_map_to_one_documented_set() -> None:
+    ppo = {
+        "objective/scores": 0.5,
+        "objective/rlhf_reward": 0.4,
+        "objective/kl": 2.0,
+        "policy/entropy_avg": 1.1,
+        "objective/entropy": 9.0,
+        "loss/value_avg": 0.3,
+        "loss/policy_avg": 0.01,
+        "policy/clipfrac_avg": 0.1,
+    }
+    assert normalize_metrics(ppo, "ppo") == {
+        "reward": 0.5,
+        "objective": 0.4,
+        "kl": 2.0,
+        "entropy": 1.1,
+        "value_loss": 0.3,
+        "policy_loss": 0.01,
+        "clipfrac": 0.1,
+    }
+    grpo = {
+        "rewards/pm/mean": 0.7,
+        "reward": 0.7,
+        "kl": 0.02,
+        "entropy": 1.3,
+        "loss": 0.0,
+        "clip_ratio/region_mean": 0.05,
+        "completions/mean_length": 12.0,
+    }
+    norm = normalize_metrics(grpo, "grpo")
+    assert norm == {
+        "reward": 0.7,
+        "kl": 0.02,
+        "entropy": 1.3,
+        "policy_loss": 0.0,
+        "clipfrac": 0.05,
+        "completion_length": 12.0,
+    }
+    # RLOO logs reward − β·KL as `reward`: that is its objective, not the PM reward.
+    rloo = normalize_metrics({**grpo, "reward": 0.6}, "rloo")
+    assert rloo["reward"] == 0.7 and rloo["objective"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"algorithm": "dpo"}, "--algorithm: 'dpo' is not one of ppo, rloo, grpo"),
+        ({"batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide --batch-size 6"),
+        (
+            {"algorithm": "grpo", "batch_size": 6, "num_generations": 4},
+            "--batch-size: must be a multiple of --num-generations 4",
+        ),
+        ({"algorithm": "rloo", "num_generations": 1}, "--num-generations: RLOO/GRPO compare"),
+        ({"kl_coef": -0.1}, "--kl-coef: must be >= 0"),
+        ({"total_episodes": 0}, "--total-episodes: must be at least 1"),
+    ],
+)
+def test_impossible_rl_settings_name_their_flag(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(CaiError) as err:
+        RLSettings(**kwargs).check()
+    assert needle in str(err.value)
