@@ -140,11 +140,49 @@ def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
                     max_steps=cfg.max_steps, seed=ctx.recipe.seed, quiet=ctx.quiet, overwrite=True)
 
 
+def _ppo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.common import resolve_model_path
+    from cai.train.rl import train_rl
+
+    policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    return train_rl(policy, str(ctx.model_dir("pm")), ctx.prompts(cfg), str(out / "model"),
+                    algorithm=cfg.algorithm, kl_coef=cfg.kl_coef, total_episodes=cfg.total_episodes,
+                    batch_size=cfg.batch_size, response_length=cfg.response_length, lr=cfg.lr,
+                    seed=ctx.recipe.seed, quiet=ctx.quiet, overwrite=True)
+
+
+def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """The final policy against the model it started from, on prompts no stage trained on."""
+    from cai.models.base import GenerationParams
+    from cai.stages.evaluate import EvalSettings, evaluate_policy, write_policy_eval
+
+    scorer = None
+    if "pm" in ctx.dirs:
+        from cai.train.rl_common import PMScorer
+
+        scorer = PMScorer.load(str(ctx.model_dir("pm")))
+    settings = EvalSettings(params=GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.7, top_p=1.0),
+                            seed=ctx.recipe.seed)
+    policy = ctx.backend(ctx.final_policy_spec())
+    baseline = ctx.backend(ctx.recipe.models.policy)
+    judge = ctx.backend(ctx.recipe.models.judge)
+    try:
+        summary, samples = evaluate_policy(policy, ctx.prompts(cfg), ctx.constitution, baseline=baseline,
+                                           judge=judge, scorer=scorer, settings=settings, quiet=ctx.quiet)
+    finally:
+        for b in (policy, baseline, judge):
+            b.close()
+    write_policy_eval(out, summary, samples)
+    return summary
+
+
 STAGES: dict[str, Callable[[RunContext, Any, Path], dict[str, Any]]] = {
     "critique": _critique,
     "sft": _sft,
     "label": _label,
     "pm": _pm,
+    "ppo": _ppo,
+    "eval": _eval,
 }
 
 
