@@ -12,7 +12,8 @@ import re
 _PREFIXES = [
     r"revis(?:ed|ion)(?: response| answer| version)?\s*[:\-]",
     r"rewritten(?: response| answer| version)?\s*[:\-]",
-    r"(?:here(?:'s| is) )?(?:my |the |a )?(?:revised|rewritten|updated|improved|new) (?:response|answer|version|reply)[^:\n]{0,60}:",
+    r"(?:here(?:'s| is) )?(?:my |the |a )?(?:revised|rewritten|updated|improved|new) "
+    r"(?:response|answer|version|reply)[^:\n]{0,60}:",
     r"sure[,!.]? here(?:'s| is)[^:\n]{0,80}:",
     r"(?:okay|ok|certainly|of course)[,!.]?\s*here(?:'s| is)[^:\n]{0,80}:",
     r"response\s*:",
@@ -38,7 +39,7 @@ def clean_revision(text: str) -> str:
 def _repetition(text: str, n: int = 4) -> float:
     """Share of word n-grams that are repeats: high values mean the model looped."""
     words = text.lower().split()
-    grams = [tuple(words[i:i + n]) for i in range(max(0, len(words) - n + 1))]
+    grams = [tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1))]
     if len(grams) < 8:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)

@@ -15,13 +15,19 @@ import typer
 
 from cai.errors import CaiError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Constitutional AI and RLAIF: constitutions as data, critiques, AI labels, PM and RL.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Constitutional AI and RLAIF: constitutions as data, critiques, AI labels, PM and RL.",
+)
 constitution_app = typer.Typer(no_args_is_help=True, help="Inspect constitutions.")
 app.add_typer(constitution_app, name="constitution")
 
 ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="Constitution: a path or a shipped name.")]
-TemplatesOpt = Annotated[list[Path] | None, typer.Option("--templates", help="Extra template folder (overrides shipped).")]
+TemplatesOpt = Annotated[
+    list[Path] | None, typer.Option("--templates", help="Extra template folder (overrides shipped).")
+]
 
 
 def _die(err: CaiError) -> None:
@@ -56,7 +62,9 @@ def _extra_kinds() -> dict[str, Any]:
 
 @app.command()
 def render(
-    template: Annotated[str, typer.Argument(help="critique, revision, comparison, comparison_cot, or any template name.")],
+    template: Annotated[
+        str, typer.Argument(help="critique, revision, comparison, comparison_cot, or any template name.")
+    ],
     constitution: ConstitutionOpt = "harmless",
     principle: Annotated[str | None, typer.Option(help="Principle id (default: the first selected).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for template variables.")] = None,
@@ -76,8 +84,9 @@ def render(
                 raise fail("--set", None, item, "expected key=value")
             k, v = item.split("=", 1)
             sets[k.strip()] = v
-        messages = preview_messages(template, constitution, principle, sets, not no_fewshot,
-                                    [str(t) for t in templates or []])
+        messages = preview_messages(
+            template, constitution, principle, sets, not no_fewshot, [str(t) for t in templates or []]
+        )
     except CaiError as e:
         _die(e)
     if as_json:
@@ -103,8 +112,7 @@ def constitution_show(
         c = load_constitution(constitution)
     except CaiError as e:
         _die(e)
-    doc = {"fingerprint": c.fingerprint(), "chain": c.chain, "template_hashes": c.template_hashes(),
-           **c.resolved()}
+    doc = {"fingerprint": c.fingerprint(), "chain": c.chain, "template_hashes": c.template_hashes(), **c.resolved()}
     if as_json:
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:

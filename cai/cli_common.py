@@ -8,9 +8,15 @@ import typer
 
 from cai.errors import fail
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL).")]
-KeyEnvOpt = Annotated[str | None, typer.Option("--api-key-env", help="Name of the env var holding the API key (default: OPENAI_API_KEY).")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")
+]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL).")
+]
+KeyEnvOpt = Annotated[
+    str | None, typer.Option("--api-key-env", help="Name of the env var holding the API key (default: OPENAI_API_KEY).")
+]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16 (local models).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (local models).")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Parallel requests to an API endpoint.")]
@@ -20,12 +26,19 @@ ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/N: process the 
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N prompts.")]
 
 
-def open_backend(spec: str, base_url: str | None = None, api_key_env: str | None = None,
-                 dtype: str = "auto", device: str = "auto", concurrency: int = 8):
+def open_backend(
+    spec: str,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    concurrency: int = 8,
+):
     from cai.models.spec import ModelSpecError, load_backend
 
     try:
-        return load_backend(spec, base_url=base_url, api_key_env=api_key_env, dtype=dtype,
-                            device=device, concurrency=concurrency)
+        return load_backend(
+            spec, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, concurrency=concurrency
+        )
     except ModelSpecError as e:
         raise fail("--model", None, spec, str(e)) from None

@@ -11,7 +11,9 @@ import typer
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe file (or a shipped recipe's name, e.g. quickstart).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<recipe name>).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: stages.critique.limit=8.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe field: stages.critique.limit=8.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; log only to the run folder.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
 ) -> None:

@@ -26,7 +26,12 @@ ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="A pa
 
 
 def critique(
-    prompts: Annotated[str, typer.Option("--prompts", "-p", help="JSONL/CSV/TXT file, datasets folder, or a shipped set (red-team, helpful).")],
+    prompts: Annotated[
+        str,
+        typer.Option(
+            "--prompts", "-p", help="JSONL/CSV/TXT file, datasets folder, or a shipped set (red-team, helpful)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; rerunning the same command resumes it.")],
     constitution: ConstitutionOpt = "harmless",
     model: ModelOpt = "embedded",
@@ -55,22 +60,30 @@ def critique(
     c = load_constitution(constitution)
     items = load_prompts(prompts, limit)
     settings = CritiqueSettings(
-        rounds=rounds, seed=seed, batch_size=batch_size, shard=parse_shard(shard),
-        params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p))
+        rounds=rounds,
+        seed=seed,
+        batch_size=batch_size,
+        shard=parse_shard(shard),
+        params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p),
+    )
     backend = open_backend(model, base_url, api_key_env, dtype, device, concurrency)
     try:
         summary = run_critique(c, items, backend, out, settings, quiet=quiet)
     finally:
         backend.close()
     t = summary["throughput"]
-    typer.echo(f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
-               f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s")
+    typer.echo(
+        f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
+        f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s"
+    )
 
 
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
     constitution: ConstitutionOpt = "harmless",
-    principle: Annotated[list[str] | None, typer.Option("--principle", help="Principle id; repeat for several rounds.")] = None,
+    principle: Annotated[
+        list[str] | None, typer.Option("--principle", help="Principle id; repeat for several rounds.")
+    ] = None,
     model: ModelOpt = "embedded",
     rounds: Annotated[int, typer.Option(help="Rounds when --principle is not given (sampled).")] = 1,
     seed: SeedOpt = 0,
@@ -90,7 +103,9 @@ def try_principle(
     from cai.models.base import GenerationParams
 
     c = load_constitution(constitution)
-    chosen = [c.critique_principle(p) for p in principle] if principle else c.sample_critique(random.Random(seed), rounds)
+    chosen = (
+        [c.critique_principle(p) for p in principle] if principle else c.sample_critique(random.Random(seed), rounds)
+    )
     backend = open_backend(model, base_url, api_key_env, dtype, device)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95, seed=seed)
     messages = [{"role": "user", "content": prompt}]

@@ -53,15 +53,20 @@ def critique_fewshot(c: Constitution) -> list[Message]:
 def critique_messages(c: Constitution, prompt: Conversation, answer: str, principle: Versioned) -> Conversation:
     """Ask for a critique of `answer` (the latest revision) under `principle`."""
     head = [_msg("system", c.spec.system_prompt)] if c.spec.system_prompt else []
-    return head + critique_fewshot(c) + [dict(m) for m in prompt] + [_msg("assistant", answer)] + \
-        _critique_turns(c, principle, None)
+    return (
+        head
+        + critique_fewshot(c)
+        + [dict(m) for m in prompt]
+        + [_msg("assistant", answer)]
+        + _critique_turns(c, principle, None)
+    )
 
 
-def revision_messages(c: Constitution, prompt: Conversation, answer: str, principle: Versioned,
-                      critique: str) -> Conversation:
+def revision_messages(
+    c: Constitution, prompt: Conversation, answer: str, principle: Versioned, critique: str
+) -> Conversation:
     """Ask for a revision, after the model's own critique."""
-    return critique_messages(c, prompt, answer, principle) + [_msg("assistant", critique),
-                                                              _revision_turn(c, principle)]
+    return [*critique_messages(c, prompt, answer, principle), _msg("assistant", critique), _revision_turn(c, principle)]
 
 
 def comparison_fewshot(c: Constitution, cot: bool) -> list[Message]:
@@ -71,23 +76,39 @@ def comparison_fewshot(c: Constitution, cot: bool) -> list[Message]:
     out: list[Message] = []
     for ex in exemplars:
         question = c.comparison_principle(ex.principle).principle.question  # type: ignore[union-attr]
-        out.append(_msg("user", c.renderer.render(
-            template, conversation=[_msg("user", ex.prompt)], response_a=ex.response_a,
-            response_b=ex.response_b, question=question)))
+        out.append(
+            _msg(
+                "user",
+                c.renderer.render(
+                    template,
+                    conversation=[_msg("user", ex.prompt)],
+                    response_a=ex.response_a,
+                    response_b=ex.response_b,
+                    question=question,
+                ),
+            )
+        )
         answer = f"{ex.reasoning.strip()} {COT_ANSWER_PREFIX}{ex.answer})" if cot and ex.reasoning else ex.answer
         out.append(_msg("assistant", answer))
     return out
 
 
-def comparison_messages(c: Constitution, prompt: Conversation, response_a: str, response_b: str,
-                        principle: Versioned, cot: bool = False, fewshot: bool = True) -> Conversation:
+def comparison_messages(
+    c: Constitution,
+    prompt: Conversation,
+    response_a: str,
+    response_b: str,
+    principle: Versioned,
+    cot: bool = False,
+    fewshot: bool = True,
+) -> Conversation:
     """The judge's question; the answer token is read at the start of the assistant turn."""
     template = c.spec.templates.comparison_cot if cot else c.spec.templates.comparison
     question = principle.principle.question  # type: ignore[union-attr]
     head = comparison_fewshot(c, cot) if fewshot else []
-    return head + [_msg("user", c.renderer.render(
-        template, conversation=[dict(m) for m in prompt], response_a=response_a,
-        response_b=response_b, question=question))]
+    text = c.renderer.render(template, conversation=[dict(m) for m in prompt], response_a=response_a,
+                             response_b=response_b, question=question)
+    return [*head, _msg("user", text)]
 
 
 def cot_answer_messages(judge_messages: Conversation, reasoning: str) -> Conversation:

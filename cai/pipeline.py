@@ -58,7 +58,7 @@ class RunContext:
         local = self.base / ref
         items = load_prompts(str(local) if local.exists() else ref)
         end = None if cfg.limit is None else cfg.skip + cfg.limit
-        return items[cfg.skip:end]
+        return items[cfg.skip : end]
 
     def backend(self, spec: str):
         from cai.cli_common import open_backend
@@ -81,9 +81,12 @@ def _critique(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.models.base import GenerationParams
     from cai.stages.critique import CritiqueSettings, run_critique
 
-    settings = CritiqueSettings(rounds=cfg.rounds, seed=ctx.recipe.seed, batch_size=cfg.batch_size,
-                                params=GenerationParams(max_new_tokens=cfg.max_new_tokens,
-                                                        temperature=cfg.temperature, top_p=cfg.top_p))
+    settings = CritiqueSettings(
+        rounds=cfg.rounds,
+        seed=ctx.recipe.seed,
+        batch_size=cfg.batch_size,
+        params=GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p),
+    )
     backend = ctx.backend(cfg.model or ctx.recipe.models.policy)
     try:
         return run_critique(ctx.constitution, ctx.prompts(cfg), backend, out, settings, quiet=ctx.quiet)
@@ -94,28 +97,50 @@ def _critique(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 def _sft(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.train.sft import train_sft
 
-    return train_sft([str(ctx.dirs["critique"])], ctx.recipe.models.policy, str(out / "model"),
-                     helpful=[_local(ctx, h) for h in cfg.helpful] or None,
-                     helpful_ratio=cfg.helpful_ratio, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                     grad_accum=cfg.grad_accum, max_length=cfg.max_length, max_steps=cfg.max_steps,
-                     seed=ctx.recipe.seed, quiet=ctx.quiet, overwrite=True)
+    return train_sft(
+        [str(ctx.dirs["critique"])],
+        ctx.recipe.models.policy,
+        str(out / "model"),
+        helpful=[_local(ctx, h) for h in cfg.helpful] or None,
+        helpful_ratio=cfg.helpful_ratio,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        max_length=cfg.max_length,
+        max_steps=cfg.max_steps,
+        seed=ctx.recipe.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
 
 
 def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.models.base import GenerationParams
     from cai.stages.label import JudgeSettings, LabelSettings, run_label
 
-    judge_settings = JudgeSettings(principles=cfg.principles, k=cfg.k, orders=cfg.orders, cot=cfg.cot,
-                                   clamp=tuple(cfg.clamp) if cfg.clamp else None, fewshot=cfg.fewshot)
-    settings = LabelSettings(judge=judge_settings, responses_per_prompt=cfg.responses_per_prompt,
-                             seed=ctx.recipe.seed, batch_size=cfg.batch_size, max_failures=cfg.max_failures,
-                             params=GenerationParams(max_new_tokens=cfg.max_new_tokens,
-                                                     temperature=cfg.temperature, top_p=0.95))
+    judge_settings = JudgeSettings(
+        principles=cfg.principles,
+        k=cfg.k,
+        orders=cfg.orders,
+        cot=cfg.cot,
+        clamp=tuple(cfg.clamp) if cfg.clamp else None,
+        fewshot=cfg.fewshot,
+    )
+    settings = LabelSettings(
+        judge=judge_settings,
+        responses_per_prompt=cfg.responses_per_prompt,
+        seed=ctx.recipe.seed,
+        batch_size=cfg.batch_size,
+        max_failures=cfg.max_failures,
+        params=GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=0.95),
+    )
     judge = ctx.backend(ctx.recipe.models.judge)
     policy = ctx.backend(ctx.policy_spec())
     try:
-        return run_label(ctx.constitution, judge, out, settings, prompts=ctx.prompts(cfg), policy=policy,
-                         quiet=ctx.quiet)
+        return run_label(
+            ctx.constitution, judge, out, settings, prompts=ctx.prompts(cfg), policy=policy, quiet=ctx.quiet
+        )
     finally:
         policy.close()
         judge.close()
@@ -133,11 +158,22 @@ def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     # The PM starts from the policy so that it shares the policy's tokenizer (TRL's PPO feeds
     # the policy's token ids to the reward and value models).
     base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
-    return train_pm([str(ctx.dirs["label"])], base, str(out / "model"),
-                    human=[_local(ctx, h) for h in cfg.human] or None,
-                    eval_files=[_local(ctx, e) for e in cfg.eval] or None, labels=cfg.labels,
-                    epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                    max_steps=cfg.max_steps, seed=ctx.recipe.seed, quiet=ctx.quiet, overwrite=True)
+    return train_pm(
+        [str(ctx.dirs["label"])],
+        base,
+        str(out / "model"),
+        human=[_local(ctx, h) for h in cfg.human] or None,
+        eval_files=[_local(ctx, e) for e in cfg.eval] or None,
+        labels=cfg.labels,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        max_steps=cfg.max_steps,
+        seed=ctx.recipe.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
 
 
 def _ppo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
@@ -145,10 +181,21 @@ def _ppo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
-    return train_rl(policy, str(ctx.model_dir("pm")), ctx.prompts(cfg), str(out / "model"),
-                    algorithm=cfg.algorithm, kl_coef=cfg.kl_coef, total_episodes=cfg.total_episodes,
-                    batch_size=cfg.batch_size, response_length=cfg.response_length, lr=cfg.lr,
-                    seed=ctx.recipe.seed, quiet=ctx.quiet, overwrite=True)
+    return train_rl(
+        policy,
+        str(ctx.model_dir("pm")),
+        ctx.prompts(cfg),
+        str(out / "model"),
+        algorithm=cfg.algorithm,
+        kl_coef=cfg.kl_coef,
+        total_episodes=cfg.total_episodes,
+        batch_size=cfg.batch_size,
+        response_length=cfg.response_length,
+        lr=cfg.lr,
+        seed=ctx.recipe.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
 
 
 def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
@@ -161,14 +208,23 @@ def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         from cai.train.rl_common import PMScorer
 
         scorer = PMScorer.load(str(ctx.model_dir("pm")))
-    settings = EvalSettings(params=GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.7, top_p=1.0),
-                            seed=ctx.recipe.seed)
+    settings = EvalSettings(
+        params=GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.7, top_p=1.0), seed=ctx.recipe.seed
+    )
     policy = ctx.backend(ctx.final_policy_spec())
     baseline = ctx.backend(ctx.recipe.models.policy)
     judge = ctx.backend(ctx.recipe.models.judge)
     try:
-        summary, samples = evaluate_policy(policy, ctx.prompts(cfg), ctx.constitution, baseline=baseline,
-                                           judge=judge, scorer=scorer, settings=settings, quiet=ctx.quiet)
+        summary, samples = evaluate_policy(
+            policy,
+            ctx.prompts(cfg),
+            ctx.constitution,
+            baseline=baseline,
+            judge=judge,
+            scorer=scorer,
+            settings=settings,
+            quiet=ctx.quiet,
+        )
     finally:
         for b in (policy, baseline, judge):
             b.close()
@@ -191,8 +247,9 @@ def stage_key(recipe: Recipe, fingerprint: str, stage: str, upstream: list[str])
     return content_hash(stage, cfg, recipe.models.model_dump(), recipe.seed, fingerprint, upstream)
 
 
-def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False,
-               only: list[str] | None = None) -> dict[str, Any]:
+def run_recipe(
+    recipe: Recipe, base: Path, out: Path, quiet: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
     """Run every enabled stage; returns {stage: summary}."""
     out.mkdir(parents=True, exist_ok=True)
     const_ref = str(base / recipe.constitution) if (base / recipe.constitution).is_file() else recipe.constitution
@@ -230,8 +287,9 @@ def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False,
         t0 = time.perf_counter()
         summary = STAGES[stage](ctx, getattr(recipe.stages, stage), d)
         seconds = round(time.perf_counter() - t0, 1)
-        write_json_atomic(state_path, {"stage": stage, "key": key, "status": "done", "seconds": seconds,
-                                       "summary": summary})
+        write_json_atomic(
+            state_path, {"stage": stage, "key": key, "status": "done", "seconds": seconds, "summary": summary}
+        )
         log(f"{stage}: done in {seconds}s")
         summaries[stage] = summary
     write_json_atomic(out / "run_summary.json", summaries)

@@ -36,8 +36,11 @@ class PromptSlice(Strict):
 
 
 class CritiqueStage(PromptSlice):
-    model: str | None = Field(None, description="Model that writes answers, critiques and revisions "
-                              "(default: models.policy, which is also the SFT base).")
+    model: str | None = Field(
+        None,
+        description="Model that writes answers, critiques and revisions "
+        "(default: models.policy, which is also the SFT base).",
+    )
     rounds: int | None = Field(None, ge=1, le=16, description="Rounds (default: the constitution's).")
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(160, ge=1)
@@ -177,7 +180,9 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe
     needs = {"sft": "critique", "pm": "label", "ppo": "pm"}
     for stage, before in needs.items():
         if getattr(recipe.stages, stage) is not None and getattr(recipe.stages, before) is None:
-            raise fail(str(p), doc.line(("stages", stage)), f"stages.{stage}", f"needs the {before} stage in the same recipe")
+            raise fail(
+                str(p), doc.line(("stages", stage)), f"stages.{stage}", f"needs the {before} stage in the same recipe"
+            )
     return recipe, p.resolve().parent
 
 

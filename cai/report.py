@@ -67,18 +67,24 @@ def _critique(run: Path, data: dict[str, Any]) -> str:
     counts = Counter(x["principle"] for r in records for x in r["rounds"])
     flags = Counter(f for r in records for x in r["rounds"] for f in x["flags"])
     summary = _read_json(run / "critique" / "summary.json") or {}
-    data["critique"] = {"per_principle": dict(sorted(counts.items())), "records": len(records),
-                        "exported": summary.get("exported"), "flags": dict(sorted(flags.items()))}
+    data["critique"] = {
+        "per_principle": dict(sorted(counts.items())),
+        "records": len(records),
+        "exported": summary.get("exported"),
+        "flags": dict(sorted(flags.items())),
+    }
     labels = sorted(counts)
     img = _barh(labels, [counts[k] for k in labels], "Critique rounds per principle", "rounds")
     rows = [[k, counts[k]] for k in labels]
     t = summary.get("throughput", {})
-    return (f"<h2>SL-CAI: critiques and revisions</h2><p>{len(records)} prompts, "
-            f"{summary.get('exported')} exported for SFT, {summary.get('excluded_flagged')} flagged, "
-            f"{summary.get('errors')} errors; {t.get('prompts_s')} prompts/s, {t.get('tok_s')} tokens/s.</p>"
-            f"<img src='{img}' alt='critique counts per principle'>"
-            + _table(["principle", "rounds"], rows)
-            + (_table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())]) if flags else ""))
+    return (
+        f"<h2>SL-CAI: critiques and revisions</h2><p>{len(records)} prompts, "
+        f"{summary.get('exported')} exported for SFT, {summary.get('excluded_flagged')} flagged, "
+        f"{summary.get('errors')} errors; {t.get('prompts_s')} prompts/s, {t.get('tok_s')} tokens/s.</p>"
+        f"<img src='{img}' alt='critique counts per principle'>"
+        + _table(["principle", "rounds"], rows)
+        + (_table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())]) if flags else "")
+    )
 
 
 def _labels(run: Path, data: dict[str, Any]) -> str:
@@ -88,8 +94,11 @@ def _labels(run: Path, data: dict[str, Any]) -> str:
         return ""
     ps = [r["p_chosen"] for r in records if r.get("p_chosen") is not None]
     per = summary.get("per_principle", {})
-    data["label"] = {"p_chosen": ps, "order_consistency": summary.get("order_consistency"),
-                     "per_principle_agreement": {k: v.get("agrees_with_label") for k, v in per.items()}}
+    data["label"] = {
+        "p_chosen": ps,
+        "order_consistency": summary.get("order_consistency"),
+        "per_principle_agreement": {k: v.get("agrees_with_label") for k, v in per.items()},
+    }
     fig, ax = _figure()
     ax.hist(ps, bins=10, range=(0.5, 1.0), color="#5a9e6f")
     ax.set_title("Soft labels: P(chosen)")
@@ -97,15 +106,30 @@ def _labels(run: Path, data: dict[str, Any]) -> str:
     ax.set_ylabel("pairs")
     hist = _png(fig)
     names = sorted(per)
-    agree = _barh(names, [per[k].get("agrees_with_label") or 0.0 for k in names],
-                  "Agreement of each principle with the ensemble label", "share of pairs")
-    rows = [[k, per[k].get("n"), per[k].get("agrees_with_label"), per[k].get("flip_rate"),
-             per[k].get("p_first_mean"), per[k].get("option_mass")] for k in names]
+    agree = _barh(
+        names,
+        [per[k].get("agrees_with_label") or 0.0 for k in names],
+        "Agreement of each principle with the ensemble label",
+        "share of pairs",
+    )
+    rows = [
+        [
+            k,
+            per[k].get("n"),
+            per[k].get("agrees_with_label"),
+            per[k].get("flip_rate"),
+            per[k].get("p_first_mean"),
+            per[k].get("option_mass"),
+        ]
+        for k in names
+    ]
     warn = "".join(f"<p class='warn'>⚠ {html.escape(w)}</p>" for w in summary.get("warnings", []))
-    return (f"<h2>RLAIF labels</h2><p>{len(ps)} labelled pairs; order consistency "
-            f"{_fmt(summary.get('order_consistency'))}; mean option mass {_fmt(summary.get('option_mass'))}.</p>{warn}"
-            f"<img src='{hist}' alt='label distribution'><img src='{agree}' alt='per-principle agreement'>"
-            + _table(["principle", "n", "agrees with label", "flips with order", "P(first)", "option mass"], rows))
+    return (
+        f"<h2>RLAIF labels</h2><p>{len(ps)} labelled pairs; order consistency "
+        f"{_fmt(summary.get('order_consistency'))}; mean option mass {_fmt(summary.get('option_mass'))}.</p>{warn}"
+        f"<img src='{hist}' alt='label distribution'><img src='{agree}' alt='per-principle agreement'>"
+        + _table(["principle", "n", "agrees with label", "flips with order", "P(first)", "option mass"], rows)
+    )
 
 
 def _pm(run: Path, data: dict[str, Any]) -> str:
@@ -136,9 +160,9 @@ def _ppo(run: Path, data: dict[str, Any]) -> str:
     ax2.set_ylabel("KL(policy ‖ reference)")
     ax.set_title("RL: reward and KL")
     img = _png(fig)
-    return ("<h2>Reinforcement learning</h2>"
-            f"<img src='{img}' alt='reward and KL curves'>"
-            + _table(["step", "reward", "KL"], [[s, r, k] for s, r, k in zip(steps, reward, kl, strict=True)]))
+    return f"<h2>Reinforcement learning</h2><img src='{img}' alt='reward and KL curves'>" + _table(
+        ["step", "reward", "KL"], [[s, r, k] for s, r, k in zip(steps, reward, kl, strict=True)]
+    )
 
 
 def _eval(run: Path, data: dict[str, Any]) -> str:
@@ -152,11 +176,17 @@ def _eval(run: Path, data: dict[str, Any]) -> str:
     if samples:
         rows = []
         for s in samples[:12]:
-            rows.append("<tr><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(str(s.get("prompt_text") or s.get("prompt", ""))),
-                html.escape(str(s.get("baseline", ""))), html.escape(str(s.get("policy", "")))))
-        out += ("<table class='samples'><thead><tr><th>prompt</th><th>before (baseline)</th>"
-                "<th>after (policy)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            rows.append(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                    html.escape(str(s.get("prompt_text") or s.get("prompt", ""))),
+                    html.escape(str(s.get("baseline", ""))),
+                    html.escape(str(s.get("policy", ""))),
+                )
+            )
+        out += (
+            "<table class='samples'><thead><tr><th>prompt</th><th>before (baseline)</th>"
+            "<th>after (policy)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        )
     return out
 
 
@@ -173,14 +203,18 @@ def _judge_eval(run: Path, data: dict[str, Any]) -> str:
     ax.set_ylabel("agreement with humans")
     ax.set_title(f"Judge calibration (ECE {_fmt(summary.get('ece'))})")
     ax.legend()
-    return ("<h2>Judge evaluation</h2>" + f"<img src='{_png(fig)}' alt='calibration'>"
-            + _table(["metric", "value"], [[k, v] for k, v in data["judge_eval"].items()]))
+    return (
+        "<h2>Judge evaluation</h2>"
+        + f"<img src='{_png(fig)}' alt='calibration'>"
+        + _table(["metric", "value"], [[k, v] for k, v in data["judge_eval"].items()])
+    )
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #4a7fb5}h2{margin-top:2em;color:#2d5a88}img{max-width:100%;display:block;margin:1em 0}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;
-text-align:left;vertical-align:top}th{background:#eef3f8}.samples td{max-width:340px}.warn{color:#a33;font-weight:bold}"""
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;
+padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eef3f8}
+.samples td{max-width:340px}.warn{color:#a33;font-weight:bold}"""
 
 
 def build_report(run: Path) -> str:
@@ -190,11 +224,13 @@ def build_report(run: Path) -> str:
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
     blob = json.dumps(data, sort_keys=True).replace("</", "<\\/")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{CSS}</style></head><body><h1>{title}</h1>"
-            f"<p>Constitution <b>{html.escape(str(recipe.get('constitution', '')))}</b>; "
-            f"models {html.escape(json.dumps(recipe.get('models', {})))}.</p>{body}"
-            f"<script type='application/json' id='cai-data'>{blob}</script></body></html>")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{CSS}</style></head><body><h1>{title}</h1>"
+        f"<p>Constitution <b>{html.escape(str(recipe.get('constitution', '')))}</b>; "
+        f"models {html.escape(json.dumps(recipe.get('models', {})))}.</p>{body}"
+        f"<script type='application/json' id='cai-data'>{blob}</script></body></html>"
+    )
 
 
 def write_report(run: str | Path) -> Path:

@@ -211,10 +211,7 @@ class ScriptedServer:
                 self._send(reply)
 
             def _send(self, reply: Reply) -> None:
-                if reply.kind == "raw":
-                    payload = reply.text.encode()
-                else:
-                    payload = json.dumps(reply.body).encode()
+                payload = reply.text.encode() if reply.kind == "raw" else json.dumps(reply.body).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")

@@ -14,12 +14,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def chunks_for_shard(items: Sequence[T], batch_size: int, shard: tuple[int, int]) -> Iterator[tuple[int, int, Sequence[T]]]:
+def chunks_for_shard(
+    items: Sequence[T], batch_size: int, shard: tuple[int, int]
+) -> Iterator[tuple[int, int, Sequence[T]]]:
     """Yield (chunk index, offset of its first item, items) for this shard."""
     i, n = shard
     for c, start in enumerate(range(0, len(items), batch_size)):
         if c % n == i:
-            yield c, start, items[start:start + batch_size]
+            yield c, start, items[start : start + batch_size]
 
 
 def shard_size(n_items: int, batch_size: int, shard: tuple[int, int]) -> int:

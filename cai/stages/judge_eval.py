@@ -142,10 +142,7 @@ def narrow(
         drawn = draw_for(p, pool(p), s, seed)
         answers = []
         for v in drawn:
-            if s.orders == "both":
-                orders = ["ab", "ba"]
-            else:
-                orders = ["ba" if order_coin(seed, p.id, v.ref) else "ab"]
+            orders = ["ab", "ba"] if s.orders == "both" else ["ba" if order_coin(seed, p.id, v.ref) else "ab"]
             answers += [asked[v.ref][o] for o in orders]
         out.append(_item(p, aggregate([v.ref for v in drawn], answers)))
     return out

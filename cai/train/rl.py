@@ -414,9 +414,8 @@ def _build_group(
     config: Any,
     s: RLSettings,
 ) -> tuple[Any, Any, PMScorer]:
-    from datasets import Dataset
-
     from accelerate import PartialState
+    from datasets import Dataset
 
     if s.algorithm == "rloo":
         from trl import RLOOTrainer as Trainer

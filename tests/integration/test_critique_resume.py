@@ -12,8 +12,22 @@ import pytest
 
 from tests.helpers import cai_cmd, cai_env, count_lines, records_without_timing, run_cai
 
-ARGS = ["critique", "--prompts", "red-team", "--limit", "12", "--rounds", "2", "--batch-size", "2",
-        "--constitution", "harmless", "--seed", "7", "--quiet"]
+ARGS = [
+    "critique",
+    "--prompts",
+    "red-team",
+    "--limit",
+    "12",
+    "--rounds",
+    "2",
+    "--batch-size",
+    "2",
+    "--constitution",
+    "harmless",
+    "--seed",
+    "7",
+    "--quiet",
+]
 
 
 def _critique(out: Path, model: str = "fake:slow", *extra: str) -> None:
@@ -28,8 +42,12 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _kill_when(out: Path, lines: int | None, after_s: float | None) -> None:
-    proc = subprocess.Popen(cai_cmd(*ARGS, "--model", "fake:slow", "--out", str(out)), env=cai_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cai_cmd(*ARGS, "--model", "fake:slow", "--out", str(out)),
+        env=cai_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     start = time.monotonic()
     try:
@@ -46,10 +64,14 @@ def _kill_when(out: Path, lines: int | None, after_s: float | None) -> None:
         proc.wait()
 
 
-@pytest.mark.parametrize(("lines", "after_s"), [(None, 0.3), (0, None), (2, None), (5, None), (8, None), (10, None)],
-                         ids=["during-startup", "before-first-write", "after-2", "after-5", "after-8", "after-10"])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, baseline: Path, lines: int | None,
-                                                  after_s: float | None) -> None:
+@pytest.mark.parametrize(
+    ("lines", "after_s"),
+    [(None, 0.3), (0, None), (2, None), (5, None), (8, None), (10, None)],
+    ids=["during-startup", "before-first-write", "after-2", "after-5", "after-8", "after-10"],
+)
+def test_sigkill_then_resume_equals_uninterrupted(
+    tmp_path: Path, baseline: Path, lines: int | None, after_s: float | None
+) -> None:
     out = tmp_path / "run"
     _kill_when(out, lines, after_s)
     killed_at = count_lines(out / "records.jsonl")
@@ -79,7 +101,9 @@ def test_shards_merged_equal_unsharded(tmp_path: Path, baseline: Path) -> None:
     n0 = count_lines(tmp_path / "s0" / "records.jsonl")
     assert 0 < n0 < 12
     run_cai("merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged"), check=True)
-    assert records_without_timing(tmp_path / "merged" / "records.jsonl") == records_without_timing(baseline / "records.jsonl")
+    assert records_without_timing(tmp_path / "merged" / "records.jsonl") == records_without_timing(
+        baseline / "records.jsonl"
+    )
     assert (tmp_path / "merged" / "sft.jsonl").read_text() == (baseline / "sft.jsonl").read_text()
 
 
@@ -112,8 +136,18 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
     from datasets import load_from_disk
 
     ds = load_from_disk(str(baseline / "dataset"))
-    for col in ("init_prompt", "init_response", "critic_prompt", "critic_response", "revision_prompt",
-                "revision_response", "prompt", "messages", "chosen", "rejected"):
+    for col in (
+        "init_prompt",
+        "init_response",
+        "critic_prompt",
+        "critic_response",
+        "revision_prompt",
+        "revision_response",
+        "prompt",
+        "messages",
+        "chosen",
+        "rejected",
+    ):
         assert col in ds.column_names
     summary = json.loads((baseline / "summary.json").read_text())
     assert summary["records"] == 12 and summary["exported"] == len(ds)
