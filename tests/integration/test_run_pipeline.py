@@ -42,7 +42,10 @@ def _recipe(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("run")
-    run_cai("run", str(_recipe(tmp)), "--out", str(tmp / "base"), "--quiet", check=True, timeout=1200)
+    # Run in `work`, then move it aside: the killed run reuses the same folder, so the paths that
+    # records cite (the SFT model as label policy) are the same in both.
+    run_cai("run", str(_recipe(tmp)), "--out", str(tmp / "work"), "--quiet", check=True, timeout=1200)
+    (tmp / "work").rename(tmp / "base")
     return tmp / "base"
 
 
@@ -63,7 +66,7 @@ def _run_until(recipe: Path, out: Path, records: Path, lines: int) -> int:
 
 
 def test_killed_in_two_stages_resumes_to_same_outputs(tmp_path: Path, baseline: Path) -> None:
-    recipe, out = _recipe(tmp_path), tmp_path / "killed"
+    recipe, out = _recipe(tmp_path), baseline.parent / "work"
     at_critique = _run_until(recipe, out, out / "critique" / "records.jsonl", 2)
     assert 0 < at_critique < 8, "not killed during the critique stage"
     at_label = _run_until(recipe, out, out / "label" / "records.jsonl", 1)
@@ -78,6 +81,9 @@ def test_killed_in_two_stages_resumes_to_same_outputs(tmp_path: Path, baseline: 
         assert (out / f).read_text() == (baseline / f).read_text(), f
     log = (out / "log.txt").read_text()
     assert "critique: done already" in log and "label: resuming" in log
+    import shutil
+
+    shutil.rmtree(out)
 
 
 def test_rerun_skips_finished_stages_and_set_overrides(tmp_path: Path, baseline: Path) -> None:

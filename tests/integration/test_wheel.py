@@ -23,7 +23,7 @@ from cai.constitution import load_constitution
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIRS = ("principles", "constitution", "prompts", "data")
+DATA_DIRS = ("principles", "constitution", "prompts", "data", "recipes")
 LIGHT_DEPS = ("jinja2", "pyyaml", "pydantic", "typer", "rich")
 
 
