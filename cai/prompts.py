@@ -16,6 +16,7 @@ Variable types (text, messages, list, number) let `cai validate` dry-render with
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -219,6 +220,8 @@ class PromptRenderer:
         self.dirs = [Path(d).resolve() for d in extra_dirs] + [data_dir("prompts").resolve()]
         self._env = _make_env(self.dirs)
         self._info: dict[str, TemplateInfo] = {}
+        # Compiled once per name: stages render the same few templates for every prompt.
+        self._compiled: dict[str, jinja2.Template] = {}
 
     def names(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -249,7 +252,9 @@ class PromptRenderer:
             raise fail(
                 str(info.path), 1, "variables", f"template does not declare {', '.join(undeclared)}"
             )
-        return render_file(info.path, self._env, variables).strip()
+        if name not in self._compiled:
+            self._compiled[name] = compile_file(info.path, self._env)
+        return render_template(self._compiled[name], variables).strip()
 
 
 def parse_header(path: Path, source: str) -> tuple[str, dict[str, str]]:
@@ -339,19 +344,11 @@ def inspect_template(path: Path, env: jinja2.Environment) -> TemplateInfo:
     return TemplateInfo(path.stem, path, description, variables, digest)
 
 
-def render_file(path: Path, env: jinja2.Environment, variables: dict[str, Any]) -> str:
-    source = read_text(path)
-    where = str(path)
-    token = _DEADLINE.set(time.monotonic() + RENDER_SECONDS)
+@contextlib.contextmanager
+def _as_template_error(where: str) -> Iterator[None]:
+    """Turn whatever a template makes Jinja or Python raise into one user-facing line."""
     try:
-        ast = env.parse(source, filename=where)
-        for loop in list(ast.find_all(nodes.For)):
-            loop.iter = nodes.Filter(
-                loop.iter, _BUDGET_FILTER, [], [], None, None, lineno=loop.lineno
-            )
-        template = env.from_string(ast)
-        template.filename = where  # Jinja's rewritten tracebacks then point into this file
-        return template.render(**variables)
+        yield
     except SecurityError as e:
         raise fail(where, template_lineno(e, where), "template", f"unsafe operation: {e}") from None
     except jinja2.UndefinedError as e:
@@ -364,8 +361,36 @@ def render_file(path: Path, env: jinja2.Environment, variables: dict[str, Any]) 
         raise fail(
             where, template_lineno(e, where), "template", f"render failed: {type(e).__name__}: {e}"
         ) from None
+
+
+def compile_file(path: Path, env: jinja2.Environment) -> jinja2.Template:
+    """Parse and compile a template once, with a loop budget on every `for`."""
+    source = read_text(path)
+    where = str(path)
+    with _as_template_error(where):
+        ast = env.parse(source, filename=where)
+        for loop in list(ast.find_all(nodes.For)):
+            loop.iter = nodes.Filter(
+                loop.iter, _BUDGET_FILTER, [], [], None, None, lineno=loop.lineno
+            )
+        template = env.from_string(ast)
+        template.filename = where  # Jinja's rewritten tracebacks then point into this file
+    return template
+
+
+def render_template(template: jinja2.Template, variables: dict[str, Any]) -> str:
+    """Render a compiled template under the per-render time limit."""
+    where = str(template.filename)
+    token = _DEADLINE.set(time.monotonic() + RENDER_SECONDS)
+    try:
+        with _as_template_error(where):
+            return template.render(**variables)
     finally:
         _DEADLINE.reset(token)
+
+
+def render_file(path: Path, env: jinja2.Environment, variables: dict[str, Any]) -> str:
+    return render_template(compile_file(path, env), variables)
 
 
 def dry_render(path: Path, extra_dirs: Sequence[Path] = ()) -> list[Problem]:
