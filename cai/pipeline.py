@@ -54,11 +54,13 @@ class RunContext:
     def prompts(self, cfg: Any) -> list[Any]:
         from cai.sources import load_prompts
 
-        ref = cfg.prompts
-        local = self.base / ref
-        items = load_prompts(str(local) if local.exists() else ref)
+        items = load_prompts(self.local(cfg.prompts))
         end = None if cfg.limit is None else cfg.skip + cfg.limit
         return items[cfg.skip : end]
+
+    def local(self, ref: str) -> str:
+        """A data path named in the recipe, relative to the recipe's folder when it exists there."""
+        return str(self.base / ref) if (self.base / ref).exists() else ref
 
     def backend(self, spec: str):
         from cai.cli_common import open_backend
@@ -101,7 +103,7 @@ def _sft(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         [str(ctx.dirs["critique"])],
         ctx.recipe.models.policy,
         str(out / "model"),
-        helpful=[_local(ctx, h) for h in cfg.helpful] or None,
+        helpful=[ctx.local(h) for h in cfg.helpful] or None,
         helpful_ratio=cfg.helpful_ratio,
         epochs=cfg.epochs,
         lr=cfg.lr,
@@ -146,11 +148,6 @@ def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         judge.close()
 
 
-def _local(ctx: RunContext, ref: str) -> str:
-    """A data path named in the recipe, relative to the recipe's folder when it exists there."""
-    return str(ctx.base / ref) if (ctx.base / ref).exists() else ref
-
-
 def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.train.common import resolve_model_path
     from cai.train.pm import train_pm
@@ -162,8 +159,8 @@ def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         [str(ctx.dirs["label"])],
         base,
         str(out / "model"),
-        human=[_local(ctx, h) for h in cfg.human] or None,
-        eval_files=[_local(ctx, e) for e in cfg.eval] or None,
+        human=[ctx.local(h) for h in cfg.human] or None,
+        eval_files=[ctx.local(e) for e in cfg.eval] or None,
         labels=cfg.labels,
         epochs=cfg.epochs,
         lr=cfg.lr,
