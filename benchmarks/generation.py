@@ -1,6 +1,6 @@
 """Generation throughput: LocalBackend at batch 1 and 32 vs the llama.cpp server, same model.
 
-    .venv/bin/python benchmarks/generation.py [--new-tokens 64] [--dtype auto] [--no-llamacpp]
+    .venv/bin/python benchmarks/generation.py [--new-tokens 64] [--dtype auto] [--decoder auto] [--no-llamacpp]
 
 Every request generates exactly ``--new-tokens`` tokens (EOS suppressed: ``min_new_tokens``
 locally, ``min_tokens`` on llama.cpp), greedy, so tokens/s compare like with like.
@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best of N for each local figure")
     ap.add_argument("--llamacpp-requests", type=int, default=8)
     ap.add_argument("--no-llamacpp", action="store_true")
+    ap.add_argument("--decoder", default="auto", choices=["auto", "cai", "transformers"])
+    ap.add_argument("--no-baseline", action="store_true", help="skip the transformers-generate figure")
     ap.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch and llama.cpp alike"
     )
@@ -119,8 +121,9 @@ def main() -> None:
     from cai.models.device import torch_dtype
     from cai.models.spec import load_backend
 
-    backend = load_backend("embedded", dtype=args.dtype, device=args.device)
+    backend = load_backend("embedded", dtype=args.dtype, device=args.device, decoder=args.decoder)
     dtype = backend.dtype  # type: ignore[attr-defined]
+    decoder = backend.describe()["decoder"]  # type: ignore[attr-defined]
     params = sum(p.numel() for p in backend.model.parameters())  # type: ignore[attr-defined]
     local_tok_s(backend, 4, 8, 1)  # warm-up (kernel selection, allocator)
     tok1 = local_tok_s(backend, 1, args.new_tokens, args.repeats)
@@ -129,6 +132,14 @@ def main() -> None:
     print(f"local batch 32: {tok32:8.1f} tok/s ({dtype})", flush=True)
     device = backend.device  # type: ignore[attr-defined]
     backend.close()
+    tok32_hf = None
+    if decoder != "transformers" and not args.no_baseline:
+        # The same batch through transformers' generate: what our decoder replaced.
+        hf = load_backend("embedded", dtype=args.dtype, device=args.device, decoder="transformers")
+        local_tok_s(hf, 4, 8, 1)
+        tok32_hf = local_tok_s(hf, 32, args.new_tokens, args.repeats)
+        hf.close()
+        print(f"transformers generate batch 32: {tok32_hf:8.1f} tok/s ({dtype})", flush=True)
     gflops = gemm_gflops(torch_dtype(dtype), device="cuda" if device.startswith("cuda") else "cpu")
     print(f"matmul 2048²:   {gflops:8.1f} GFLOP/s ({dtype})", flush=True)
     tok_llama = None
@@ -142,6 +153,8 @@ def main() -> None:
         "tok_s_llamacpp": round(tok_llama, 2) if tok_llama else None,
         "gemm_gflops": round(gflops, 1),
         "dtype": dtype,
+        "decoder": decoder,
+        "tok_s_batch32_transformers": round(tok32_hf, 2) if tok32_hf else None,
         "params": params,
         "ceiling_share": round(share, 4),
         "batch32_over_batch1": round(tok32 / tok1, 2),

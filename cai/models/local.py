@@ -64,6 +64,43 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def _sample_rows(weights: Any, torch: Any) -> Any:
+    """One index per row, drawn in proportion to non-negative ``weights`` (inverse CDF: one
+    cumulative sum and a binary search, far cheaper than ``multinomial`` over a vocabulary)."""
+    cum = weights.cumsum(dim=-1)
+    u = torch.rand(weights.shape[0], 1, device=weights.device, dtype=cum.dtype) * cum[:, -1:]
+    return torch.searchsorted(cum, u, right=True).clamp_(max=weights.shape[-1] - 1).squeeze(-1)
+
+
+def _picker(params: GenerationParams, torch: Any, candidates: int = 64) -> Any:
+    """Next-token choice from float logits (rows, vocab): greedy, or temperature + nucleus.
+
+    Nucleus sampling keeps the most likely tokens until their mass reaches ``top_p``. Sorting
+    the whole vocabulary every step cost more than a decode step's attention here, so we look
+    at the top ``candidates`` first and sort everything only when they hold less than top_p
+    of the mass in some row (exact either way).
+    """
+    if params.temperature <= 0:
+        return lambda logits: logits.argmax(dim=-1)
+
+    def nucleus(ranked: Any) -> Any:
+        ranked = ranked.clone()
+        ranked[(ranked.cumsum(dim=-1) - ranked) >= params.top_p] = 0.0  # always keeps the first
+        return ranked
+
+    def pick(logits: Any) -> Any:
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p >= 1.0:
+            return _sample_rows(probs, torch)
+        ranked, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
+        if not bool((ranked.sum(dim=-1) >= params.top_p).all()):
+            ranked, order = probs.sort(dim=-1, descending=True)
+        choice = _sample_rows(nucleus(ranked), torch)
+        return order.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+    return pick
+
+
 class LocalBackend:
     """A transformers model behind the `Backend` protocol."""
 
@@ -77,6 +114,7 @@ class LocalBackend:
         batch_size: int = 32,
         prefix_sharing: bool = True,
         min_shared_prefix: int = 16,
+        decoder: str = "auto",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,6 +136,24 @@ class LocalBackend:
         pad = self.tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else min(self.eos_ids)
         self._torch = torch
+        self.decoder = self._choose_decoder(decoder)
+
+    def _choose_decoder(self, decoder: str) -> Any:
+        """Our cached decoder (`cai.models.decode`) or None for transformers' ``generate``.
+
+        ``auto`` uses ours on CPU where the architecture is supported: that is where
+        ``generate``'s per-step overheads dominated. CUDA keeps ``generate`` (tested there).
+        """
+        from cai.models.decode import LlamaDecoder, supports
+
+        if decoder not in ("auto", "cai", "transformers"):
+            raise ValueError(f"unknown decoder {decoder!r}; choose auto, cai or transformers")
+        wanted = decoder == "cai" or (decoder == "auto" and self.device == "cpu")
+        if wanted and supports(self.model):
+            return LlamaDecoder(self.model)
+        if decoder == "cai":
+            raise ValueError(f"the cai decoder does not support {self.model.config.model_type!r} models")
+        return None
 
     def _load_model(self, auto_cls: Any) -> Any:
         """On CPU, our GQA kernel (see `cai.models.attention`), else eager: torch's flash
@@ -188,6 +244,8 @@ class LocalBackend:
     def _generate_batch(
         self, prompts: Sequence[Any], params: GenerationParams, min_new_tokens: int
     ) -> tuple[list[str], list[int]]:
+        if self.decoder is not None:
+            return self._decode_batch(prompts, params, min_new_tokens)
         ids, mask = self._left_pad(prompts)
         width = ids.shape[1]
         sample = params.temperature > 0
@@ -228,6 +286,30 @@ class LocalBackend:
             texts.append(truncate_at_stop(text, params.stop))
             counts.append(n)
         return texts, counts
+
+    def _decode_batch(
+        self, prompts: Sequence[Any], params: GenerationParams, min_new_tokens: int
+    ) -> tuple[list[str], list[int]]:
+        stops = [s for s in params.stop if s]
+        window = max((len(s) for s in stops), default=0) + 2
+
+        def is_stopped(ids: list[int]) -> bool:
+            # Only the tail can newly contain a stop string; exact truncation comes after decoding.
+            tail = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
+            return any(s in tail for s in stops)
+
+        rows = self.decoder.generate(
+            prompts,
+            max_new_tokens=params.max_new_tokens,
+            pick=_picker(params, self._torch),
+            eos_ids=sorted(self.eos_ids),
+            pad_id=self.pad_id,
+            min_new_tokens=min(min_new_tokens, params.max_new_tokens),
+            is_stopped=is_stopped if stops else None,
+            min_shared_prefix=self.min_shared_prefix,
+        )
+        texts = [truncate_at_stop(self.tokenizer.decode(r, skip_special_tokens=True), params.stop) for r in rows]
+        return texts, [len(r) for r in rows]
 
     def _left_pad(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, Any]:
         torch = self._torch
@@ -307,6 +389,7 @@ class LocalBackend:
             "device": self.device,
             "batch_size": self.batch_size,
             "prefix_sharing": self.prefix_sharing,
+            "decoder": "cai" if self.decoder is not None else "transformers",
         }
 
     def close(self) -> None:

@@ -80,6 +80,7 @@ def load_backend(
     concurrency: int = 8,
     timeout: float = 60.0,
     max_retries: int = 4,
+    decoder: str = "auto",
 ) -> Backend:
     """Build the backend a spec string names. Raises `ModelSpecError` with a fix on failure."""
     parsed = parse_spec(spec)
@@ -120,7 +121,7 @@ def load_backend(
             raise ModelSpecError(f"model folder {path} does not exist")
         # else: a hub id; transformers resolves it (from its cache when offline)
     try:
-        return LocalBackend(path, spec=spec, dtype=dtype, device=device)
+        return LocalBackend(path, spec=spec, dtype=dtype, device=device, decoder=decoder)
     except OSError as exc:  # transformers: not found locally and no hub access
         raise ModelSpecError(f"cannot load model {spec!r}: {exc}") from exc
 

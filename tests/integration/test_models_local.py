@@ -89,6 +89,58 @@ def test_seeded_sampling_n_and_stop(embedded_fp32: Any) -> None:
     assert other != first
 
 
+LONG_SYSTEM = ("You are a careful assistant. Answer in one short sentence, stay polite, and never "
+               "invent facts you are unsure of. " * 6)
+
+
+def _shared_prefix_prompts() -> list[list[dict[str, str]]]:
+    return [[{"role": "system", "content": LONG_SYSTEM}, *p[-1:]] for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def transformers_fp32(embedded_model_dir: Path) -> Any:
+    from cai.models.local import LocalBackend
+
+    return LocalBackend(embedded_model_dir, dtype="fp32", decoder="transformers")
+
+
+def test_cai_decoder_logits_equal_transformers(embedded_fp32: Any) -> None:
+    """Prefill with left padding and a shared prefix gives the model's own next-token logits."""
+    import torch
+
+    from cai.models.decode import LlamaDecoder
+
+    decoder = embedded_fp32.decoder
+    assert isinstance(decoder, LlamaDecoder)
+    ids = [embedded_fp32.encode(c) for c in _shared_prefix_prompts()]
+    prefix = 40  # the prompts share more than this, so the shared-prefix path runs
+    assert all(x[:prefix] == ids[0][:prefix] for x in ids)
+    with torch.inference_mode():
+        captured = []
+        decoder.generate(ids, max_new_tokens=1, pick=lambda lg: captured.append(lg) or lg.argmax(-1),
+                         eos_ids=[], pad_id=embedded_fp32.pad_id, min_shared_prefix=prefix)
+        for row, x in enumerate(ids):
+            ref = embedded_fp32.model(torch.tensor([x])).logits[0, -1].float()
+            assert torch.allclose(captured[0][row], ref, atol=1e-4), row
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_cai_decoder_greedy_equals_transformers_generate(
+    embedded_fp32: Any, transformers_fp32: Any, shared: bool
+) -> None:
+    """Rows finish at different steps (batch compaction) and, with a long system prompt, the
+    decoder shares its prefix: the texts still equal transformers' generate token for token."""
+    convs = _shared_prefix_prompts() if shared else PROMPTS
+    params = GenerationParams(max_new_tokens=24, temperature=0.0)
+    ours = embedded_fp32.generate(convs, params)
+    ref = transformers_fp32.generate(convs, params)
+    assert [g.texts for g in ours] == [g.texts for g in ref]
+    assert [g.n_tokens for g in ours] == [g.n_tokens for g in ref]
+    assert len({g.n_tokens for g in ours}) > 1  # some rows stopped early
+    assert embedded_fp32.describe()["decoder"] == "cai"
+    assert transformers_fp32.describe()["decoder"] == "transformers"
+
+
 def test_min_new_tokens_suppresses_eos(embedded_fp32: Any) -> None:
     out = embedded_fp32.generate([PROMPTS[2]], GenerationParams(max_new_tokens=16, temperature=0),
                                  min_new_tokens=16)
