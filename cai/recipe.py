@@ -88,8 +88,12 @@ class PpoStage(PromptSlice):
     algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
     kl_coef: float = Field(0.05, ge=0)
     total_episodes: int = Field(64, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="Rollouts per update.")
+    mini_batch: int = Field(4, ge=1, description="PPO: rows per optimiser step (divides batch_size).")
+    ppo_epochs: int = Field(4, ge=1, description="PPO: passes over each batch of rollouts.")
+    num_generations: int = Field(4, ge=2, description="RLOO/GRPO: completions per prompt.")
     response_length: int = Field(48, ge=1)
+    temperature: float = Field(0.7, gt=0, description="Rollout sampling temperature.")
     lr: float = Field(1e-6, gt=0)
 
 
