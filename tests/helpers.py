@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +50,22 @@ def count_lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+def kill_when(
+    args: list[str], ready: Callable[[], bool] | None = None, after_s: float | None = None, timeout: float = 120
+) -> None:
+    """Start `cai ARGS` and SIGKILL it as soon as ``ready()`` holds or ``after_s`` seconds passed
+    (polled every 5 ms), or at ``timeout``; returns once the process is gone."""
+    proc = subprocess.Popen(cai_cmd(*args), env=cai_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - start < timeout:
+            if ready is not None and ready():
+                break
+            if after_s is not None and time.monotonic() - start >= after_s:
+                break
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

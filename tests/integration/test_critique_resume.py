@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cai_cmd, cai_env, count_lines, records_without_timing, run_cai
+from tests.helpers import count_lines, kill_when, records_without_timing, run_cai
 
 ARGS = [
     "critique",
@@ -42,26 +39,11 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _kill_when(out: Path, lines: int | None, after_s: float | None) -> None:
-    proc = subprocess.Popen(
-        cai_cmd(*ARGS, "--model", "fake:slow", "--out", str(out)),
-        env=cai_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    start = time.monotonic()
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            # lines == 0: as soon as the run folder exists, before any record is written.
-            ready = (out / "run.json").exists() if lines == 0 else count_lines(out / "records.jsonl") >= (lines or 0)
-            if lines is not None and ready:
-                break
-            if after_s is not None and time.monotonic() - start >= after_s:
-                break
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    def ready() -> bool:
+        # lines == 0: as soon as the run folder exists, before any record is written.
+        return (out / "run.json").exists() if lines == 0 else count_lines(out / "records.jsonl") >= (lines or 0)
+
+    kill_when([*ARGS, "--model", "fake:slow", "--out", str(out)], ready if lines is not None else None, after_s)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,6 @@ and `cai report` renders in Chromium with figures that match the run's records."
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chromium, is_blank, screenshot
-from tests.helpers import cai_cmd, cai_env, count_lines, records_without_timing, run_cai
+from tests.helpers import count_lines, kill_when, records_without_timing, run_cai
 
 pytestmark = pytest.mark.slow
 
@@ -51,17 +49,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run_until(recipe: Path, out: Path, records: Path, lines: int) -> int:
     """Start `cai run`, SIGKILL it once `records` has `lines` lines; return the lines then."""
-    proc = subprocess.Popen(cai_cmd("run", str(recipe), "--out", str(out), "--quiet"), env=cai_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 900
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if count_lines(records) >= lines:
-                break
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(["run", str(recipe), "--out", str(out), "--quiet"], lambda: count_lines(records) >= lines, timeout=900)
     return count_lines(records)
 
 
