@@ -28,8 +28,12 @@ def cai_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "cai.cli", *args]
 
 
-def run_cai(*args: str, timeout: float = 300, check: bool = False, **kw: Any) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cai_cmd(*args), capture_output=True, text=True, timeout=timeout, env=cai_env(), **kw)
+def run_cai(
+    *args: str, timeout: float = 300, check: bool = False, env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.CompletedProcess:
+    """`cai ARGS` in a subprocess; ``env`` adds variables to `cai_env()` (e.g. a test's own key)."""
+    full_env = {**cai_env(), **(env or {})}
+    proc = subprocess.run(cai_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"cai {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

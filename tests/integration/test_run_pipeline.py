@@ -120,3 +120,29 @@ def test_console_check_catches_errors(tmp_path: Path) -> None:
     page = tmp_path / "bad.html"
     page.write_text("<html><body><p>x</p><script>missingFunction()</script></body></html>")
     assert any("missingFunction" in m for m in screenshot(page, tmp_path / "bad.png"))
+
+
+def test_shipped_api_judge_recipe_labels_through_llama_cpp(tmp_path: Path, llama_base_url: str) -> None:
+    """recipes/api-judge.yaml as shipped, shrunk with --set and pointed at the test's llama.cpp
+    server: labels come from the endpoint's log-probabilities and no key reaches the run folder."""
+    key = "sk-test-secret-0123456789"
+    sets = [
+        f"models.base_url={llama_base_url}",
+        "stages.critique.limit=2", "stages.critique.rounds=1", "stages.critique.max_new_tokens=16",
+        "stages.sft.max_steps=1", "stages.sft.max_length=128",
+        "stages.label.limit=2", "stages.label.k=2", "stages.label.max_new_tokens=16",
+        "stages.pm=null", "stages.ppo=null", "stages.eval=null",
+    ]
+    args = ["run", "api-judge", "--out", str(tmp_path / "run"), "--quiet", "--no-report"]
+    run_cai(*args, *[x for s in sets for x in ("--set", s)], check=True, timeout=900, env={"OPENAI_API_KEY": key})
+    rows = [json.loads(line) for line in (tmp_path / "run" / "label" / "records.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    done = json.loads((tmp_path / "run" / "label" / "stage.json").read_text())
+    assert done["status"] == "done"
+    text = "".join(f.read_text(errors="replace") for f in (tmp_path / "run").rglob("*") if f.is_file()
+                   and f.suffix in {".json", ".jsonl", ".txt"})
+    assert key not in text
+    assert all(r["provenance"]["judge"] == "openai:judge" for r in rows)
+    answers = [o for r in rows for p in r["principles"] for o in p["orders"]]
+    assert len(answers) == 2 * 2 * 2  # pairs × k principles × both orders
+    assert all(o["path"] == "logprobs" and o["error"] is None and 0 < o["mass"] <= 1 for o in answers)
