@@ -156,13 +156,49 @@ def _ppo(run: Path, data: dict[str, Any]) -> str:
     ax2 = ax.twinx()
     ax2.plot(steps, [k if k is not None else float("nan") for k in kl], label="KL", color="#4a7fb5")
     ax.set_xlabel("logged step")
-    ax.set_ylabel("reward")
-    ax2.set_ylabel("KL(policy ‖ reference)")
+    ax.set_ylabel("reward", color="#b5584a")
+    ax2.set_ylabel("KL(policy ‖ reference)", color="#4a7fb5")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="best", frameon=False)
     ax.set_title("RL: reward and KL")
     img = _png(fig)
     return f"<h2>Reinforcement learning</h2><img src='{img}' alt='reward and KL curves'>" + _table(
         ["step", "reward", "KL"], [[s, r, k] for s, r, k in zip(steps, reward, kl, strict=True)]
     )
+
+
+def _prompt_text(prompt: Any) -> str:
+    """A prompt record as a person reads it: the text of a single user turn, else role: text lines."""
+    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        if len(prompt) == 1:
+            return str(prompt[0].get("content", ""))
+        return "\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in prompt)
+    return str(prompt)
+
+
+def _answer_cell(text: Any, pm: Any) -> str:
+    score = f"<div class='pm'>PM {pm:.2f}</div>" if isinstance(pm, int | float) else ""
+    return html.escape(str(text or "")) + score
+
+
+def _eval_headline(summary: dict[str, Any]) -> list[list[Any]]:
+    """metric, before (the baseline), after (the final policy) — the figures a reader wants first."""
+    pm = summary.get("pm_reward") or {}
+    refusal = summary.get("refusal") or {}
+    words = summary.get("answer_words") or {}
+    wins = summary.get("win_rate") or {}
+    rows: list[list[Any]] = []
+    if pm:
+        rows.append(["mean PM reward", pm.get("baseline"), pm.get("policy")])
+    for key, name in (("refusal_rate", "refusal rate"), ("evasive_rate", "evasive rate")):
+        if refusal:
+            rows.append([name, refusal.get("baseline", {}).get(key), refusal.get("policy", {}).get(key)])
+    if words:
+        rows.append(["answer length (words)", words.get("baseline"), words.get("policy")])
+    for aspect in ("harmless", "helpful"):
+        if aspect in wins:
+            rows.append([f"judge prefers after over before ({aspect})", None, wins[aspect].get("win_rate")])
+    return rows
 
 
 def _eval(run: Path, data: dict[str, Any]) -> str:
@@ -171,16 +207,22 @@ def _eval(run: Path, data: dict[str, Any]) -> str:
     if summary is None:
         return ""
     flat = {k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None}
+    headline = _eval_headline(summary)
     data["eval"] = flat
-    out = "<h2>Before and after</h2>" + _table(["metric", "value"], [[k, v] for k, v in flat.items()])
+    data["eval_headline"] = {row[0]: row[1:] for row in headline}
+    out = (
+        "<h2>Before and after</h2>"
+        + _table(["metric", "before", "after"], headline)
+        + _table(["setting", "value"], [[k, v] for k, v in flat.items()])
+    )
     if samples:
         rows = []
         for s in samples[:12]:
             rows.append(
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                    html.escape(str(s.get("prompt_text") or s.get("prompt", ""))),
-                    html.escape(str(s.get("baseline", ""))),
-                    html.escape(str(s.get("policy", ""))),
+                    html.escape(_prompt_text(s.get("prompt", ""))),
+                    _answer_cell(s.get("baseline"), s.get("baseline_pm")),
+                    _answer_cell(s.get("policy"), s.get("policy_pm")),
                 )
             )
         out += (
@@ -214,7 +256,8 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 h1{border-bottom:2px solid #4a7fb5}h2{margin-top:2em;color:#2d5a88}img{max-width:100%;display:block;margin:1em 0}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;
 padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eef3f8}
-.samples td{max-width:340px}.warn{color:#a33;font-weight:bold}"""
+.samples td{max-width:340px;white-space:pre-wrap}.pm{color:#666;font-size:85%;margin-top:4px}
+.warn{color:#a33;font-weight:bold}"""
 
 
 def build_report(run: Path) -> str:
