@@ -93,8 +93,18 @@ def sample_and_score(
         "finished_rate": round(sum(finished) / len(finished), 4),
         "refusal_rate": round(sum(refusals) / len(refusals), 4),
         "kl_mean": round(sum(kls) / len(kls), 4) if kls else None,
+        "per_prompt": [sum(scores[k : k + n]) / n for k in range(0, len(scores), n)],
         "examples": examples,
     }
+
+
+def paired_gain(before: list[float], after: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the per-prompt gain (after − before, same prompts): the
+    prompt-to-prompt spread, which dominates each mean's own error, cancels out."""
+    diffs = [a - b for a, b in zip(after, before, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1)
+    return mean, (var / len(diffs)) ** 0.5
 
 
 def _kl(model: Any, ref: Any, seq: list[int], start: int, temperature: float) -> float:
@@ -267,6 +277,7 @@ def main() -> None:
             "reward_before": before["pm_mean"],
             "reward_after": after["pm_mean"],
             "reward_delta": round(after["pm_mean"] - before["pm_mean"], 4),
+            "reward_delta_paired_stderr": round(paired_gain(before["per_prompt"], after["per_prompt"])[1], 4),
             "stderr_before": before["pm_stderr"],
             "stderr_after": after["pm_stderr"],
             "finished_before": before["finished_rate"],
