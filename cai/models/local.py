@@ -41,27 +41,35 @@ def _is_prefix(conversation: Conversation) -> bool:
     return bool(conversation) and conversation[-1].get("role") == "assistant"
 
 
-class _StopOnStrings:
-    """Stopping criterion: a row is done once its generated text contains a stop string.
+class _StopTail:
+    """Whether generated ids newly contain a stop string, looking only at their tail.
 
-    Only the tail of each row is decoded (enough tokens to cover the longest stop string), so
-    the per-step cost stays small; exact truncation happens after decoding.
+    Only the last few tokens are decoded (enough to cover the longest stop string), so the
+    per-step cost stays small; exact truncation happens after decoding.
     """
 
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
-        self.prompt_width = prompt_width
         self.window = max((len(s) for s in self.stops), default=0) + 2
+
+    def __call__(self, ids: Sequence[int]) -> bool:
+        tail = self.tokenizer.decode(list(ids[-self.window :]), skip_special_tokens=True)
+        return any(s in tail for s in self.stops)
+
+
+class _StopOnStrings:
+    """transformers stopping criterion: a row is done once its generated text has a stop string."""
+
+    def __init__(self, stopped: _StopTail, prompt_width: int) -> None:
+        self.stopped = stopped
+        self.prompt_width = prompt_width
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        generated = input_ids[:, self.prompt_width :]
-        tail = generated[:, -self.window :].tolist()
-        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
-        done = [any(s in t for s in self.stops) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        rows = input_ids[:, self.prompt_width :][:, -self.stopped.window :].tolist()
+        return torch.tensor([self.stopped(r) for r in rows], dtype=torch.bool, device=input_ids.device)
 
 
 def _sample_rows(weights: Any, torch: Any) -> Any:
@@ -270,7 +278,7 @@ class LocalBackend:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(self.tokenizer, params.stop, width)]
+                [_StopOnStrings(_StopTail(self.tokenizer, params.stop), width)]
             )
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
@@ -290,14 +298,7 @@ class LocalBackend:
     def _decode_batch(
         self, prompts: Sequence[Any], params: GenerationParams, min_new_tokens: int
     ) -> tuple[list[str], list[int]]:
-        stops = [s for s in params.stop if s]
-        window = max((len(s) for s in stops), default=0) + 2
-
-        def is_stopped(ids: list[int]) -> bool:
-            # Only the tail can newly contain a stop string; exact truncation comes after decoding.
-            tail = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
-            return any(s in tail for s in stops)
-
+        stopped = _StopTail(self.tokenizer, params.stop)
         rows = self.decoder.generate(
             prompts,
             max_new_tokens=params.max_new_tokens,
@@ -305,7 +306,7 @@ class LocalBackend:
             eos_ids=sorted(self.eos_ids),
             pad_id=self.pad_id,
             min_new_tokens=min(min_new_tokens, params.max_new_tokens),
-            is_stopped=is_stopped if stops else None,
+            is_stopped=stopped if stopped.stops else None,
             min_shared_prefix=self.min_shared_prefix,
         )
         texts = [truncate_at_stop(self.tokenizer.decode(r, skip_special_tokens=True), params.stop) for r in rows]
