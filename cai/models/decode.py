@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cai.models.packed import Linear
+
 # Architectures whose decoder layer is: x + attn(norm1(x)); x + mlp(norm2(x)), with plain
 # rotary q/k (no q/k norms, no sliding window).
 _ARCHITECTURES = frozenset({"llama"})
@@ -46,14 +48,18 @@ def supports(model: Any) -> bool:
 
 @dataclass(frozen=True)
 class _Fused:
-    """One layer's q/k/v projections as one matrix, and gate/up as another: a decode step
-    then runs 4 matmuls per layer instead of 7, on wider matrices (−17 % matmul time at batch
-    32 here). The model's own parameters become views into these, so no memory is added."""
+    """One layer's four matmuls. q/k/v projections are one matrix, and gate/up another: a
+    decode step then runs 4 matmuls per layer instead of 7, on wider matrices (−17 % matmul
+    time at batch 32 here). The model's own parameters become views into these, so no memory
+    is added by fusing (prepacking, `cai.models.packed`, does add a copy)."""
 
-    qkv: Any
-    qkv_bias: Any
-    gate_up: Any
-    gate_up_bias: Any
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+
+    def all(self) -> tuple[Linear, ...]:
+        return (self.qkv, self.o, self.gate_up, self.down)
 
 
 def _fuse(modules: Sequence[Any]) -> tuple[Any, Any]:
@@ -75,25 +81,38 @@ def _fuse(modules: Sequence[Any]) -> tuple[Any, Any]:
 
 def _fuse_layer(layer: Any) -> _Fused:
     a, mlp = layer.self_attn, layer.mlp
-    qkv, qkv_bias = _fuse([a.q_proj, a.k_proj, a.v_proj])
-    gate_up, gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
-    return _Fused(qkv, qkv_bias, gate_up, gate_up_bias)
+    return _Fused(
+        qkv=Linear(*_fuse([a.q_proj, a.k_proj, a.v_proj])),
+        o=Linear(a.o_proj.weight, a.o_proj.bias),
+        gate_up=Linear(*_fuse([mlp.gate_proj, mlp.up_proj])),
+        down=Linear(mlp.down_proj.weight, mlp.down_proj.bias),
+    )
 
 
 def _rms_norm(norm: Any, x: Any) -> Any:
-    """The model's RMSNorm (fp32 statistics, weight applied in the model's dtype) as torch's
-    fused kernel: one operation instead of eight, per norm and step."""
+    """The model's RMSNorm as torch's fused kernel (fp32 statistics inside): one operation
+    instead of eight per norm and step. In bf16 it rounds once where the model's rounds twice
+    (after normalising, after the weight), so it is if anything closer to fp32."""
     import torch
 
-    return norm.weight * torch.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
+    return torch.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
 
-def _rotate(x: Any, cos: Any, sin: Any) -> Any:
+def _rotate(x: Any, cos: Any, signed_sin: Any) -> Any:
+    """Rotary embedding, x·cos + rotate_half(x)·sin, with rotate_half's sign folded into
+    ``signed_sin`` (see `_signed_sin`): three operations instead of seven."""
     import torch
 
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), signed_sin)
+
+
+def _signed_sin(sin: Any) -> Any:
+    """rotate_half(x)·sin = [x2, x1]·[−sin1, sin2]: negate the first half of sin once per call."""
+    import torch
+
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
 
 @dataclass
@@ -127,6 +146,14 @@ class LlamaDecoder:
         self.head_dim = self.layers[0].self_attn.head_dim
         self.scaling = self.layers[0].self_attn.scaling
         self.fused = [_fuse_layer(layer) for layer in self.layers]
+        self.lm_head = Linear(model.lm_head.weight, model.lm_head.bias)
+
+    def _refresh(self) -> None:
+        """Repack any weight written since the last call (see `cai.models.packed`)."""
+        for fused in self.fused:
+            for lin in fused.all():
+                lin.refresh()
+        self.lm_head.refresh()
 
     # ---- forward over new tokens -----------------------------------------------------------
 
@@ -157,79 +184,84 @@ class LlamaDecoder:
         return scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=True)
 
     def _attend_step(self, q: Any, layer: int, cache: _Cache, mask: Any) -> Any:
-        """One query token per row: explicit matmuls that read the cache in place."""
+        """One query token per row, against every slot of the row's cache: slots not yet
+        written are masked like padding. Reading the whole buffer costs a few more
+        multiply-adds than reading the filled part, but the filled part is a strided slice
+        that the batched matmul first copies (3× slower here at 150 of 240 slots filled).
+        ``mask`` (rows·kv heads, 1, slots) is additive."""
         import torch
 
-        b, _, t, d = q.shape
+        b, _, _, d = q.shape
         kv, g = self.n_kv, self.groups
-        end = cache.length + t
-        keys = cache.keys[layer][:, :, :end]
-        values = cache.values[layer][:, :, :end]
-        # Head h = kv_index·g + j (transformers' repeat_kv order): fold each KV head's query
-        # heads into the query axis, so one matmul per KV head reads the cache in place.
-        qf = q.reshape(b, kv, g * t, d)
-        own = torch.matmul(qf, keys.transpose(2, 3)) * self.scaling
-        own = (own.view(b, kv, g, t, end) + mask.view(b, 1, 1, t, end)).view(b, kv, g * t, end)
+        slots = cache.keys[layer].shape[2]
+        keys = cache.keys[layer].view(b * kv, slots, d)
+        values = cache.values[layer].view(b * kv, slots, d)
+        # Head h = kv_index·g + j (transformers' repeat_kv order): each KV head's g query
+        # heads become the rows of one small matmul against that head's cache.
+        qf = q.reshape(b * kv, g, d)
+        own = torch.baddbmm(mask, qf, keys.transpose(1, 2), alpha=self.scaling)  # mask + scale·q·kᵀ
         if not cache.prefix:
-            probs = torch.softmax(own, dim=-1, dtype=torch.float32).to(q.dtype)
-            return torch.matmul(probs, values).view(b, self.n_heads, t, d)
+            probs = torch.softmax(own, dim=-1)  # fp32 inside, rounded once to the model's dtype
+            return torch.bmm(probs, values).view(b, self.n_heads, 1, d)
         pk, pv = cache.prefix[layer]
         p = pk.shape[1]
-        # All rows' queries against the one prefix: (kv, b·g·t, d) @ (kv, d, p).
-        qp = qf.transpose(0, 1).reshape(kv, b * g * t, d)
-        shared = (torch.matmul(qp, pk.transpose(1, 2)) * self.scaling).view(kv, b, g * t, p)
-        scores = torch.cat((shared.transpose(0, 1), own), dim=-1)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(probs[..., p:], values)
-        from_prefix = torch.matmul(probs[..., :p].transpose(0, 1).reshape(kv, b * g * t, p), pv)
-        out = out + from_prefix.view(kv, b, g * t, d).transpose(0, 1)
-        return out.view(b, self.n_heads, t, d)
+        # All rows' queries against the one prefix: (kv, b·g, d) @ (kv, d, p).
+        qp = qf.view(b, kv, g, d).transpose(0, 1).reshape(kv, b * g, d)
+        shared = torch.bmm(qp, pk.transpose(1, 2)).mul_(self.scaling)
+        shared = shared.view(kv, b, g, p).transpose(0, 1).reshape(b * kv, g, p)
+        probs = torch.softmax(torch.cat((shared, own), dim=-1), dim=-1)
+        out = torch.bmm(probs[..., p:], values)
+        from_prefix = torch.bmm(probs[..., :p].reshape(b, kv, g, p).transpose(0, 1).reshape(kv, b * g, p), pv)
+        out = out + from_prefix.view(kv, b, g, d).transpose(0, 1).reshape(b * kv, g, d)
+        return out.view(b, self.n_heads, 1, d)
 
     def _forward(self, ids: Any, positions: Any, cache: _Cache, new_valid: Any) -> Any:
         """Run tokens ``ids`` (b, T) at slots [length, length+T); last-token logits (b, vocab)."""
         import torch
-        from torch.nn.functional import linear
 
         inner = self.model.model
         b, t = ids.shape
         start, end = cache.length, cache.length + t
         cache.valid[:, start:end] = new_valid
-        # A slot counts if it holds a real token and is not in the query's future. A query
-        # always sees its own slot, so a padding query is never fully masked (that would
-        # give NaN, and NaN values leak through zero attention weights).
-        causal = torch.ones(t, end, dtype=torch.bool, device=ids.device).tril(diagonal=start)
-        own = torch.zeros(t, end, dtype=torch.bool, device=ids.device)
-        own[:, start:end] = torch.eye(t, dtype=torch.bool, device=ids.device)
-        allowed = (causal.unsqueeze(0) & cache.valid[:, :end].unsqueeze(1)) | own
         h = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(h, positions)
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-        if t == 1:  # additive form for our step kernel, built once for all layers
+        cos, sin = cos.unsqueeze(2), _signed_sin(sin).unsqueeze(2)
+        if t == 1:
+            # Additive mask over all slots, built once for all layers: a step's own slot was
+            # just marked valid, so no row is fully masked.
             neg = torch.finfo(h.dtype).min
-            allowed = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill_(~allowed, neg)
+            mask = torch.zeros(cache.valid.shape, dtype=h.dtype, device=h.device).masked_fill_(~cache.valid, neg)
+            allowed = mask.repeat_interleave(self.n_kv, dim=0).unsqueeze(1)
+        else:
+            # A slot counts if it holds a real token and is not in the query's future. A query
+            # always sees its own slot, so a padding query is never fully masked (that would
+            # give NaN, and NaN values leak through zero attention weights).
+            causal = torch.ones(t, end, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+            own = torch.zeros(t, end, dtype=torch.bool, device=ids.device)
+            own[:, start:end] = torch.eye(t, dtype=torch.bool, device=ids.device)
+            allowed = (causal.unsqueeze(0) & cache.valid[:, :end].unsqueeze(1)) | own
         nq, nkv, d = self.n_heads, self.n_kv, self.head_dim
         for i, (layer, fused) in enumerate(zip(self.layers, self.fused, strict=True)):
-            qkv = linear(_rms_norm(layer.input_layernorm, h), fused.qkv, fused.qkv_bias).view(b, t, nq + 2 * nkv, d)
+            qkv = fused.qkv(_rms_norm(layer.input_layernorm, h)).view(b, t, nq + 2 * nkv, d)
             qk = _rotate(qkv[:, :, : nq + nkv], cos, sin).transpose(1, 2)  # (b, heads, t, d)
             cache.keys[i][:, :, start:end] = qk[:, nq:]
             cache.values[i][:, :, start:end] = qkv[:, :, nq + nkv :].transpose(1, 2)
-            h = h + layer.self_attn.o_proj(self._attend(qk[:, :nq], i, cache, allowed))
-            gate, up = linear(_rms_norm(layer.post_attention_layernorm, h), fused.gate_up, fused.gate_up_bias).chunk(
-                2, dim=-1
-            )
-            h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            h = h + fused.o(self._attend(qk[:, :nq], i, cache, allowed))
+            gate, up = fused.gate_up(_rms_norm(layer.post_attention_layernorm, h)).chunk(2, dim=-1)
+            h = h + fused.down(layer.mlp.act_fn(gate) * up)
         cache.length = end
-        last = _rms_norm(inner.norm, h[:, -1:, :])
-        return self.model.lm_head(last)[:, 0, :].float()
+        last = _rms_norm(inner.norm, h[:, -1, :])
+        return self.lm_head(last).float()
 
     def _new_cache(self, rows: int, slots: int, prefix: list[tuple[Any, Any]]) -> _Cache:
         import torch
 
         w = self.model.model.embed_tokens.weight
         shape = (rows, self.n_kv, slots, self.head_dim)
+        # Zeros, not empty: a step reads unwritten slots too (masked), and 0 × garbage NaN is NaN.
         return _Cache(
-            keys=[torch.empty(shape, dtype=w.dtype, device=w.device) for _ in self.layers],
-            values=[torch.empty(shape, dtype=w.dtype, device=w.device) for _ in self.layers],
+            keys=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in self.layers],
+            values=[torch.zeros(shape, dtype=w.dtype, device=w.device) for _ in self.layers],
             valid=torch.zeros(rows, slots, dtype=torch.bool, device=w.device),
             prefix=prefix,
         )
@@ -238,6 +270,7 @@ class LlamaDecoder:
         """Keys/values (per layer, kv heads × len × head dim) of a prefix shared by a batch."""
         import torch
 
+        self._refresh()
         device = self.model.model.embed_tokens.weight.device
         cache = self._new_cache(1, len(prefix), [])
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
@@ -272,6 +305,7 @@ class LlamaDecoder:
         """
         import torch
 
+        self._refresh()
         device = self.model.model.embed_tokens.weight.device
         n = len(prompts)
         shared = min(_common_prefix(prompts), min(len(x) for x in prompts) - 1)  # keep a last token
