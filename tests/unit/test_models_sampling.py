@@ -27,6 +27,17 @@ def test_greedy_is_argmax() -> None:
     assert pick(torch.tensor([[0.1, 2.0, 1.0], [3.0, 0.0, 0.0]])).tolist() == [1, 0]
 
 
+def test_greedy_matches_torch_argmax_on_large_rows_and_ties() -> None:
+    pick = _picker(GenerationParams(temperature=0.0), torch)
+    logits = torch.randn(32, 49152, generator=torch.Generator().manual_seed(0))
+    logits[3, 17] = logits[3, 4000] = logits[3].max() + 1  # a tie: the first index wins, as in torch
+    got = pick(logits)
+    assert got.dtype == torch.long
+    assert torch.equal(got, logits.argmax(dim=-1))
+    assert got[3].item() == 17
+    assert torch.equal(pick(logits[:, ::2]), logits[:, ::2].argmax(dim=-1))  # non-contiguous: torch's path
+
+
 @pytest.mark.parametrize("candidates", [64, 1])  # 1: the top candidates miss top_p → full sort
 def test_nucleus_keeps_the_smallest_set_reaching_top_p(candidates: int) -> None:
     got = _draw(GenerationParams(temperature=1.0, top_p=0.7), candidates=candidates)
