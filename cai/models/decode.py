@@ -12,10 +12,14 @@ prefills and attends the same few-shot block separately. Here:
   the batch into the query axis, and the softmax runs over prefix and row scores together, so
   the result equals attention over the concatenated sequence;
 - finished rows are dropped from the batch (their cache slices discarded) once a quarter of
-  the rows are done, so short answers stop costing compute.
+  the rows are done, so short answers stop costing compute;
+- on a CPU in bf16 the matmuls use weights prepacked for oneDNN (`cai.models.packed`;
+  bitwise the same products), and a step's small operations are kept few: one fused RMSNorm,
+  rotary in three operations, attention over the whole preallocated cache with unwritten
+  slots masked.
 
-Only the attention and the cache are ours; embeddings, norms, projections, MLP, rotary tables
-and the LM head are the model's own modules, so weights and numerics are the model's.
+Weights, embeddings and rotary tables are the model's own; the layer arithmetic is the
+model's up to rounding order (checked against its own forward in fp32 by the tests).
 `supports` lists the architectures whose layer structure this matches; others fall back to
 ``generate``.
 """

@@ -21,12 +21,12 @@ def can_pack(weight: Any) -> bool:
     """True where prepacking exists and pays: bf16 weights on a CPU with oneDNN bf16 support."""
     import torch
 
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    )
+    if weight.device.type != "cpu" or weight.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return False
+    try:  # private ops: a torch build without them simply runs unpacked
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class Linear:
