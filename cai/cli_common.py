@@ -33,12 +33,17 @@ def open_backend(
     dtype: str = "auto",
     device: str = "auto",
     concurrency: int = 8,
+    *,
+    quiet: bool = False,
 ):
     from cai.models.spec import ModelSpecError, load_backend
+    from cai.train.common import quiet_libraries
 
+    # quiet: transformers' "Loading weights" bar would otherwise print under --quiet.
     try:
-        return load_backend(
-            spec, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, concurrency=concurrency
-        )
+        with quiet_libraries(quiet):
+            return load_backend(
+                spec, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, concurrency=concurrency
+            )
     except ModelSpecError as e:
         raise fail("--model", None, spec, str(e)) from None

@@ -203,7 +203,7 @@ def label(
     )
     items = load_prompts(prompts, limit) if prompts is not None else None
     given = load_pairs(pairs, limit) if pairs is not None else None
-    judge_b = open_backend(judge, base_url, api_key_env, dtype, device, concurrency)
+    judge_b = open_backend(judge, base_url, api_key_env, dtype, device, concurrency, quiet=quiet)
     # One model serves both roles when they are the same spec: it is loaded once.
     policy_b = (
         None
@@ -211,7 +211,7 @@ def label(
         else (
             judge_b
             if policy == judge
-            else open_backend(policy, base_url, api_key_env, dtype, device, concurrency)
+            else open_backend(policy, base_url, api_key_env, dtype, device, concurrency, quiet=quiet)
         )
     )
     try:
@@ -272,7 +272,7 @@ def judge_eval(
     items = load_pairs(pairs, limit)
     if not any(p.human for p in items):
         raise fail(pairs, None, "chosen", "judge-eval needs human-labelled pairs (chosen/rejected)")
-    backend = open_backend(judge, base_url, api_key_env, dtype, device, concurrency)
+    backend = open_backend(judge, base_url, api_key_env, dtype, device, concurrency, quiet=quiet)
     try:
         summary, judged = evaluate_judge(
             c, backend, items, js, seed=seed, batch_size=batch_size, quiet=quiet

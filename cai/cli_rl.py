@@ -399,7 +399,7 @@ def eval_policy(
 
     def backend(spec: str) -> Any:  # one backend per distinct spec: a shared model loads once
         if spec not in opened:
-            opened[spec] = open_backend(spec, base_url, api_key_env, dtype, device, concurrency)
+            opened[spec] = open_backend(spec, base_url, api_key_env, dtype, device, concurrency, quiet=quiet)
         return opened[spec]
 
     try:

@@ -66,7 +66,7 @@ def critique(
         shard=parse_shard(shard),
         params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p),
     )
-    backend = open_backend(model, base_url, api_key_env, dtype, device, concurrency)
+    backend = open_backend(model, base_url, api_key_env, dtype, device, concurrency, quiet=quiet)
     try:
         summary = run_critique(c, items, backend, out, settings, quiet=quiet)
     finally:

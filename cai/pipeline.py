@@ -66,7 +66,7 @@ class RunContext:
         from cai.cli_common import open_backend
 
         m = self.recipe.models
-        return open_backend(spec, m.base_url, m.api_key_env, m.dtype, "auto", m.concurrency)
+        return open_backend(spec, m.base_url, m.api_key_env, m.dtype, "auto", m.concurrency, quiet=self.quiet)
 
     def model_dir(self, stage: str) -> Path:
         return self.dirs[stage] / "model"

@@ -134,3 +134,13 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
     summary = json.loads((baseline / "summary.json").read_text())
     assert summary["records"] == 12 and summary["exported"] == len(ds)
     assert sum(summary["per_principle"].values()) == 24
+
+
+def test_quiet_silences_model_loading_on_the_embedded_model(tmp_path: Path) -> None:
+    small = ["critique", "--prompts", "red-team", "--limit", "1", "--rounds", "1", "--max-new-tokens", "4"]
+    loud = run_cai(*small, "--model", "embedded", "--out", str(tmp_path / "loud"), check=True)
+    quiet = run_cai(*small, "--model", "embedded", "--out", str(tmp_path / "quiet"), "--quiet", check=True)
+    assert "Loading weights" in loud.stderr  # what --quiet has to silence (transformers' bar)
+    assert "Loading weights" not in quiet.stderr
+    assert "%|" not in quiet.stderr  # no progress bar of ours or a library's
+    assert count_lines(tmp_path / "quiet" / "records.jsonl") == 1
