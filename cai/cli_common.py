@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -26,6 +28,24 @@ ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/N: process the 
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N prompts.")]
 
 
+@contextmanager
+def _no_loading_bar(quiet: bool) -> Iterator[None]:
+    """Under --quiet, hide transformers' "Loading weights" bar while a model loads (its warnings
+    still show), then restore the bar setting."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was_enabled = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            tf_logging.enable_progress_bar()
+
+
 def open_backend(
     spec: str,
     base_url: str | None = None,
@@ -37,11 +57,9 @@ def open_backend(
     quiet: bool = False,
 ):
     from cai.models.spec import ModelSpecError, load_backend
-    from cai.train.common import quiet_libraries
 
-    # quiet: transformers' "Loading weights" bar would otherwise print under --quiet.
     try:
-        with quiet_libraries(quiet):
+        with _no_loading_bar(quiet):
             return load_backend(
                 spec, base_url=base_url, api_key_env=api_key_env, dtype=dtype, device=device, concurrency=concurrency
             )

@@ -19,7 +19,8 @@ prefills and attends the same few-shot block separately. Here:
   slots masked.
 
 Weights, embeddings and rotary tables are the model's own; the layer arithmetic is the
-model's up to rounding order (checked against its own forward in fp32 by the tests).
+model's up to rounding order. The tests compare every step's logits with the model's own
+forward: equal to 1e-4 in fp32, and within bf16 rounding (prepacked matmuls included) in bf16.
 `supports` lists the architectures whose layer structure this matches; others fall back to
 ``generate``.
 """
@@ -83,14 +84,25 @@ def _fuse(modules: Sequence[Any]) -> tuple[Any, Any]:
     return weight, bias
 
 
+def _fused_linear(modules: Sequence[Any]) -> Linear:
+    weight, bias = _fuse(modules)
+    params = [m.weight for m in modules] + [m.bias for m in modules if m.bias is not None]
+    return Linear(weight, bias, sources=params)
+
+
 def _fuse_layer(layer: Any) -> _Fused:
     a, mlp = layer.self_attn, layer.mlp
     return _Fused(
-        qkv=Linear(*_fuse([a.q_proj, a.k_proj, a.v_proj])),
-        o=Linear(a.o_proj.weight, a.o_proj.bias),
-        gate_up=Linear(*_fuse([mlp.gate_proj, mlp.up_proj])),
-        down=Linear(mlp.down_proj.weight, mlp.down_proj.bias),
+        qkv=_fused_linear([a.q_proj, a.k_proj, a.v_proj]),
+        o=_plain_linear(a.o_proj),
+        gate_up=_fused_linear([mlp.gate_proj, mlp.up_proj]),
+        down=_plain_linear(mlp.down_proj),
     )
+
+
+def _plain_linear(module: Any) -> Linear:
+    sources = [module.weight] + ([module.bias] if module.bias is not None else [])
+    return Linear(module.weight, module.bias, sources=sources)
 
 
 def _rms_norm(norm: Any, x: Any) -> Any:
@@ -150,10 +162,10 @@ class LlamaDecoder:
         self.head_dim = self.layers[0].self_attn.head_dim
         self.scaling = self.layers[0].self_attn.scaling
         self.fused = [_fuse_layer(layer) for layer in self.layers]
-        self.lm_head = Linear(model.lm_head.weight, model.lm_head.bias)
+        self.lm_head = _plain_linear(model.lm_head)
 
     def _refresh(self) -> None:
-        """Repack any weight written since the last call (see `cai.models.packed`)."""
+        """Pack weights on first use and repack any written since (see `cai.models.packed`)."""
         for fused in self.fused:
             for lin in fused.all():
                 lin.refresh()
@@ -162,8 +174,9 @@ class LlamaDecoder:
     # ---- forward over new tokens -----------------------------------------------------------
 
     def _attend(self, q: Any, layer: int, cache: _Cache, allowed: Any) -> Any:
-        """q (b, h, T, d) for slots [length, length+T) → (b, T, h·d). ``allowed`` (b, T, slots):
-        a bool mask for prefill, the additive mask for a one-token step."""
+        """q (b, h, T, d) for slots [length, length+T) → (b, T, h·d). ``allowed``: for prefill a
+        bool mask (b, T, length+T); for a one-token step the additive mask (b·kv heads, 1, slots)
+        over every slot of the cache."""
         b, _, t, d = q.shape
         out = self._attend_prefill(q, layer, cache, allowed) if t > 1 else self._attend_step(q, layer, cache, allowed)
         return out.transpose(1, 2).reshape(b, t, self.n_heads * d)
@@ -203,7 +216,9 @@ class LlamaDecoder:
         values = cache.values[layer].view(b * kv, slots, d)
         # Head h = kv_index·g + j (transformers' repeat_kv order): each KV head's g query
         # heads become the rows of one small matmul against that head's cache.
-        qf = (q * self.scaling).reshape(b * kv, g, d)  # scaling q, not the scores: fewer multiplies
+        # Scaling q rather than the scores: fewer multiplies. Exact when the scale is a power of
+        # two (head dim 64: 1/8); otherwise it moves the rounding of the scores slightly.
+        qf = (q * self.scaling).reshape(b * kv, g, d)
         own = torch.bmm(qf, keys.transpose(1, 2)).add_(mask)
         if not cache.prefix:
             probs = torch.softmax(own, dim=-1)  # fp32 inside, rounded once to the model's dtype
@@ -309,6 +324,8 @@ class LlamaDecoder:
         """New token ids per prompt (ending with EOS when one was produced).
 
         ``pick`` maps float logits (rows, vocab) to next-token ids (rows,): greedy or sampling.
+        From the second step on the logits live in a buffer that the next step overwrites: a
+        ``pick`` that keeps them must copy them.
         ``is_stopped`` sees a row's generated ids after each step (stop strings).
         ``prefill_tokens`` bounds rows × padded tokens per prefill call (attention scores grow
         with rows × length²). A shared prefix shorter than ``copy_prefix_below`` tokens is

@@ -7,13 +7,17 @@ reorder is a large share of the call: a 576 × 49152 LM head at 32 rows took 9.9
 (`benchmarks/generation.py` shows the end-to-end effect). The prepacked result is bitwise
 ``F.linear``'s (same oneDNN kernel, same order of accumulation), so this changes speed only.
 
-The packed copy is extra memory (one more copy of each packed weight). It goes stale if the
-source weight changes in place — an optimizer step, ``load_state_dict`` — so callers ``refresh``
-before use: the weight's version counter says whether anything wrote to it since packing.
+The packed copy is extra memory (one more copy of each packed weight), so packing waits for the
+first ``refresh`` (the decoder calls it when it generates; a judge that only scores options never
+packs). A packed copy goes stale if a source parameter changes in place — an optimizer step,
+``load_state_dict`` — so ``refresh`` compares the sources' version counters with those at packing
+time and repacks when they moved. Writes through ``param.data`` bypass version counters and are
+not seen; call ``refresh(force=True)`` after such writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -24,32 +28,52 @@ def can_pack(weight: Any) -> bool:
     if weight.device.type != "cpu" or weight.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
         return False
     try:  # private ops: a torch build without them simply runs unpacked
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        ops = torch.ops.mkldnn
+        have = hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+        return have and bool(ops._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-class Linear:
-    """``y = x Wᵀ + b`` over a weight tensor we do not own (a model's parameter or a fused view)."""
+def _versions(tensors: Sequence[Any]) -> tuple[int, ...] | None:
+    """Version counters of ``tensors``; None for inference tensors, which have none (and, being
+    created under inference mode, cannot be modified in place outside it)."""
+    import torch
 
-    def __init__(self, weight: Any, bias: Any = None, *, rows_hint: int = 32) -> None:
+    if any(torch.is_inference(t) for t in tensors):
+        return None
+    return tuple(t._version for t in tensors)
+
+
+class Linear:
+    """``y = x Wᵀ + b`` over a weight tensor we do not own (a model's parameter or a fused view).
+
+    ``sources`` are the parameters whose in-place changes make the weight stale: the weight
+    itself (default), or for a fused weight the model parameters that are views into it (each
+    parameter keeps its own version counter, so the fused tensor's does not move when they do).
+    """
+
+    def __init__(self, weight: Any, bias: Any = None, *, sources: Sequence[Any] = (), rows_hint: int = 32) -> None:
         self.weight = weight
         self.bias = bias
+        self.sources = tuple(sources) or (weight,)
         # oneDNN picks its blocking for this many input rows (the decode batch); any count works.
         self.rows_hint = rows_hint
         self.packed: Any = None
-        self.version = -1
+        self.packed_at: tuple[int, ...] | None = None
         self.enabled = can_pack(weight)
-        self.refresh()
 
-    def refresh(self) -> None:
-        """Repack if the weight was written since the last packing (no-op otherwise)."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Pack on first use, and repack if a source was written since (no-op otherwise)."""
         import torch
 
-        if self.enabled and self.weight._version != self.version:
+        if not self.enabled:
+            return
+        versions = _versions(self.sources)
+        if self.packed is None or force or (versions is not None and versions != self.packed_at):
             with torch.no_grad():
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), self.rows_hint)
-            self.version = self.weight._version
+            self.packed_at = versions
 
     def __call__(self, x: Any) -> Any:
         import torch

@@ -124,6 +124,58 @@ def test_cai_decoder_logits_equal_transformers(embedded_fp32: Any) -> None:
             assert torch.allclose(captured[0][row], ref, atol=1e-4), row
 
 
+def _step_logits(backend: Any, ids: list[list[int]], steps: int) -> tuple[list[list[int]], Any]:
+    """Our decoder's logits at every step (rows, steps, vocab) and the tokens it chose."""
+    import torch
+
+    seen: list[Any] = []
+
+    def pick(logits: Any) -> Any:
+        seen.append(logits.clone())  # from step 2 on the logits buffer is reused
+        return logits.argmax(-1)
+
+    with torch.inference_mode():
+        rows = backend.decoder.generate(ids, max_new_tokens=steps, pick=pick, eos_ids=[],
+                                        pad_id=backend.pad_id, min_shared_prefix=40)
+    return rows, torch.stack(seen, dim=1)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cai_decoder_step_logits_equal_the_models_forward(embedded_model_dir: Path, dtype: str) -> None:
+    """Every decode step, not only prefill: left padding, a shared prefix, the full-cache step
+    attention, and in bf16 the prepacked matmuls, against the model's own forward over
+    prompt + chosen tokens. Then an in-place weight update must reach the decoder."""
+    import torch
+
+    from cai.models.local import LocalBackend
+    from cai.models.packed import can_pack
+
+    backend = LocalBackend(embedded_model_dir, dtype=dtype)
+    ids = [backend.encode(c) for c in _shared_prefix_prompts()]
+    steps = 6
+
+    def check() -> None:
+        rows, got = _step_logits(backend, ids, steps)
+        for row, x in enumerate(ids):
+            with torch.inference_mode():
+                ref = backend.model(torch.tensor([x + rows[row][:-1]])).logits[0, len(x) - 1 :].float()
+            if dtype == "fp32":
+                assert torch.allclose(got[row], ref, atol=1e-4), row
+            else:  # bf16 rounding differs between the two implementations; a bug would not be this close
+                gap = (got[row].softmax(-1) - ref.softmax(-1)).abs().max().item()
+                assert gap < 0.08, (row, gap)  # 0.01–0.04 here; stale packed weights gave 0.14–0.29
+
+    check()
+    layer = backend.model.model.layers[0]
+    if dtype == "bf16" and can_pack(layer.mlp.up_proj.weight):
+        assert backend.decoder.fused[0].gate_up.packed is not None
+    with torch.no_grad():  # an optimizer-like in-place step on one fused component
+        layer.mlp.up_proj.weight.mul_(1.5)
+        layer.self_attn.k_proj.weight.add_(0.01)
+    check()
+    backend.close()
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_cai_decoder_greedy_equals_transformers_generate(
     embedded_fp32: Any, transformers_fp32: Any, shared: bool
