@@ -235,14 +235,8 @@ class LlamaDecoder:
         out = out + from_prefix.view(kv, b, g, d).transpose(0, 1).reshape(b * kv, g, d)
         return out.view(b, self.n_heads, 1, d)
 
-    def _forward(self, ids: Any, positions: Any, cache: _Cache, new_valid: Any, out: Any = None) -> Any:
-        """Run tokens ``ids`` (b, T) at slots [length, length+T); last-token logits (b, vocab),
-        as float32, written into ``out`` when given.
-
-        Why ``out``: a fresh (32 × 49152) float32 tensor per step was a fresh 6 MB allocation,
-        which the allocator maps and the kernel zero-fills anew each time; converting the
-        logits into it cost 6–11 ms per step (a tenth of a step) against 0.1 ms in a reused one.
-        """
+    def _forward(self, ids: Any, positions: Any, cache: _Cache, new_valid: Any) -> Any:
+        """Run tokens ``ids`` (b, T) at slots [length, length+T); last-token logits (b, vocab)."""
         import torch
 
         inner = self.model.model
@@ -277,8 +271,7 @@ class LlamaDecoder:
             h = h + fused.down(layer.mlp.act_fn(gate) * up)
         cache.length = end
         last = _rms_norm(inner.norm, h[:, -1, :])
-        logits = self.lm_head(last)
-        return logits.float() if out is None else out.copy_(logits)
+        return self.lm_head(last).float()
 
     def _new_cache(self, rows: int, slots: int, prefix: list[tuple[Any, Any]]) -> _Cache:
         import torch
@@ -324,8 +317,6 @@ class LlamaDecoder:
         """New token ids per prompt (ending with EOS when one was produced).
 
         ``pick`` maps float logits (rows, vocab) to next-token ids (rows,): greedy or sampling.
-        From the second step on the logits live in a buffer that the next step overwrites: a
-        ``pick`` that keeps them must copy them.
         ``is_stopped`` sees a row's generated ids after each step (stop strings).
         ``prefill_tokens`` bounds rows × padded tokens per prefill call (attention scores grow
         with rows × length²). A shared prefix shorter than ``copy_prefix_below`` tokens is
@@ -374,7 +365,6 @@ class LlamaDecoder:
         )
         cache.length = filled + width
         next_pos = positions[:, -1] + 1
-        step_logits = torch.empty_like(logits)  # reused every step (see `_forward`)
         eos = torch.tensor(sorted(eos_ids), device=device)
         out: list[list[int]] = [[] for _ in range(n)]
         finished = [False] * n
@@ -401,7 +391,6 @@ class LlamaDecoder:
                 next_pos.view(-1, 1),
                 cache,
                 torch.ones((len(row_prompt), 1), dtype=torch.bool, device=device),
-                out=step_logits[: len(row_prompt)],
             )
             next_pos = next_pos + 1
         return out

@@ -131,7 +131,7 @@ def _step_logits(backend: Any, ids: list[list[int]], steps: int) -> tuple[list[l
     seen: list[Any] = []
 
     def pick(logits: Any) -> Any:
-        seen.append(logits.clone())  # from step 2 on the logits buffer is reused
+        seen.append(logits)
         return logits.argmax(-1)
 
     with torch.inference_mode():
