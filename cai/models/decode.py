@@ -90,6 +90,11 @@ def _fused_linear(modules: Sequence[Any]) -> Linear:
     return Linear(weight, bias, sources=params)
 
 
+def _plain_linear(module: Any) -> Linear:
+    sources = [module.weight] + ([module.bias] if module.bias is not None else [])
+    return Linear(module.weight, module.bias, sources=sources)
+
+
 def _fuse_layer(layer: Any) -> _Fused:
     a, mlp = layer.self_attn, layer.mlp
     return _Fused(
@@ -98,11 +103,6 @@ def _fuse_layer(layer: Any) -> _Fused:
         gate_up=_fused_linear([mlp.gate_proj, mlp.up_proj]),
         down=_plain_linear(mlp.down_proj),
     )
-
-
-def _plain_linear(module: Any) -> Linear:
-    sources = [module.weight] + ([module.bias] if module.bias is not None else [])
-    return Linear(module.weight, module.bias, sources=sources)
 
 
 def _rms_norm(norm: Any, x: Any) -> Any:
