@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cai.constitution import Constitution, load_constitution
-from cai.models.base import Backend, GenerationParams
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.pairs import Pair, load_pairs
+from cai.models.base import Backend
 from cai.models.spec import load_backend
 from cai.stages.judge_eval import judge_items, narrow, summarize
-from cai.stages.label import JudgeSettings, aggregate, decision
-from cai.stages.pairs import Pair, load_pairs
+from cai.stages.label_math import aggregate, decision
+from cai.stages.settings import JudgeSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "judge_dev.json"
 ONE_ONE = JudgeSettings(principles="one", orders="one")
@@ -102,7 +104,7 @@ def passes(
         items = judge_items(c, judge, pairs, s, seed=seed, batch_size=4)
         timing[f"all_both_fewshot_{fewshot}"] = round(time.perf_counter() - t0, 1)
         for name, sub in DERIVED:
-            sub = JudgeSettings(**{**sub.__dict__, "fewshot": fewshot})
+            sub = sub.model_copy(update={"fewshot": fewshot})
             summary = summarize(narrow(c, pairs, items, sub, seed), judge.spec, sub, seed)
             rows.append(row(name, fewshot, summary))
         if fewshot:
@@ -122,8 +124,8 @@ def cot_rows(
         principles="one",
         orders="both",
         cot=True,
-        clamp=None,
-        cot_params=GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0),
+        clamp="none",
+        cot_max_new_tokens=max_new_tokens,
     )
     t0 = time.perf_counter()
     items = judge_items(c, judge, pairs, s, seed=seed, batch_size=8)

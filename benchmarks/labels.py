@@ -24,12 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cai.constitution import Constitution, load_constitution
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.pairs import Pair, load_pairs
+from cai.io.sources import load_prompts
 from cai.models.base import Backend
 from cai.models.spec import load_backend
-from cai.sources import load_prompts
-from cai.stages.label import JudgeSettings, LabelSettings, judge_pairs, run_label
-from cai.stages.pairs import Pair, load_pairs
+from cai.stages.label import judge_pairs, label_prompts
+from cai.stages.settings import JudgeSettings, LabelSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labels.json"
 CONFIGS = {
@@ -85,15 +87,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = run_label(
-            c,
-            judge,
-            tmp,
-            LabelSettings(batch_size=args.prompts),
-            prompts=load_prompts("red-team", args.prompts),
-            policy=judge,
-            quiet=True,
-        )
+        prompts = load_prompts("red-team", args.prompts)
+        summary = label_prompts(c, judge, judge, prompts, tmp, LabelSettings(batch_size=args.prompts), quiet=True)
         stage = {**summary["throughput"], "wall_seconds": round(time.perf_counter() - t0, 2)}
     judge.close()
 

@@ -92,7 +92,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
 
-    from cai.models.prefix import plan_groups
+    from cai.models.engine.prefix import plan_groups
     from cai.models.spec import load_backend
 
     backend = load_backend("embedded", dtype=args.dtype, device=args.device)

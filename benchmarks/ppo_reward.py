@@ -146,12 +146,13 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cai.sources import load_prompts
-    from cai.stages.pairs import load_pairs
+    from cai.io.pairs import load_pairs
+    from cai.io.sources import load_prompts
     from cai.train.common import load_tokenizer, resolve_model_path
     from cai.train.pm import train_pm
     from cai.train.rl import train_rl
     from cai.train.rl_common import PMScorer, use_distinct_pad
+    from cai.train.settings import PmSettings, RlSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,11 +179,7 @@ def main() -> None:
             [str(train_pairs)],
             "embedded",
             str(pm_dir),
-            eval_files=[str(held_pairs)],
-            lr=args.pm_lr,
-            batch_size=8,
-            max_steps=args.pm_steps,
-            max_length=256,
+            PmSettings(eval=[str(held_pairs)], lr=args.pm_lr, batch_size=8, max_steps=args.pm_steps, max_length=256),
             seed=args.seed,
             quiet=True,
             overwrite=True,
@@ -198,9 +195,7 @@ def main() -> None:
 
     prompts = load_prompts("red-team")
     held, train = prompts[-args.eval_prompts :], prompts[: -args.eval_prompts]
-    train_file = _write(
-        work / "ppo_prompts.jsonl", [{"id": it.id, "prompt": it.messages} for it in train]
-    )
+    train_file = _write(work / "ppo_prompts.jsonl", [{"id": it.id, "prompt": it.messages} for it in train])
     tok = load_tokenizer(base, padding_side="left")
     use_distinct_pad(tok)
     scorer = PMScorer.load(str(pm_dir))
@@ -220,14 +215,16 @@ def main() -> None:
         str(pm_dir),
         str(train_file),
         str(work / "ppo"),
-        total_episodes=args.episodes,
-        batch_size=args.batch_size,
-        mini_batch=args.mini_batch,
-        ppo_epochs=args.ppo_epochs,
-        lr=args.lr,
-        kl_coef=args.kl_coef,
-        response_length=args.response_length,
-        temperature=args.temperature,
+        RlSettings(
+            total_episodes=args.episodes,
+            batch_size=args.batch_size,
+            mini_batch=args.mini_batch,
+            ppo_epochs=args.ppo_epochs,
+            lr=args.lr,
+            kl_coef=args.kl_coef,
+            response_length=args.response_length,
+            temperature=args.temperature,
+        ),
         seed=args.seed,
         quiet=True,
         overwrite=True,
@@ -243,9 +240,7 @@ def main() -> None:
         f"after: PM {after['pm_mean']} ± {after['pm_stderr']}; KL(policy‖SL) on held-out "
         f"replies {after['kl_mean']} nats/reply"
     )
-    metrics = [
-        json.loads(line) for line in (work / "ppo" / "metrics.jsonl").read_text().splitlines()
-    ]
+    metrics = [json.loads(line) for line in (work / "ppo" / "metrics.jsonl").read_text().splitlines()]
     result = {
         "pm": {
             "path": str(pm_dir),

@@ -229,9 +229,7 @@ class ApiBackend:
         """Answer-token ``top_logprobs`` when the endpoint gives them, else parse a short
         sampled answer (``path="text"``, probability 1 on the parsed option)."""
         if not options:
-            return [
-                OptionScores(probs={}, mass=0.0, error="no options given") for _ in conversations
-            ]
+            return [OptionScores.failed("no options given") for _ in conversations]
 
         def one(conv: Conversation) -> OptionScores:
             try:
@@ -249,7 +247,7 @@ class ApiBackend:
                 text = resp.choices[0].message.content or ""
                 return parse_option(text, options)
             except RuntimeError as exc:
-                return OptionScores(probs={}, mass=0.0, error=str(exc))
+                return OptionScores.failed(str(exc))
 
         return self._map(one, conversations)
 

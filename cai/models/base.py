@@ -16,6 +16,14 @@ Message = dict[str, str]
 Conversation = list[Message]
 
 
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message says what to do about it.
+
+    Here rather than in `cai.models.spec` so that the modules `spec` builds backends from
+    (`embedded`) can raise it without importing `spec` back.
+    """
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling settings; recorded verbatim on every record so a run can be reproduced."""
@@ -60,6 +68,11 @@ class OptionScores:
     path: str = "logprobs"
     raw: str | None = None
     error: str | None = None
+
+    @classmethod
+    def failed(cls, error: str, *, path: str = "logprobs", raw: str | None = None) -> OptionScores:
+        """No answer: no probabilities, the reason kept (a parse failure is a value, not None)."""
+        return cls(probs={}, mass=0.0, path=path, raw=raw, error=error)
 
 
 @runtime_checkable

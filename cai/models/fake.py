@@ -97,7 +97,7 @@ class FakeBackend:
         out = []
         for conv in conversations:
             if not options:
-                out.append(OptionScores(probs={}, mass=0.0, error="no options given"))
+                out.append(OptionScores.failed("no options given"))
                 continue
             if self.mode == "always-a":
                 rest = 0.1 / max(len(options) - 1, 1)

@@ -157,12 +157,13 @@ class LocalBackend:
         self.decoder = self._choose_decoder(decoder)
 
     def _choose_decoder(self, decoder: str) -> Any:
-        """Our cached decoder (`cai.models.decode`) or None for transformers' ``generate``.
+        """Our cached decoder (`cai.models.engine.decode`) or None for transformers' ``generate``.
 
         ``auto`` uses ours on CPU where the architecture is supported: that is where
         ``generate``'s per-step overheads dominated. CUDA keeps ``generate`` (tested there).
         """
-        from cai.models.decode import LlamaDecoder, supports
+        from cai.models.engine.decode import LlamaDecoder
+        from cai.models.engine.layers import supports
 
         if decoder not in ("auto", "cai", "transformers"):
             raise ValueError(f"unknown decoder {decoder!r}; choose auto, cai or transformers")
@@ -174,11 +175,11 @@ class LocalBackend:
         return None
 
     def _load_model(self, auto_cls: Any) -> Any:
-        """On CPU, our GQA kernel (see `cai.models.attention`), else eager: torch's flash
+        """On CPU, our GQA kernel (see `cai.models.engine.attention`), else eager: torch's flash
         attention CPU kernel is slow for one-token decode steps. CUDA keeps the default."""
         dtype = torch_dtype(self.dtype)
         if self.device == "cpu":
-            from cai.models.attention import register
+            from cai.models.engine.attention import register
 
             for attn in (register(), "eager"):
                 if attn is None:
@@ -350,14 +351,14 @@ class LocalBackend:
         *,
         prefix_sharing: bool | None = None,
     ) -> list[OptionScores]:
-        from cai.models.prefix import grouped_last_logits
+        from cai.models.engine.prefix import grouped_last_logits
 
         torch = self._torch
         option_ids = {o: self.option_token_ids(o) for o in options}
         bad = [o for o, ids in option_ids.items() if not ids]
         if not options or bad:
             why = f"options {bad} are not single tokens" if bad else "no options given"
-            return [OptionScores(probs={}, mass=0.0, error=why) for _ in conversations]
+            return [OptionScores.failed(why) for _ in conversations]
         encoded = self._encode_all(conversations)
         ok = [i for i, ids in enumerate(encoded) if not isinstance(ids, str)]
         share = self.prefix_sharing if prefix_sharing is None else prefix_sharing

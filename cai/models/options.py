@@ -45,12 +45,8 @@ def match_logprobs(
             mass_by[key] += math.exp(logprob)
     mass = sum(mass_by.values())
     if mass <= 0:
-        return OptionScores(
-            probs={},
-            mass=0.0,
-            path="logprobs",
-            raw=raw,
-            error=f"none of the options {list(options)} among the {len(top)} top tokens",
+        return OptionScores.failed(
+            f"none of the options {list(options)} among the {len(top)} top tokens", raw=raw
         )
     return OptionScores(
         probs={o: p / mass for o, p in mass_by.items()}, mass=mass, path="logprobs", raw=raw
@@ -76,12 +72,8 @@ def parse_option(text: str, options: Sequence[str]) -> OptionScores:
         if m:
             found = m.group(1)
     if found is None:
-        return OptionScores(
-            probs={},
-            mass=0.0,
-            path="text",
-            raw=text,
-            error=f"could not parse one of {list(options)} from the answer",
+        return OptionScores.failed(
+            f"could not parse one of {list(options)} from the answer", path="text", raw=text
         )
     return OptionScores(
         probs={o: (1.0 if o == found else 0.0) for o in options}, mass=1.0, path="text", raw=text

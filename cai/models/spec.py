@@ -17,15 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cai.models.base import Backend
+from cai.models.base import Backend, ModelSpecError
 
 # Placeholder sent when no key is configured: llama.cpp and local vLLM need none, but the
 # openai client refuses to start without one.
 NO_KEY = "none"
-
-
-class ModelSpecError(ValueError):
-    """A model spec that cannot be resolved; the message says what to do about it."""
 
 
 @dataclass(frozen=True)

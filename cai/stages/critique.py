@@ -9,34 +9,26 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cai import __version__
-from cai.cleaning import clean_revision, quality_flags
-from cai.constitution import Constitution, Versioned
-from cai.conversation import critique_fewshot, critique_messages, prompt_messages, revision_messages
+from cai.constitution.model import Constitution, Versioned
+from cai.io.sources import PromptItem
+from cai.io.store import Store, content_hash, derive_seed
 from cai.models.base import Backend, Conversation, Generation, GenerationParams
 from cai.progress import StepProgress
-from cai.records import Store, content_hash, derive_seed
-from cai.sources import PromptItem
 from cai.stages.chunks import chunks_for_shard, shard_size
-from cai.stages.critique_export import EXCLUDING_FLAGS
+from cai.stages.cleaning import clean_revision, quality_flags
+from cai.stages.critique_export import EXCLUDING_FLAGS, export_critique, write_summary
+from cai.stages.settings import CritiqueSettings, Shard
+from cai.templates.messages import critique_fewshot, critique_messages, prompt_messages, revision_messages
 
 
-@dataclass(frozen=True)
-class CritiqueSettings:
-    rounds: int | None = None  # None: the constitution's
-    seed: int = 0
-    batch_size: int = 16
-    shard: tuple[int, int] = (0, 1)
-    params: GenerationParams = field(
-        default_factory=lambda: GenerationParams(max_new_tokens=160, temperature=0.7, top_p=0.95)
-    )
-
-
-def manifest(c: Constitution, backend: Backend, prompts: list[PromptItem], s: CritiqueSettings) -> dict[str, Any]:
+def manifest(
+    c: Constitution, backend: Backend, prompts: list[PromptItem], s: CritiqueSettings, seed: int, shard: Shard
+) -> dict[str, Any]:
     return {
         "stage": "critique",
         "constitution": c.name,
@@ -44,11 +36,11 @@ def manifest(c: Constitution, backend: Backend, prompts: list[PromptItem], s: Cr
         "model": backend.spec,
         "params": s.params.as_record(),
         "rounds": s.rounds or c.spec.critique.rounds,
-        "seed": s.seed,
+        "seed": seed,
         "batch_size": s.batch_size,
         "prompts": content_hash([[p.id, p.messages] for p in prompts]),
         "n_prompts": len(prompts),
-        "shard": f"{s.shard[0]}/{s.shard[1]}",
+        "shard": f"{shard[0]}/{shard[1]}",
     }
 
 
@@ -57,13 +49,22 @@ def _live(messages: Conversation, n_fewshot: int, has_system: bool) -> Conversat
     return messages[(1 if has_system else 0) + n_fewshot :]
 
 
-class _Chunk:
+class CritiqueBatch:
     """The state of one batch of prompts as it goes through the rounds."""
 
-    def __init__(self, c: Constitution, items: list[PromptItem], rounds: int, seed: int):
+    def __init__(
+        self,
+        c: Constitution,
+        items: list[PromptItem],
+        rounds: int,
+        seed: int,
+        principles: list[list[Versioned]] | None = None,
+    ):
+        """`principles` per prompt and round; sampled from the constitution when not given
+        (`cai try --principle` gives them)."""
         self.c = c
         self.items = items
-        self.principles: list[list[Versioned]] = [
+        self.principles: list[list[Versioned]] = principles or [
             c.sample_critique(random.Random(derive_seed(seed, it.id)), rounds) for it in items
         ]
         self.latest: list[str] = [""] * len(items)
@@ -145,10 +146,13 @@ def run_critique(
     backend: Backend,
     out: str | Path,
     settings: CritiqueSettings,
+    *,
+    seed: int = 0,
+    shard: Shard = (0, 1),
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the SL-CAI data stage into `out`; returns the summary."""
-    store = Store(out, manifest(c, backend, prompts, settings))
+    store = Store(out, manifest(c, backend, prompts, settings, seed, shard))
     rounds = settings.rounds or c.spec.critique.rounds
     fixed = {
         "constitution": c.name,
@@ -156,74 +160,74 @@ def run_critique(
         "templates": c.template_hashes(),
         "model": backend.spec,
         "params": settings.params.as_record(),
-        "seed": settings.seed,
+        "seed": seed,
         "rounds": rounds,
     }
-    provenance_base = {
+    provenance = {
         **fixed,
         "model_info": backend.describe(),
         "cai_version": __version__,
         "fewshot": {"n_turns": len(critique_fewshot(c)), "system_prompt": c.spec.system_prompt},
     }
-    total = shard_size(len(prompts), settings.batch_size, settings.shard)
+    total = shard_size(len(prompts), settings.batch_size, shard)
     steps_per_chunk = 1 + 2 * rounds
     new_prompts = 0
     with StepProgress("critique", total * steps_per_chunk, quiet) as prog:
-        for ci, offset, chunk in chunks_for_shard(prompts, settings.batch_size, settings.shard):
+        for ci, offset, chunk in chunks_for_shard(prompts, settings.batch_size, shard):
             ids = [content_hash("critique", fixed, it.id, it.messages) for it in chunk]
             if all(i in store for i in ids):
                 prog.advance(items=len(chunk) * steps_per_chunk)
                 continue
             t0 = time.perf_counter()
-            state = _Chunk(c, list(chunk), rounds, settings.seed)
-            state.run(
+            batch = CritiqueBatch(c, list(chunk), rounds, seed)
+            batch.run(
                 backend,
                 settings.params,
                 rounds,
-                derive_seed(settings.seed, "chunk", ci),
+                derive_seed(seed, "chunk", ci),
                 on_step=lambda tok, n=len(chunk): prog.advance(items=n, tokens=tok),  # noqa: B008
             )
-            seconds = time.perf_counter() - t0
-            records = []
-            for k, it in enumerate(chunk):
-                rounds_k = state.rounds[k]
-                final = state.latest[k] if state.errors[k] is None else None
-                flags = sorted({f for r in rounds_k for f in r["flags"]}) if rounds_k else []
-                records.append(
-                    {
-                        "id": ids[k],
-                        "order": offset + k,
-                        "chunk": ci,
-                        "prompt_id": it.id,
-                        "prompt": it.messages,
-                        "initial_response": state.initial[k],
-                        "rounds": rounds_k,
-                        "final_revision": final,
-                        "flags": flags,
-                        "error": state.errors[k],
-                        "provenance": {
-                            **provenance_base,
-                            "timing": {
-                                "chunk_seconds": round(seconds, 3),
-                                "chunk_tokens": state.tokens,
-                                "chunk_size": len(chunk),
-                            },
-                        },
-                    }
-                )
-            store.append(records)
+            timing = {"chunk_seconds": round(time.perf_counter() - t0, 3), "chunk_tokens": batch.tokens}
+            store.append(
+                _records(batch, ids, offset, ci, {**provenance, "timing": {**timing, "chunk_size": len(chunk)}})
+            )
             new_prompts += len(chunk)
-    from cai.stages.critique_export import export_critique
+    return _finish(store, out, new_prompts, prog)
 
+
+def _records(
+    batch: CritiqueBatch, ids: list[str], offset: int, chunk: int, provenance: dict[str, Any]
+) -> list[dict[str, Any]]:
+    records = []
+    for k, it in enumerate(batch.items):
+        rounds_k = batch.rounds[k]
+        records.append(
+            {
+                "id": ids[k],
+                "order": offset + k,
+                "chunk": chunk,
+                "prompt_id": it.id,
+                "prompt": it.messages,
+                "initial_response": batch.initial[k],
+                "rounds": rounds_k,
+                "final_revision": batch.latest[k] if batch.errors[k] is None else None,
+                "flags": sorted({f for r in rounds_k for f in r["flags"]}) if rounds_k else [],
+                "error": batch.errors[k],
+                "provenance": provenance,
+            }
+        )
+    return records
+
+
+def _finish(store: Store, out: str | Path, new_prompts: int, prog: StepProgress) -> dict[str, Any]:
+    """Export, add this run's throughput, and write the summary."""
     summary = export_critique(store, out)
     summary["throughput"] = {
         "new_prompts": new_prompts,
         "seconds": round(prog.elapsed, 2),
         "tokens": prog.tokens,
         "tok_s": round(prog.tokens / max(prog.elapsed, 1e-9), 1),
+        "prompts_s": round(new_prompts / max(prog.elapsed, 1e-9), 3),
     }
-    summary["throughput"]["prompts_s"] = round(new_prompts / max(prog.elapsed, 1e-9), 3)
-    from cai.stages.critique_export import write_summary
-
     write_summary(out, summary)
     return summary

@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cai.export import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
-from cai.records import Store
+from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
+from cai.io.store import Store
 
 # Flags that keep a revision out of the SFT export ("unchanged" alone is fine: a good first
 # answer may need no change).

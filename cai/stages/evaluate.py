@@ -22,19 +22,22 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cai.constitution import Constitution, Versioned
-from cai.export import write_json_atomic, write_jsonl_atomic
-from cai.models.base import Backend, GenerationParams
+from cai.constitution.model import Constitution, Versioned
+from cai.io.atomic import write_json_atomic, write_jsonl_atomic
+from cai.io.pairs import Pair
+from cai.io.sources import PromptItem
+from cai.models.base import Backend
+from cai.models.settings import Backends
 from cai.progress import StepProgress
-from cai.sources import PromptItem
 from cai.stages.judge_eval import HELPFUL_TAG, helpful_principles
-from cai.stages.label import JudgeSettings, check_judge_settings, decision, judge_pairs
+from cai.stages.label import judge_pairs
 from cai.stages.label_export import order_consistency
-from cai.stages.pairs import Pair
+from cai.stages.label_math import decision
+from cai.stages.settings import EvalSettings
 
 REFUSAL_PHRASES = (
     "i can't",
@@ -103,32 +106,14 @@ def harmless_principles(c: Constitution) -> list[Versioned]:
     return picked or list(c.comparison_principles)
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    params: GenerationParams = field(
-        default_factory=lambda: GenerationParams(max_new_tokens=128, temperature=0.7, top_p=1.0)
-    )
-    judge: JudgeSettings = field(default_factory=lambda: JudgeSettings(principles="all"))
-    seed: int = 0
-    batch_size: int = 16  # prompts per generation call and pairs per judge call
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "params": self.params.as_record(),
-            "judge": self.judge.as_record(),
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-        }
-
-
 def _answers(
-    backend: Backend, prompts: Sequence[PromptItem], s: EvalSettings, prog: StepProgress
+    backend: Backend, prompts: Sequence[PromptItem], s: EvalSettings, seed: int, prog: StepProgress
 ) -> tuple[list[str | None], int]:
     out: list[str | None] = []
     tokens = 0
     for start in range(0, len(prompts), s.batch_size):
         chunk = prompts[start : start + s.batch_size]
-        params = replace(s.params, n=1, seed=s.seed + start)
+        params = replace(s.params, n=1, seed=seed + start)
         for g in backend.generate([it.messages for it in chunk], params):
             out.append(g.texts[0].strip() if g.error is None and g.texts else None)
             tokens += g.n_tokens
@@ -144,6 +129,7 @@ def _compare(
     base: Sequence[str | None],
     aspect: str,
     s: EvalSettings,
+    seed: int,
 ) -> tuple[dict[str, Any], list[float | None]]:
     """Win rate of `pol` over `base` under one aspect's principles; per-prompt P(policy)."""
     pool = harmless_principles(c) if aspect == "harmless" else helpful_principles(c)
@@ -166,9 +152,7 @@ def _compare(
     judged: list[dict[str, Any]] = []
     for start in range(0, len(todo), s.batch_size):
         batch = todo[start : start + s.batch_size]
-        results = judge_pairs(
-            c, judge, [p for _, p in batch], s.judge, s.seed, pool_for=lambda _p: pool
-        )
+        results = judge_pairs(c, judge, [p for _, p in batch], s.judge, seed, pool_for=lambda _p: pool)
         for (i, _), r in zip(batch, results, strict=True):
             judged.append(r)
             per[i] = r["p_a"]
@@ -204,6 +188,7 @@ def evaluate_policy(
     judge: Backend | None = None,
     scorer: Any = None,
     settings: EvalSettings | None = None,
+    seed: int = 0,
     quiet: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answer, score and compare; returns (summary, one sample row per prompt).
@@ -211,14 +196,13 @@ def evaluate_policy(
     `scorer` is a `cai.train.rl_common.PMScorer` (or anything with ``score(prompts, answers)``).
     """
     s = settings or EvalSettings()
-    check_judge_settings(s.judge)
     t0 = time.perf_counter()
     models = [("policy", policy)] + ([("baseline", baseline)] if baseline is not None else [])
     answers: dict[str, list[str | None]] = {}
     tokens: dict[str, int] = {}
     for name, backend in models:
         with StepProgress(f"answer ({name})", len(prompts), quiet) as prog:
-            answers[name], tokens[name] = _answers(backend, prompts, s, prog)
+            answers[name], tokens[name] = _answers(backend, prompts, s, seed, prog)
     rewards: dict[str, list[float | None]] = {}
     if scorer is not None:
         for name, texts in answers.items():
@@ -232,7 +216,7 @@ def evaluate_policy(
     if baseline is not None and judge is not None:
         for aspect in ASPECTS:
             wins[aspect], p_policy[aspect] = _compare(
-                c, judge, prompts, answers["policy"], answers["baseline"], aspect, s
+                c, judge, prompts, answers["policy"], answers["baseline"], aspect, s, seed
             )
     samples = []
     for i, it in enumerate(prompts):
@@ -256,10 +240,13 @@ def evaluate_policy(
         "pm_reward": {k: _mean(v) for k, v in rewards.items()} if rewards else None,
         "win_rate": wins or None,
         "refusal": {k: refusal_stats([t for t in v if t is not None]) for k, v in answers.items()},
-        "answer_words": {
-            k: _mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()
+        "answer_words": {k: _mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()},
+        "settings": {
+            "params": s.params.as_record(),
+            "judge": s.judge.as_record(),
+            "seed": seed,
+            "batch_size": s.batch_size,
         },
-        "settings": s.as_record(),
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -269,15 +256,42 @@ def evaluate_policy(
         and summary["pm_reward"]["policy"] is not None
         and summary["pm_reward"]["baseline"] is not None
     ):
-        summary["pm_reward"]["delta"] = round(
-            summary["pm_reward"]["policy"] - summary["pm_reward"]["baseline"], 4
-        )
+        summary["pm_reward"]["delta"] = round(summary["pm_reward"]["policy"] - summary["pm_reward"]["baseline"], 4)
     return summary, samples
 
 
-def write_policy_eval(
-    out: str | Path, summary: dict[str, Any], samples: list[dict[str, Any]]
-) -> None:
+def evaluate_specs(
+    backends: Backends,
+    policy: str,
+    prompts: Sequence[PromptItem],
+    c: Constitution,
+    settings: EvalSettings,
+    *,
+    baseline: str | None = None,
+    judge: str | None = None,
+    pm: str | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`evaluate_policy` from model specs, as `cai eval policy` and `cai run` both call it: the
+    judge is asked only when there is a baseline to compare with; `pm` is a PM folder."""
+    scorer = None
+    if pm is not None:
+        from cai.train.common import quiet_libraries
+        from cai.train.rl_common import PMScorer
+
+        with quiet_libraries(quiet):
+            scorer = PMScorer.load(pm)
+    base = backends(baseline) if baseline is not None else None
+    jud = backends(judge) if baseline is not None and judge is not None else None
+    summary, samples = evaluate_policy(
+        backends(policy), prompts, c, baseline=base, judge=jud, scorer=scorer, settings=settings, seed=seed, quiet=quiet
+    )
+    summary["pm"] = pm
+    return summary, samples
+
+
+def write_policy_eval(out: str | Path, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "samples.jsonl", samples)
@@ -295,9 +309,7 @@ def _clip(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def format_policy_report(
-    summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60
-) -> str:
+def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60) -> str:
     lines = [
         f"policy {summary['policy']}  baseline {summary['baseline'] or '-'}  "
         f"judge {summary['judge'] or '-'}  prompts {summary['n']}"
@@ -309,8 +321,7 @@ def format_policy_report(
         lines.append(
             f"win rate vs baseline ({aspect}): {_pct(w.get('win_rate'))} of {w['n']}"
             + (
-                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency "
-                f"{_pct(w['order_consistency'])})"
+                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency {_pct(w['order_consistency'])})"
                 if w.get("win_rate") is not None
                 else f"  {w.get('note', '')}"
             )

@@ -21,21 +21,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.constitution import Constitution, Versioned, load_library
-from cai.export import write_json_atomic, write_jsonl_atomic
+from cai.constitution.load import load_library
+from cai.constitution.model import Constitution, Versioned
+from cai.io.atomic import write_json_atomic, write_jsonl_atomic
+from cai.io.pairs import Pair
 from cai.models.base import Backend
 from cai.progress import StepProgress
 from cai.stages.label import (
-    JudgeSettings,
     PoolFn,
-    aggregate,
-    check_judge_settings,
     draw_for,
     judge_pairs,
     order_coin,
 )
 from cai.stages.label_export import human_credit, judge_stats, reliability
-from cai.stages.pairs import Pair
+from cai.stages.label_math import aggregate
+from cai.stages.settings import JudgeSettings
+from cai.stats import mean, pct
 
 HELPFUL_TAG = "helpful"
 # Thresholds for the loud warnings; see `warnings_for`.
@@ -105,7 +106,6 @@ def judge_items(
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """The judge's answers for every pair, with the human label and aspect alongside."""
-    check_judge_settings(s)
     pool = pool_by_aspect(c)
     items: list[dict[str, Any]] = []
     with StepProgress("judge-eval", len(pairs), quiet) as prog:
@@ -164,11 +164,11 @@ def summarize(
     summary: dict[str, Any] = {
         "n": len(items),
         "labelled": len(labelled),
-        "agreement": _mean([human_credit(it["p_a"]) for it in labelled]),
+        "agreement": mean([human_credit(it["p_a"]) for it in labelled]),
         "ece": ece,
         "reliability": bins,
         "per_aspect": {
-            a: {"n": len(v), "agreement": _mean(v)} for a, v in sorted(by_aspect.items())
+            a: {"n": len(v), "agreement": mean(v)} for a, v in sorted(by_aspect.items())
         },
         **judge_stats(items),
         "judge": judge,
@@ -196,31 +196,23 @@ def evaluate_judge(
     return summarize(items, backend.spec, s, seed, time.perf_counter() - t0), items
 
 
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 4) if xs else None
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def format_report(summary: dict[str, Any]) -> str:
     """A plain-text report: headline figures, per aspect, per principle, reliability bins."""
     pos = summary["position_bias"]
     lines = [
         f"judge {summary['judge']}  settings {summary['settings']}",
         f"pairs {summary['n']} (labelled {summary['labelled']})   "
-        f"agreement {_pct(summary['agreement'])}   "
-        f"order consistency {_pct(summary['order_consistency'])}   "
-        f"ECE {summary['ece']}   option mass {_pct(summary['option_mass'])}",
+        f"agreement {pct(summary['agreement'])}   "
+        f"order consistency {pct(summary['order_consistency'])}   "
+        f"ECE {summary['ece']}   option mass {pct(summary['option_mass'])}",
         f"position: P(first) mean {pos['p_first_mean']}   explained by position "
-        f"{_pct(pos['explained_by_position'])}   "
-        f"same position both orders {_pct(pos['same_position_rate'])}",
+        f"{pct(pos['explained_by_position'])}   "
+        f"same position both orders {pct(pos['same_position_rate'])}",
         "",
         f"{'aspect':<14}{'n':>5}{'agreement':>11}",
     ]
     for a, v in summary["per_aspect"].items():
-        lines.append(f"{a:<14}{v['n']:>5}{_pct(v['agreement']):>11}")
+        lines.append(f"{a:<14}{v['n']:>5}{pct(v['agreement']):>11}")
     lines += [
         "",
         f"{'principle':<28}{'n':>5}{'human':>8}{'w/label':>9}{'flip':>7}{'P(1st)':>8}{'mass':>7}",
@@ -228,15 +220,15 @@ def format_report(summary: dict[str, Any]) -> str:
     for ref, v in summary["per_principle"].items():
         p_first = "-" if v["p_first_mean"] is None else f"{v['p_first_mean']:.3f}"
         lines.append(
-            f"{ref:<28}{v['n']:>5}{_pct(v['human_agreement']):>8}"
-            f"{_pct(v['agrees_with_label']):>9}{_pct(v['flip_rate']):>7}{p_first:>8}"
-            f"{_pct(v['option_mass']):>7}"
+            f"{ref:<28}{v['n']:>5}{pct(v['human_agreement']):>8}"
+            f"{pct(v['agrees_with_label']):>9}{pct(v['flip_rate']):>7}{p_first:>8}"
+            f"{pct(v['option_mass']):>7}"
         )
     disagree = summary["principle_disagreement"]["pairs"][:5]
     if disagree:
         lines += ["", "principles that disagree most (share of shared pairs decided differently):"]
         lines += [
-            f"  {p} vs {q}: {_pct(r['disagreement'])} of {r['n']}"
+            f"  {p} vs {q}: {pct(r['disagreement'])} of {r['n']}"
             for r in disagree
             for p, q in [r["principles"]]
         ]

@@ -25,73 +25,41 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cai import __version__
-from cai.constitution import Constitution, Versioned
-from cai.conversation import (
-    comparison_fewshot,
-    comparison_messages,
-    cot_answer_messages,
-    prompt_messages,
-)
+from cai.constitution.model import Constitution, Versioned
 from cai.errors import fail
-from cai.models.base import Backend, Conversation, GenerationParams, OptionScores
-from cai.progress import StepProgress
-from cai.records import Store, content_hash, derive_seed
-from cai.sources import PromptItem
-from cai.stages.chunks import chunks_for_shard, shard_size
-from cai.stages.pairs import (
+from cai.io.pairs import (
     Pair,
+    PairUnit,
     given_units,
     pairs_from_responses,
     sampled_units,
     unit_ids,
 )
+from cai.io.sources import PromptItem
+from cai.io.store import Store, content_hash, derive_seed
+from cai.models.base import Backend, Conversation, OptionScores
+from cai.progress import StepProgress
+from cai.stages.chunks import chunks_for_shard, shard_size
+from cai.stages.label_export import export_labels, label_record
+from cai.stages.label_math import aggregate
+from cai.stages.settings import JudgeSettings, LabelSettings, Shard
+from cai.templates.messages import (
+    comparison_fewshot,
+    comparison_messages,
+    cot_answer_messages,
+    prompt_messages,
+)
 
 OPTIONS = ("A", "B")
-PRINCIPLE_MODES = ("one", "k", "all")
-ORDER_MODES = ("both", "one")
 PoolFn = Callable[[Pair], Sequence[Versioned]]
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    principles: str = "one"  # one | k | all
-    k: int = 4
-    orders: str = "both"  # both | one
-    cot: bool = False
-    clamp: tuple[float, float] | None = None  # applied to every question's P(first)
-    fewshot: bool = True
-    cot_params: GenerationParams = field(
-        default_factory=lambda: GenerationParams(max_new_tokens=128, temperature=0.0, top_p=1.0)
-    )
-
-    def as_record(self) -> dict[str, Any]:
-        """JSON-shaped (lists, not tuples): manifests are compared after a JSON round trip."""
-        d = asdict(self)
-        d["clamp"] = list(self.clamp) if self.clamp else None
-        d["cot_params"] = self.cot_params.as_record() if self.cot else None
-        return d
-
-
-def check_judge_settings(s: JudgeSettings) -> None:
-    """Reject impossible settings with the flag that set them (CLI exit 2)."""
-    if s.principles not in PRINCIPLE_MODES:
-        raise fail("--principles", None, "principles", f"expected one of {PRINCIPLE_MODES}")
-    if s.orders not in ORDER_MODES:
-        raise fail("--orders", None, "orders", f"expected one of {ORDER_MODES}")
-    if s.k < 1:
-        raise fail("--k", None, "k", "must be >= 1")
-    if s.clamp is not None and not 0.0 <= s.clamp[0] <= 0.5 <= s.clamp[1] <= 1.0:
-        raise fail("--clamp", None, "clamp", "need 0 <= lo <= 0.5 <= hi <= 1")
-
-
-def draw_principles(
-    pool: Sequence[Versioned], s: JudgeSettings, rng: random.Random
-) -> list[Versioned]:
+def draw_principles(pool: Sequence[Versioned], s: JudgeSettings, rng: random.Random) -> list[Versioned]:
     if s.principles == "all":
         return list(pool)
     n = 1 if s.principles == "one" else min(s.k, len(pool))
@@ -156,63 +124,17 @@ def _answer(
         **dict.fromkeys(("probs", "mass", "path", "raw", "p_first", "p_a")),
     }
     if score is not None:
-        out.update(
-            probs=score.probs, mass=score.mass, path=score.path, raw=score.raw, error=score.error
-        )
+        out.update(probs=score.probs, mass=score.mass, path=score.path, raw=score.raw, error=score.error)
         pa, pb = score.probs.get("A"), score.probs.get("B")
         if score.error is None and pa is not None and pb is not None and pa + pb > 0 and pa == pa:
             p_first = pa / (pa + pb)
-            if s.clamp is not None:
-                p_first = min(max(p_first, s.clamp[0]), s.clamp[1])
+            if s.bounds is not None:
+                p_first = min(max(p_first, s.bounds[0]), s.bounds[1])
             out["p_first"] = p_first
             out["p_a"] = 1.0 - p_first if q.swapped else p_first
         elif out["error"] is None:
             out["error"] = "no option probabilities"
     return out
-
-
-TIE_EPS = 1e-9  # averaging mirrored orders (0.9 and 1 - 0.9) must give a tie, not 0.5 - 1 ulp
-
-
-def decision(p: float | None) -> str | None:
-    """Which response a probability picks: "a", "b", or None for a tie or no answer."""
-    if p is None or abs(p - 0.5) <= TIE_EPS:
-        return None
-    return "a" if p > 0.5 else "b"
-
-
-def aggregate(refs: Sequence[str], answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """One pair's result from its answers: per-principle order means, then the principle mean.
-
-    `refs` are the drawn principles ("id@version"), in the order the record lists them.
-    """
-    per: list[dict[str, Any]] = []
-    for ref in refs:
-        mine = [a for a in answers if a["principle"] == ref]
-        ok = all(a["p_a"] is not None for a in mine)
-        p_a = sum(a["p_a"] for a in mine) / len(mine) if ok else None
-        consistent = None
-        if ok and len(mine) == 2:
-            d = [decision(a["p_a"]) for a in mine]
-            consistent = d[0] is not None and d[0] == d[1]
-        errors = [a["error"] for a in mine if a["error"]]
-        per.append(
-            {
-                "principle": ref,
-                "p_a": p_a,
-                "consistent": consistent,
-                "error": errors[0] if errors and not ok else None,
-                "orders": mine,
-            }
-        )
-    good = [x["p_a"] for x in per if x["p_a"] is not None]
-    p_a = sum(good) / len(good) if good else None
-    failed = [x for x in per if x["p_a"] is None]
-    return {
-        "principles": per,
-        "p_a": p_a,
-        "parse_error": failed[0]["error"] if p_a is None and failed else None,
-    }
 
 
 def judge_pairs(
@@ -260,23 +182,7 @@ def judge_pairs(
 # ------------------------------------------------------------------------------- the label stage
 
 
-@dataclass(frozen=True)
-class LabelSettings:
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    responses_per_prompt: int = 2
-    pairing: str = "all"  # all | consecutive (see pairs.pairs_from_responses)
-    seed: int = 0
-    batch_size: int = 8  # prompts (or given pairs) per work unit
-    shard: tuple[int, int] = (0, 1)
-    max_failures: float = 0.2  # share of judge questions without probabilities that fails the run
-    params: GenerationParams = field(
-        default_factory=lambda: GenerationParams(max_new_tokens=160, temperature=0.8, top_p=0.95)
-    )
-
-
-def _fixed(
-    c: Constitution, judge: Backend, policy: Backend | None, s: LabelSettings
-) -> dict[str, Any]:
+def _fixed(c: Constitution, judge: Backend, policy: Backend | None, s: LabelSettings, seed: int) -> dict[str, Any]:
     """What determines a record's content, hashed into its id and checked by the manifest."""
     return {
         "constitution": c.name,
@@ -285,145 +191,183 @@ def _fixed(
         "policy": policy.spec if policy else None,
         "judge_settings": s.judge.as_record(),
         "params": s.params.as_record() if policy else None,
-        "seed": s.seed,
+        "seed": seed,
         "responses_per_prompt": s.responses_per_prompt if policy else None,
         "pairing": s.pairing if policy else None,
     }
 
 
 def manifest(
-    c: Constitution,
-    judge: Backend,
-    policy: Backend | None,
-    inputs: Sequence[PromptItem | Pair],
-    s: LabelSettings,
+    fixed: dict[str, Any], inputs: Sequence[PromptItem | Pair], s: LabelSettings, shard: Shard
 ) -> dict[str, Any]:
-    keys = [
-        [x.id, x.messages] if isinstance(x, PromptItem) else [x.id, x.prompt, x.a, x.b]
-        for x in inputs
-    ]
+    keys = [[x.id, x.messages] if isinstance(x, PromptItem) else [x.id, x.prompt, x.a, x.b] for x in inputs]
     return {
         "stage": "label",
-        **_fixed(c, judge, policy, s),
+        **fixed,
         "batch_size": s.batch_size,
         "inputs": content_hash(keys),
         "n_inputs": len(inputs),
-        "shard": f"{s.shard[0]}/{s.shard[1]}",
+        "shard": f"{shard[0]}/{shard[1]}",
     }
 
 
-def run_label(
+def label_prompts(
     c: Constitution,
     judge: Backend,
+    policy: Backend,
+    prompts: Sequence[PromptItem],
     out: str | Path,
     settings: LabelSettings,
     *,
-    prompts: Sequence[PromptItem] | None = None,
-    policy: Backend | None = None,
-    pairs: Sequence[Pair] | None = None,
+    seed: int = 0,
+    shard: Shard = (0, 1),
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) the label stage into `out`; returns the summary (also in summary.json).
+    """RLAIF labels for responses the policy samples: K per prompt, paired by `settings.pairing`.
 
-    Raises `CaiError` after writing everything when more than `max_failures` of the judge's
-    questions gave no probabilities: the records stay for inspection and a rerun resumes.
+    Runs (or resumes) into `out`; returns the summary (also in summary.json). Raises `CaiError`
+    after writing everything when more than `max_failures` of the judge's questions gave no
+    probabilities: the records stay for inspection and a rerun resumes.
     """
-    from cai.stages.label_export import export_labels, label_record
-
-    check_judge_settings(settings.judge)
-    inputs: Sequence[PromptItem | Pair] = list(pairs) if pairs is not None else list(prompts or [])
-    if (pairs is None) == (policy is None):
-        raise ValueError("label from prompts needs a policy; label given pairs without one")
-    store = Store(out, manifest(c, judge, policy, inputs, settings))
-    fixed = _fixed(c, judge, policy, settings)
-    provenance = {
-        **fixed,
-        "templates": c.template_hashes(),
-        "judge_info": judge.describe(),
-        "policy_info": policy.describe() if policy else None,
-        "fewshot_turns": len(comparison_fewshot(c, settings.judge.cot))
-        if settings.judge.fewshot
-        else 0,
-        "cai_version": __version__,
-    }
-    total = shard_size(len(inputs), settings.batch_size, settings.shard)
+    run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, policy, settings, seed), policy)
     per_prompt = pairs_from_responses(settings.responses_per_prompt, settings.pairing)
-    new = judged = questions = 0
-    gen_s = judge_s = 0.0
-    with StepProgress("label", total, quiet) as prog:
-        for ci, offset, chunk in chunks_for_shard(inputs, settings.batch_size, settings.shard):
-            if all(i in store for i in unit_ids(chunk, fixed, per_prompt)):
-                prog.advance(items=len(chunk))
-                continue
-            t0 = time.perf_counter()
-            if policy is None:
-                units = given_units(chunk, offset, fixed)
-            else:
-                params = replace(
-                    settings.params,
-                    n=settings.responses_per_prompt,
-                    seed=derive_seed(settings.seed, "chunk", ci),
-                )
-                msgs = [
-                    prompt_messages(c, it.messages) for it in chunk if isinstance(it, PromptItem)
-                ]
-                units = sampled_units(
-                    chunk, offset, fixed, per_prompt, policy.generate(msgs, params)
-                )
-            t1 = time.perf_counter()
-            todo = [u for u in units if u.error is None and u.pair.a != u.pair.b]
-            results = judge_pairs(
-                c,
-                judge,
-                [u.pair for u in todo],
-                settings.judge,
-                derive_seed(settings.seed, "judge"),
-            )
-            t2 = time.perf_counter()
-            by_id = {u.id: r for u, r in zip(todo, results, strict=True)}
-            timing = {
-                "chunk": ci,
-                "generate_seconds": round(t1 - t0, 3),
-                "judge_seconds": round(t2 - t1, 3),
-                "chunk_pairs": len(units),
-            }
-            store.append(
-                [
-                    label_record(
-                        u,
-                        by_id.get(u.id),
-                        [] if u.error or u.id in by_id else ["identical"],
-                        {**provenance, "timing": timing},
+
+    def units(ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
+        params = replace(settings.params, n=settings.responses_per_prompt, seed=derive_seed(seed, "chunk", ci))
+        gens = policy.generate([prompt_messages(c, it.messages) for it in chunk], params)
+        return sampled_units(chunk, offset, run.fixed, per_prompt, gens)
+
+    return run.execute(list(prompts), out, shard, quiet, units, per_prompt)
+
+
+def label_pairs(
+    c: Constitution,
+    judge: Backend,
+    pairs: Sequence[Pair],
+    out: str | Path,
+    settings: LabelSettings,
+    *,
+    seed: int = 0,
+    shard: Shard = (0, 1),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """RLAIF labels for given pairs (`cai label --pairs`); otherwise as `label_prompts`."""
+    run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, None, settings, seed), None)
+
+    def units(ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
+        return given_units(chunk, offset, run.fixed)
+
+    return run.execute(list(pairs), out, shard, quiet, units, None)
+
+
+@dataclass
+class _Tally:
+    new: int = 0
+    judged: int = 0
+    questions: int = 0
+    gen_s: float = 0.0
+    judge_s: float = 0.0
+
+    def throughput(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "new_pairs": self.new,
+            "judged_pairs": self.judged,
+            "questions": self.questions,
+            "generate_seconds": round(self.gen_s, 2),
+            "judge_seconds": round(self.judge_s, 2),
+            "seconds": round(elapsed, 2),
+            "labels_s": round(self.judged / self.judge_s, 3) if self.judge_s else None,
+            "questions_s": round(self.questions / self.judge_s, 2) if self.judge_s else None,
+            "pairs_s": round(self.new / elapsed, 3) if elapsed and self.new else None,
+        }
+
+
+@dataclass
+class _LabelRun:
+    """What every chunk of one label run shares; `execute` is the loop both entry points run."""
+
+    c: Constitution
+    judge: Backend
+    settings: LabelSettings
+    seed: int
+    fixed: dict[str, Any]
+    policy: Backend | None
+
+    def provenance(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **self.fixed,
+            "templates": self.c.template_hashes(),
+            "judge_info": self.judge.describe(),
+            "policy_info": self.policy.describe() if self.policy else None,
+            "fewshot_turns": len(comparison_fewshot(self.c, s.cot)) if s.fewshot else 0,
+            "cai_version": __version__,
+        }
+
+    def execute(
+        self,
+        inputs: list[Any],
+        out: str | Path,
+        shard: Shard,
+        quiet: bool,
+        make_units: Callable[[int, int, Sequence[Any]], list[PairUnit]],
+        per_prompt: Any,
+    ) -> dict[str, Any]:
+        s = self.settings
+        store = Store(out, manifest(self.fixed, inputs, s, shard))
+        provenance = self.provenance()
+        tally = _Tally()
+        with StepProgress("label", shard_size(len(inputs), s.batch_size, shard), quiet) as prog:
+            for ci, offset, chunk in chunks_for_shard(inputs, s.batch_size, shard):
+                if not all(i in store for i in unit_ids(chunk, self.fixed, per_prompt)):
+                    t0 = time.perf_counter()
+                    units = make_units(ci, offset, chunk)
+                    gen_s = time.perf_counter() - t0
+                    tally.gen_s += gen_s
+                    store.append(
+                        self._judged(units, ci, {**provenance, "timing": {"generate_seconds": round(gen_s, 3)}}, tally)
                     )
-                    for u in units
-                ]
-            )
-            new += len(units)
-            judged += len(todo)
-            questions += sum(len(x["orders"]) for r in results for x in r["principles"])
-            gen_s += t1 - t0
-            judge_s += t2 - t1
-            prog.advance(items=len(chunk))
-    throughput = {
-        "new_pairs": new,
-        "judged_pairs": judged,
-        "questions": questions,
-        "generate_seconds": round(gen_s, 2),
-        "judge_seconds": round(judge_s, 2),
-        "seconds": round(prog.elapsed, 2),
-        "labels_s": round(judged / judge_s, 3) if judge_s else None,
-        "questions_s": round(questions / judge_s, 2) if judge_s else None,
-        "pairs_s": round(new / prog.elapsed, 3) if prog.elapsed and new else None,
-    }
-    summary = export_labels(store, out, throughput=throughput)
-    fails = summary["failures"]
-    if fails["question_rate"] > settings.max_failures:
-        raise fail(
-            str(Path(out) / "records.jsonl"),
-            None,
-            "parse_error",
-            f"{fails['failed_questions']} of {fails['questions']} judge questions "
-            f"({fails['question_rate']:.0%}) gave no option probabilities, more than "
-            f"--max-failures {settings.max_failures:.0%}; raw outputs are in the records",
+                prog.advance(items=len(chunk))
+        summary = export_labels(store, out, throughput=tally.throughput(prog.elapsed))
+        self._check_failures(summary["failures"], out)
+        return summary
+
+    def _judged(
+        self, units: list[PairUnit], ci: int, provenance: dict[str, Any], tally: _Tally
+    ) -> list[dict[str, Any]]:
+        """Judge a chunk's distinct pairs and make its records (identical pairs are recorded, not
+        asked). `provenance["timing"]` arrives with the chunk's generation time."""
+        t1 = time.perf_counter()
+        todo = [u for u in units if u.error is None and u.pair.a != u.pair.b]
+        results = judge_pairs(
+            self.c, self.judge, [u.pair for u in todo], self.settings.judge, derive_seed(self.seed, "judge")
         )
-    return summary
+        judge_s = time.perf_counter() - t1
+        by_id = {u.id: r for u, r in zip(todo, results, strict=True)}
+        timing = {
+            "chunk": ci,
+            "generate_seconds": provenance["timing"]["generate_seconds"],
+            "judge_seconds": round(judge_s, 3),
+            "chunk_pairs": len(units),
+        }
+        tally.new += len(units)
+        tally.judged += len(todo)
+        tally.questions += sum(len(x["orders"]) for r in results for x in r["principles"])
+        tally.judge_s += judge_s
+        flags = [[] if u.error or u.id in by_id else ["identical"] for u in units]
+        return [
+            label_record(u, by_id.get(u.id), f, {**provenance, "timing": timing})
+            for u, f in zip(units, flags, strict=True)
+        ]
+
+    def _check_failures(self, fails: dict[str, Any], out: str | Path) -> None:
+        limit = self.settings.max_failures
+        if fails["question_rate"] > limit:
+            raise fail(
+                str(Path(out) / "records.jsonl"),
+                None,
+                "parse_error",
+                f"{fails['failed_questions']} of {fails['questions']} judge questions "
+                f"({fails['question_rate']:.0%}) gave no option probabilities, more than "
+                f"--max-failures {limit:.0%}; raw outputs are in the records",
+            )

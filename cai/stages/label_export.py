@@ -28,10 +28,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.export import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
-from cai.records import Store
-from cai.stages.label import decision
-from cai.stages.pairs import PairUnit
+from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
+from cai.io.pairs import PairUnit
+from cai.io.store import Store
+from cai.stages.label_math import decision
+from cai.stats import mean, share
 
 Item = dict[str, Any]
 
@@ -39,15 +40,6 @@ Item = dict[str, Any]
 def margin_of(p_chosen: float) -> float:
     p = min(max(p_chosen, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
-
-
-def _mean(xs: Iterable[float]) -> float | None:
-    xs = list(xs)
-    return round(sum(xs) / len(xs), 4) if xs else None
-
-
-def _share(num: int, den: int) -> float | None:
-    return round(num / den, 4) if den else None
 
 
 def questions(items: Iterable[Item]) -> list[dict[str, Any]]:
@@ -84,10 +76,10 @@ def position_stats(items: Sequence[Item]) -> dict[str, Any]:
         and decision(o[0]["p_first"]) == decision(o[1]["p_first"])
     )
     return {
-        "p_first_mean": _mean(a["p_first"] for a in answered),
-        "first_rate": _share(first, len(answered)),
-        "explained_by_position": _share(max(first, second), len(answered)),
-        "same_position_rate": _share(same, len(both)),
+        "p_first_mean": mean(a["p_first"] for a in answered),
+        "first_rate": share(first, len(answered)),
+        "explained_by_position": share(max(first, second), len(answered)),
+        "same_position_rate": share(same, len(both)),
         "questions": len(answered),
     }
 
@@ -96,7 +88,7 @@ def order_consistency(items: Sequence[Item]) -> float | None:
     flags = [
         x["consistent"] for it in items for x in it["principles"] if x["consistent"] is not None
     ]
-    return _share(sum(flags), len(flags))
+    return share(sum(flags), len(flags))
 
 
 def principle_analytics(items: Sequence[Item]) -> dict[str, Any]:
@@ -115,14 +107,14 @@ def principle_analytics(items: Sequence[Item]) -> dict[str, Any]:
         out[ref] = {
             "n": len(rows),
             "failed": len(rows) - len(ok),
-            "agrees_with_label": _share(
+            "agrees_with_label": share(
                 sum(decision(x["p_a"]) == decision(it["p_a"]) for it, x in ens), len(ens)
             ),
-            "strength": _mean(abs(2 * x["p_a"] - 1) for _, x in ok),
-            "flip_rate": _share(sum(1 for c in cons if not c), len(cons)),
-            "p_first_mean": _mean(a["p_first"] for a in answered),
-            "option_mass": _mean(a["mass"] for a in answered if a["mass"] is not None),
-            "human_agreement": _mean(human_credit(x["p_a"]) for x in human) if human else None,
+            "strength": mean(abs(2 * x["p_a"] - 1) for _, x in ok),
+            "flip_rate": share(sum(1 for c in cons if not c), len(cons)),
+            "p_first_mean": mean(a["p_first"] for a in answered),
+            "option_mass": mean(a["mass"] for a in answered),
+            "human_agreement": mean(human_credit(x["p_a"]) for x in human),
         }
     return out
 
@@ -157,7 +149,7 @@ def reliability(items: Sequence[Item], bins: int = 5) -> tuple[list[dict[str, An
     for b in range(bins):
         lo, hi = 0.5 + 0.5 * b / bins, 0.5 + 0.5 * (b + 1) / bins
         inside = [(c, y) for c, y in scored if lo <= c < hi or (b == bins - 1 and c == hi)]
-        conf, acc = _mean(c for c, _ in inside), _mean(y for _, y in inside)
+        conf, acc = mean(c for c, _ in inside), mean(y for _, y in inside)
         table.append(
             {
                 "lo": round(lo, 3),
@@ -190,7 +182,7 @@ def judge_stats(items: Sequence[Item]) -> dict[str, Any]:
     qs = [a for a in questions(items) if a["p_first"] is not None]
     return {
         "order_consistency": order_consistency(items),
-        "option_mass": _mean(a["mass"] for a in qs if a["mass"] is not None),
+        "option_mass": mean(a["mass"] for a in qs),
         "paths": dict(sorted(Counter(a["path"] for a in qs).items())),
         "position_bias": position_stats(items),
         "per_principle": principle_analytics(items),
@@ -251,7 +243,7 @@ def label_distribution(records: Sequence[dict[str, Any]], bins: int = 5) -> dict
         hist[min(int((p - 0.5) / 0.5 * bins), bins - 1)] += 1
     return {
         "n": len(ps),
-        "p_chosen_mean": _mean(ps),
+        "p_chosen_mean": mean(ps),
         "ties": sum(1 for r in records if r["p_chosen"] is not None and r["chosen"] is None),
         "chose_a": sum(1 for r in records if r["chosen"] == "a"),
         "chose_b": sum(1 for r in records if r["chosen"] == "b"),
@@ -286,7 +278,7 @@ def export_labels(
         "identical": sum(1 for r in records if "identical" in r.get("flags", [])),
         "unlabelled": sum(1 for r in judged if r["p_a"] is None),
         "labels": label_distribution(records),
-        "human_agreement": _mean(human_credit(r["p_a"]) for r in human) if human else None,
+        "human_agreement": mean(human_credit(r["p_a"]) for r in human),
         **judge_stats(judged),
     }
     if throughput is not None:

@@ -8,14 +8,12 @@ for it first.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from transformers import TrainerCallback
 
 import cai
 from cai.errors import fail
+from cai.io.readers import iter_jsonl
 
 TRAIN_META = "cai_train.json"
 METRICS_FILE = "metrics.jsonl"
@@ -187,12 +186,13 @@ class JsonlMetricsCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
-        row.update({k: _jsonable(v) for k, v in logs.items()})
+        row.update({k: jsonable(v) for k, v in logs.items()})
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """A Trainer log value as JSON can hold it (every metrics log, SFT/PM and RL, uses this)."""
     if isinstance(v, torch.Tensor):
         v = v.item() if v.numel() == 1 else v.tolist()
     if isinstance(v, float) and not math.isfinite(v):
@@ -204,7 +204,7 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     path = Path(out) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [row for _, row in iter_jsonl(path, committed_only=True)]  # a killed run may tear the last line
 
 
 # --------------------------------------------------------------------------- parameters
@@ -243,130 +243,6 @@ def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[
         elif old != new:
             changed.append(name)
     return changed
-
-
-# --------------------------------------------------------------------------- data tables
-
-
-@dataclass(frozen=True)
-class Loc:
-    """Where a row came from, for one-line error messages."""
-
-    path: str
-    line: int | None  # JSONL line number; None for a datasets folder
-    index: int
-
-    def field(self, name: str) -> str:
-        return name if self.line is not None else f"row {self.index}: {name}"
-
-
-@dataclass(frozen=True)
-class TableSource:
-    """Provenance of one data source as written to `cai_train.json`."""
-
-    path: str
-    kind: str  # "dataset" or "jsonl"
-    rows: int
-    sha256: str  # of the rows as used (canonical JSON), so the same data gives the same hash
-
-    def as_record(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    return path.is_dir() and any((path / m).is_file() for m in markers)
-
-
-def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tuple[Path, str]:
-    """Locate the data in `path`: DIR/dataset, DIR/<jsonl>, a saved dataset, or a .jsonl file.
-
-    The `datasets` folder wins over JSONL when both exist: it is what the stage wrote last, and
-    reading it keeps Arrow types rather than re-parsing text.
-    """
-    p = Path(path)
-    if p.is_dir():
-        if _is_saved_dataset(p / "dataset"):
-            return p / "dataset", "dataset"
-        for name in jsonl_names:
-            if (p / name).is_file():
-                return p / name, "jsonl"
-        if _is_saved_dataset(p):
-            return p, "dataset"
-        raise fail(str(p), None, option, "no dataset/ folder or "
-                   f"{' / '.join(jsonl_names)} in this folder")
-    if p.is_file():
-        if p.suffix in (".jsonl", ".json"):
-            return p, "jsonl"
-        raise fail(str(p), None, option, "expected a folder, a saved dataset or a .jsonl file")
-    raise fail(str(p), None, option, "no such file or folder")
-
-
-def load_table(path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str],
-               option: str, optional: Sequence[str] = ()
-               ) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
-    """Rows of `path` restricted to `columns` (required) and `optional` ones (kept if present).
-
-    Other columns are dropped here: the stage exports carry many (the public CAI dataset's),
-    and some share names with TRL's formats (`prompt`, `chosen`) that would change its behaviour.
-    """
-    source, kind = find_table(path, jsonl_names, option)
-    if kind == "jsonl":
-        rows, locs = _read_jsonl(source, columns, optional)
-    else:
-        rows, locs = _read_dataset(source, columns, optional)
-    return rows, locs, source, kind
-
-
-def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]
-                ) -> tuple[list[dict[str, Any]], list[Loc]]:
-    rows, locs = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise fail(str(path), lineno, "", f"not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise fail(str(path), lineno, "", "each line must be a JSON object")
-            for c in columns:
-                if c not in obj:
-                    keys = ", ".join(sorted(obj)) or "none"
-                    raise fail(str(path), lineno, c, f"missing (keys: {keys})")
-            rows.append({c: obj[c] for c in (*columns, *optional) if c in obj})
-            locs.append(Loc(str(path), lineno, len(locs)))
-    return rows, locs
-
-
-def _read_dataset(path: Path, columns: Sequence[str], optional: Sequence[str]
-                  ) -> tuple[list[dict[str, Any]], list[Loc]]:
-    from datasets import DatasetDict, load_from_disk
-
-    try:
-        ds = load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as e:
-        raise fail(str(path), None, "", f"cannot read the saved dataset: {e}") from None
-    if isinstance(ds, DatasetDict):
-        if "train" not in ds:
-            raise fail(str(path), None, "split", f"no 'train' split (splits: {', '.join(ds)})")
-        ds = ds["train"]
-    missing = [c for c in columns if c not in ds.column_names]
-    if missing:
-        raise fail(str(path), None, missing[0],
-                   f"no such column (columns: {', '.join(ds.column_names) or 'none'})")
-    keep = [*columns, *(c for c in optional if c in ds.column_names)]
-    rows = ds.select_columns(keep).to_list()
-    return rows, [Loc(str(path), None, i) for i in range(len(rows))]
-
-
-def rows_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- output folder
@@ -421,7 +297,7 @@ class TrainOutput:
 
     def finalize(self, trainer: Any, tokenizer: Any, meta: dict[str, Any]) -> None:
         """Save on every process (ZeRO-3 gathers shards inside `save_model`), publish on main."""
-        from cai.export import write_json_atomic
+        from cai.io.atomic import write_json_atomic
 
         trainer.save_model(str(self.final))
         wait_for_everyone()

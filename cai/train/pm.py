@@ -22,29 +22,26 @@ from typing import Any
 import torch
 
 from cai.errors import fail
-from cai.stages.pairs import parse_pair_row
+from cai.io.pairs import parse_pair_row
 from cai.train.common import (
     JsonlMetricsCallback,
-    TableSource,
     TrainOutput,
     changed_params,
-    checkpointing_kwargs,
-    load_table,
     load_tokenizer,
     loss_history,
     param_checksums,
     quiet_libraries,
     resolve_model_path,
-    rows_sha256,
     seed_everything,
-    training_dtype,
     use_bf16,
 )
+from cai.train.configs import reward_config
 from cai.train.pm_loss import soft_preference_loss
 from cai.train.rl_common import PMScorer, encode_answer, encode_prompt, use_distinct_pad
+from cai.train.settings import PmSettings
+from cai.train.tables import TableSource, load_table, rows_sha256
 
 PREF_JSONL = ("preferences.jsonl",)
-LABEL_MODES = ("soft", "hard")
 SOFT_LOSS = "soft: -(p*logsigmoid(r_c - r_r) + (1 - p)*logsigmoid(r_r - r_c)), p = p_chosen"
 HARD_LOSS = "hard: -logsigmoid(r_c - r_r) (TRL RewardTrainer)"
 
@@ -92,7 +89,7 @@ def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefT
     """Pairs from label runs (DIR/dataset, DIR/preferences.jsonl), saved datasets or JSONL files.
 
     Rows may be TRL conversational preferences (explicit or implicit prompt) or raw HH-RLHF
-    transcripts; `cai.stages.pairs` parses all of them. ``human`` sources are hard labels.
+    transcripts; `cai.io.pairs` parses all of them. ``human`` sources are hard labels.
     """
     table = PrefTable()
     for path in paths:
@@ -115,9 +112,7 @@ def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefT
         if not used:
             raise fail(str(source), None, option, "no preference pairs in it")
         table.rows.extend(used)
-        table.sources.append(
-            TableSource(str(source), kind, len(used), rows_sha256([r.as_record() for r in used]))
-        )
+        table.sources.append(TableSource(str(source), kind, len(used), rows_sha256([r.as_record() for r in used])))
     return table
 
 
@@ -209,34 +204,6 @@ def _trainer_classes() -> tuple[type, type]:
     return SoftRewardTrainer, SoftPreferenceCollator
 
 
-def _config(output: TrainOutput, s: dict[str, Any], quiet: bool) -> Any:
-    from trl import RewardConfig
-
-    return RewardConfig(
-        output_dir=str(output.work),
-        num_train_epochs=s["epochs"],
-        max_steps=s["max_steps"],
-        learning_rate=s["lr"],
-        per_device_train_batch_size=s["batch_size"],
-        per_device_eval_batch_size=s["batch_size"],
-        gradient_accumulation_steps=s["grad_accum"],
-        max_length=s["max_length"],
-        seed=s["seed"],
-        data_seed=s["seed"],
-        bf16=s["bf16"],
-        # On CPU say so: transformers builds a multi-process (gloo) group only when told.
-        use_cpu=not torch.cuda.is_available(),
-        **checkpointing_kwargs(config_cls=RewardConfig, enabled=torch.cuda.is_available()),
-        model_init_kwargs={"dtype": str(training_dtype()).removeprefix("torch.")},
-        logging_steps=1,
-        logging_first_step=True,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to=s.get("report_to", "none"),
-        disable_tqdm=quiet,
-    )
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -244,104 +211,50 @@ def train_pm(
     data: list[str],
     model: str,
     out: str,
+    settings: PmSettings | None = None,
     *,
-    human: list[str] | None = None,
-    eval_files: list[str] | None = None,
-    labels: str = "soft",
-    epochs: float = 1,
-    lr: float = 1e-5,
-    batch_size: int = 4,
-    grad_accum: int = 1,
-    max_length: int = 512,
-    max_steps: int = -1,
     seed: int = 0,
     quiet: bool = False,
     overwrite: bool = False,
-    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train a PM on AI-labelled (and optional human) pairs; save it at `out`.
 
     Returns the summary that also goes, with provenance, into `out/cai_train.json`.
     Safe under `accelerate launch` (only the main process writes).
     """
-    if labels not in LABEL_MODES:
-        raise fail("--labels", None, "", f"{labels!r} is not one of {', '.join(LABEL_MODES)}")
-    for name, value in (
-        ("--batch-size", batch_size),
-        ("--grad-accum", grad_accum),
-        ("--max-length", max_length),
-    ):
-        if value < 1:
-            raise fail(name, None, "", f"must be at least 1 (got {value})")
-    if max_steps == 0 or (max_steps < 0 and epochs <= 0):
-        raise fail("--max-steps" if max_steps == 0 else "--epochs", None, "", "nothing to train")
+    s = settings or PmSettings()
     if not data:
         raise fail("--data", None, "", "give at least one label run folder or preference file")
     ai = load_preferences(data, "--data", human=False)
-    hum = load_preferences(human, "--human", human=True) if human else PrefTable()
-    held = load_preferences(eval_files, "--eval", human=True) if eval_files else PrefTable()
-    train_rows = ai.rows + hum.rows
-    seen = {r.key() for r in train_rows}
-    overlap = sum(r.key() in seen for r in held.rows)
+    hum = load_preferences(s.human, "--human", human=True) if s.human else PrefTable()
+    held = load_preferences(s.eval, "--eval", human=True) if s.eval else PrefTable()
     output = TrainOutput(out, "pm", overwrite=overwrite)
     output.check()
     path = resolve_model_path(model, quiet=quiet)
-    soft = labels == "soft"
-    settings = {
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "max_length": max_length,
-        "max_steps": max_steps,
-        "seed": seed,
-        "labels": labels,
-        "loss": SOFT_LOSS if soft else HARD_LOSS,
-        "bf16": use_bf16(),
-        "report_to": report_to,
-    }
+    soft = s.labels == "soft"
+    recorded = {**s.record(), "seed": seed, "loss": SOFT_LOSS if soft else HARD_LOSS, "bf16": use_bf16()}
     with quiet_libraries(quiet):
-        tokenizer = load_tokenizer(path)
-        if not tokenizer.chat_template:
-            raise fail(
-                model,
-                None,
-                "--model",
-                "the tokenizer has no chat template; the PM scores "
-                "chat replies, so start it from the (instruct) policy model",
-            )
-        use_distinct_pad(tokenizer)
-        examples, dropped = encode_rows(tokenizer, train_rows, max_length, soft=soft)
+        tokenizer = _pm_tokenizer(path, model)
+        examples, dropped = encode_rows(tokenizer, ai.rows + hum.rows, s.max_length, soft=soft)
         if not examples:
             raise fail(
-                data[0],
-                None,
-                "--max-length",
-                f"every pair is longer than {max_length} tokens; raise --max-length",
+                data[0], None, "--max-length", f"every pair is longer than {s.max_length} tokens; raise --max-length"
             )
-        config = _config(output, settings, quiet)  # first: it sets up the process group
+        config = reward_config(output, s, seed, quiet)  # first: it sets up the process group
         seed_everything(seed)
         output.prepare()
         trainer = _build(path, tokenizer, examples, output, config, quiet)
         summary = _train_and_summarize(trainer, tokenizer, held.rows)
-        summary["rows"] = {
-            "ai": len(ai.rows),
-            "human": len(hum.rows),
-            "soft": ai.soft_rows,
-            "train": len(examples),
-            "dropped_too_long": dropped,
-            "eval": len(held.rows),
-            "eval_overlap_with_train": overlap,
-        }
+        summary["rows"] = _row_counts(ai, hum, held, len(examples), dropped)
         summary["out"] = str(Path(out).resolve())
         meta = {
             "base_model": model,
             "base_model_path": path,
-            "data": [s.as_record() for s in ai.sources],
-            "human": [s.as_record() for s in hum.sources],
-            "eval": [s.as_record() for s in held.sources],
+            "data": [src.as_record() for src in ai.sources],
+            "human": [src.as_record() for src in hum.sources],
+            "eval": [src.as_record() for src in held.sources],
             "constitution_fingerprints": sorted(ai.fingerprints),
-            "settings": settings,
+            "settings": recorded,
             "pad_token": tokenizer.pad_token,
             "scoring": "score head at the last token of chat_template(prompt, "
             "add_generation_prompt=True) + answer + EOS",
@@ -349,6 +262,33 @@ def train_pm(
         }
         output.finalize(trainer, tokenizer, meta)
     return summary
+
+
+def _pm_tokenizer(path: str, model: str) -> Any:
+    tokenizer = load_tokenizer(path)
+    if not tokenizer.chat_template:
+        raise fail(
+            model,
+            None,
+            "--model",
+            "the tokenizer has no chat template; the PM scores chat replies, "
+            "so start it from the (instruct) policy model",
+        )
+    use_distinct_pad(tokenizer)
+    return tokenizer
+
+
+def _row_counts(ai: PrefTable, hum: PrefTable, held: PrefTable, train: int, dropped: int) -> dict[str, int]:
+    seen = {r.key() for r in ai.rows + hum.rows}
+    return {
+        "ai": len(ai.rows),
+        "human": len(hum.rows),
+        "soft": ai.soft_rows,
+        "train": train,
+        "dropped_too_long": dropped,
+        "eval": len(held.rows),
+        "eval_overlap_with_train": sum(r.key() in seen for r in held.rows),
+    }
 
 
 def _build(

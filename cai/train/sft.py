@@ -21,22 +21,19 @@ from typing import Any
 from cai.errors import fail
 from cai.train.common import (
     JsonlMetricsCallback,
-    Loc,
-    TableSource,
     TrainOutput,
     changed_params,
-    checkpointing_kwargs,
-    load_table,
     load_tokenizer,
     loss_history,
     param_checksums,
     quiet_libraries,
     resolve_model_path,
-    rows_sha256,
     seed_everything,
-    training_dtype,
     use_bf16,
 )
+from cai.train.configs import sft_config
+from cai.train.settings import SftSettings
+from cai.train.tables import Loc, TableSource, load_table, rows_sha256
 
 SFT_JSONL = ("sft.jsonl",)
 ROLES = ("system", "user", "assistant")
@@ -189,17 +186,9 @@ def train_sft(
     data_dirs: list[str],
     model: str,
     out: str,
+    settings: SftSettings | None = None,
     *,
-    helpful: list[str] | None = None,
-    helpful_ratio: float = 0.0,
-    epochs: float = 1,
-    lr: float = 1e-5,
-    batch_size: int = 4,
-    grad_accum: int = 1,
-    max_length: int = 512,
-    max_steps: int = -1,
     seed: int = 0,
-    eval_fraction: float = 0.0,
     quiet: bool = False,
     overwrite: bool = False,
     logging_steps: int = 1,
@@ -209,43 +198,41 @@ def train_sft(
     Returns a summary (losses, steps, throughput, whether parameters changed) that is also
     written, with provenance, to `out/cai_train.json`. Safe under `accelerate launch`.
     """
-    for name, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum),
-                        ("--max-length", max_length)):
-        if value < 1:
-            raise fail(name, None, "", f"must be at least 1 (got {value})")
-    if max_steps == 0 or (max_steps < 0 and epochs <= 0):
-        raise fail("--max-steps" if max_steps == 0 else "--epochs", None, "", "nothing to train")
-    data = prepare_sft_data(data_dirs, helpful=helpful, helpful_ratio=helpful_ratio,
-                            eval_fraction=eval_fraction, seed=seed)
+    s = settings or SftSettings()
+    data = prepare_sft_data(
+        data_dirs, helpful=s.helpful or None, helpful_ratio=s.helpful_ratio, eval_fraction=s.eval_fraction, seed=seed
+    )
     output = TrainOutput(out, "sft", overwrite=overwrite)
     output.check()  # fail before loading a model when the folder is unusable
     path = resolve_model_path(model, quiet=quiet)
-    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "grad_accum": grad_accum,
-                "max_length": max_length, "max_steps": max_steps, "seed": seed,
-                "eval_fraction": eval_fraction, "helpful_ratio": helpful_ratio,
-                "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
+    recorded = {**s.record(), "seed": seed, "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
     with quiet_libraries(quiet):
-        try:
-            tokenizer = load_tokenizer(path)
-        except OSError as e:  # not a folder here and not reachable as a hub id
-            raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
-        if not tokenizer.chat_template:
-            raise fail(model, None, "--model", "the tokenizer has no chat template; SFT on "
-                       "`messages` needs an instruct/chat model")
+        tokenizer = _chat_tokenizer(path, model)
         # The config comes first: building it sets up the process group (DDP, DeepSpeed) the
         # way transformers expects, before anything else asks which process this is.
-        config = _sft_config(output, settings, quiet, logging_steps)
+        config = sft_config(output, s, seed, quiet, logging_steps)
         seed_everything(seed)
         output.prepare()
         trainer = _build_trainer(path, tokenizer, data, output, config, quiet)
         summary = _train_and_summarize(trainer, data, out)
         meta = {"base_model": model, "base_model_path": path,
-                "data": [s.as_record() for s in data.cai.sources],
-                "helpful": [s.as_record() for s in data.helpful.sources] if data.helpful else [],
+                "data": [src.as_record() for src in data.cai.sources],
+                "helpful": [src.as_record() for src in data.helpful.sources] if data.helpful else [],
                 "constitution_fingerprints": sorted(data.cai.fingerprints),
-                "settings": settings, "final_loss": summary["train_loss_last"], "summary": summary}
+                "settings": recorded, "final_loss": summary["train_loss_last"], "summary": summary}
         output.finalize(trainer, tokenizer, meta)
     return summary
+
+
+def _chat_tokenizer(path: str, model: str) -> Any:
+    try:
+        tokenizer = load_tokenizer(path)
+    except OSError as e:  # not a folder here and not reachable as a hub id
+        raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
+    if not tokenizer.chat_template:
+        raise fail(model, None, "--model", "the tokenizer has no chat template; SFT on "
+                   "`messages` needs an instruct/chat model")
+    return tokenizer
 
 
 def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any]:
@@ -274,39 +261,6 @@ def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any
         "rows": rows,
         "out": str(Path(out).resolve()),
     }
-
-
-def _sft_config(output: TrainOutput, settings: Mapping[str, Any], quiet: bool,
-                logging_steps: int) -> Any:
-    import torch
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=str(output.work),
-        num_train_epochs=settings["epochs"],
-        max_steps=settings["max_steps"],
-        learning_rate=settings["lr"],
-        per_device_train_batch_size=settings["batch_size"],
-        per_device_eval_batch_size=settings["batch_size"],
-        gradient_accumulation_steps=settings["grad_accum"],
-        max_length=settings["max_length"],
-        seed=settings["seed"],
-        data_seed=settings["seed"],
-        completion_only_loss=True,
-        assistant_only_loss=False,
-        bf16=settings["bf16"],
-        # Without a GPU, say so explicitly: transformers only builds a multi-process CPU (gloo)
-        # group when told it is on CPU, else each `accelerate launch` process trains alone.
-        use_cpu=not torch.cuda.is_available(),
-        **checkpointing_kwargs(config_cls=SFTConfig, enabled=torch.cuda.is_available()),
-        model_init_kwargs={"dtype": str(training_dtype()).removeprefix("torch.")},
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        eval_strategy="no",  # evaluated explicitly before and after training
-        save_strategy="no",  # the final model is saved by TrainOutput.finalize
-        report_to="none",
-        disable_tqdm=quiet,
-    )
 
 
 def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any,

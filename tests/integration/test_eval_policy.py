@@ -13,21 +13,16 @@ pytestmark = pytest.mark.slow
 
 
 def test_eval_policy_on_the_embedded_model(tmp_path: Path, embedded_model_dir: Path) -> None:
-    from cai.cli_common import open_backend
-    from cai.constitution import load_constitution
-    from cai.models.base import GenerationParams
-    from cai.sources import load_prompts
-    from cai.stages.evaluate import EvalSettings, evaluate_policy, write_policy_eval
-    from cai.stages.label import JudgeSettings
+    from cai.cli.options import open_backend
+    from cai.constitution.load import load_constitution
+    from cai.io.sources import load_prompts
+    from cai.stages.evaluate import evaluate_policy, write_policy_eval
+    from cai.stages.settings import EvalSettings
     from cai.train.rl_common import PMScorer
 
     tiny = tiny_policy(tmp_path / "tiny", embedded_model_dir)
     scorer = PMScorer.load(str(untrained_pm(tiny, tmp_path / "pm")))
-    settings = EvalSettings(
-        params=GenerationParams(max_new_tokens=12, temperature=0.0),
-        judge=JudgeSettings(principles="one"),
-        batch_size=4,
-    )
+    settings = EvalSettings(max_new_tokens=12, temperature=0.0, principles="one", batch_size=4)
     policy, baseline = open_backend("embedded"), open_backend(str(tiny))
     try:
         summary, samples = evaluate_policy(

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from cai.constitution import Constitution, load_constitution
-from cai.conversation import comparison_messages
-from cai.models.base import GenerationParams
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.pairs import Pair, load_pairs
 from cai.stages.judge_eval import evaluate_judge
-from cai.stages.label import JudgeSettings, judge_pairs
-from cai.stages.pairs import Pair, load_pairs
+from cai.stages.label import judge_pairs
+from cai.stages.settings import JudgeSettings
+from cai.templates.messages import comparison_messages
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +83,7 @@ def test_labels_equal_a_direct_computation_from_logits(
 
 def test_cot_label_with_the_embedded_judge_is_clamped(c: Constitution, embedded_fp32: Any) -> None:
     [pair] = load_pairs("judge-dev", limit=1)
-    short = GenerationParams(max_new_tokens=24, temperature=0.0)
-    s = JudgeSettings(cot=True, clamp=(0.4, 0.6), fewshot=False, cot_params=short)
+    s = JudgeSettings(cot=True, clamp=(0.4, 0.6), fewshot=False, cot_max_new_tokens=24)
     [res] = judge_pairs(c, embedded_fp32, [pair], s, seed=0)
     for a in res["principles"][0]["orders"]:
         assert a["reasoning"] and 0.4 <= a["p_first"] <= 0.6

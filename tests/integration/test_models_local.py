@@ -108,7 +108,7 @@ def test_cai_decoder_logits_equal_transformers(embedded_fp32: Any) -> None:
     """Prefill with left padding and a shared prefix gives the model's own next-token logits."""
     import torch
 
-    from cai.models.decode import LlamaDecoder
+    from cai.models.engine.decode import LlamaDecoder
 
     decoder = embedded_fp32.decoder
     assert isinstance(decoder, LlamaDecoder)
@@ -147,8 +147,8 @@ def test_cai_decoder_step_logits_equal_the_models_forward(embedded_model_dir: Pa
     prompt + chosen tokens. Then an in-place weight update must reach the decoder."""
     import torch
 
+    from cai.models.engine.packed import can_pack
     from cai.models.local import LocalBackend
-    from cai.models.packed import can_pack
 
     backend = LocalBackend(embedded_model_dir, dtype=dtype)
     ids = [backend.encode(c) for c in _shared_prefix_prompts()]
@@ -217,7 +217,7 @@ def test_option_probs_equal_direct_softmax(embedded_fp32: Any) -> None:
 
 
 def test_prefix_sharing_equals_naive(embedded_fp32: Any) -> None:
-    from cai.models.prefix import plan_groups
+    from cai.models.engine.prefix import plan_groups
 
     convs = _judge_prompts()
     groups = plan_groups([embedded_fp32.encode(c) for c in convs])

@@ -48,14 +48,13 @@ def test_pm_learns_and_saves_a_sequence_classification_model(tmp_path: Path) -> 
     from cai.train.common import changed_params, resolve_model_path, snapshot_params
     from cai.train.pm import train_pm
     from cai.train.rl_common import PMScorer, encode_answer, encode_prompt
+    from cai.train.settings import PmSettings
 
     rows = easy_pairs(QUESTIONS[:8])
     labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", rows).parent
     held = write_jsonl(tmp_path / "held.jsonl", easy_pairs(QUESTIONS[8:]))
     base = snapshot_params(
-        AutoModelForCausalLM.from_pretrained(
-            resolve_model_path("embedded", quiet=True), dtype=torch.float32
-        )
+        AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded", quiet=True), dtype=torch.float32)
     )
     out = tmp_path / "pm"
 
@@ -63,11 +62,7 @@ def test_pm_learns_and_saves_a_sequence_classification_model(tmp_path: Path) -> 
         [str(labels)],
         "embedded",
         str(out),
-        eval_files=[str(held)],
-        lr=1e-4,
-        batch_size=4,
-        max_steps=3,
-        max_length=64,
+        PmSettings(eval=[str(held)], lr=1e-4, batch_size=4, max_steps=3, max_length=64),
         seed=0,
         quiet=True,
     )
@@ -96,11 +91,7 @@ def test_pm_learns_and_saves_a_sequence_classification_model(tmp_path: Path) -> 
     tok = AutoTokenizer.from_pretrained(out)
     assert pm.config.num_labels == 1 and pm.config.pad_token_id == tok.pad_token_id
     assert tok.pad_token != tok.eos_token
-    seqs = [
-        encode_prompt(tok, r["prompt"]) + encode_answer(tok, text)
-        for r in rows
-        for text in (GOOD, BAD)
-    ]
+    seqs = [encode_prompt(tok, r["prompt"]) + encode_answer(tok, text) for r in rows for text in (GOOD, BAD)]
     own = _scores_by_own_forward(pm, tok, seqs)
     assert all(c > r for c, r in zip(own[0::2], own[1::2], strict=True))
     assert PMScorer(pm, tok).score_ids(seqs) == pytest.approx(own, abs=1e-4)
@@ -166,19 +157,14 @@ def test_the_trainer_minimises_the_documented_soft_loss(tmp_path: Path, tiny: Pa
             return -math.log1p(math.exp(-x))
 
         by_hand = (
-            sum(
-                -(p * log_sig(c - r) + (1 - p) * log_sig(r - c))
-                for p, c, r in zip(ps, chosen, rejected, strict=True)
-            )
+            sum(-(p * log_sig(c - r) + (1 - p) * log_sig(r - c)) for p, c, r in zip(ps, chosen, rejected, strict=True))
             / 3
         )
         assert loss == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
 
 
 def test_pm_with_human_data_under_accelerate_two_cpu_processes(tmp_path: Path, tiny: Path) -> None:
-    labels = write_jsonl(
-        tmp_path / "labels" / "preferences.jsonl", easy_pairs(QUESTIONS[:8])
-    ).parent
+    labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", easy_pairs(QUESTIONS[:8])).parent
     held = write_jsonl(tmp_path / "held.jsonl", easy_pairs(QUESTIONS[8:]))
     out = tmp_path / "pm"
     cmd = [

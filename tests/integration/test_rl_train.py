@@ -27,10 +27,7 @@ NORMALISED = ("reward", "kl", "entropy", "clipfrac", "policy_loss")
 
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = [
-        {"id": f"q{i}", "prompt": [SYSTEM, {"role": "user", "content": q}]}
-        for i, q in enumerate(QUESTIONS[:4])
-    ]
+    rows = [{"id": f"q{i}", "prompt": [SYSTEM, {"role": "user", "content": q}]} for i, q in enumerate(QUESTIONS[:4])]
     return write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", rows)
 
 
@@ -56,10 +53,11 @@ def test_ppo_two_updates_change_the_embedded_policy(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cai.cli_common import open_backend
+    from cai.cli.options import open_backend
     from cai.models.base import GenerationParams
     from cai.train.common import changed_params, snapshot_params
     from cai.train.rl import train_rl
+    from cai.train.settings import RlSettings
 
     out = tmp_path / "ppo"
     s = train_rl(
@@ -67,13 +65,9 @@ def test_ppo_two_updates_change_the_embedded_policy(
         str(embedded_pm),
         str(prompts),
         str(out),
-        total_episodes=4,
-        batch_size=2,
-        mini_batch=2,
-        ppo_epochs=1,
-        response_length=8,
-        lr=1e-5,
-        kl_coef=0.05,
+        RlSettings(
+            total_episodes=4, batch_size=2, mini_batch=2, ppo_epochs=1, response_length=8, lr=1e-5, kl_coef=0.05
+        ),
         seed=0,
         quiet=True,
     )
@@ -87,9 +81,7 @@ def test_ppo_two_updates_change_the_embedded_policy(
         assert "objective/scores" in row["trl"]  # TRL's own names are kept
         # The PPO objective is the PM reward minus λ·KL (TRL sums the KL over the reply).
         assert row["objective"] == pytest.approx(row["reward"] - 0.05 * row["kl"], abs=1e-4)
-        assert len(row["samples"]) == 2 and {"prompt", "completion", "pm_score", "finished"} <= set(
-            row["samples"][0]
-        )
+        assert len(row["samples"]) == 2 and {"prompt", "completion", "pm_score", "finished"} <= set(row["samples"][0])
 
     base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
     trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
@@ -125,6 +117,7 @@ def test_rloo_and_grpo_run_and_change_parameters(
 
     from cai.train.common import changed_params, snapshot_params
     from cai.train.rl import train_rl
+    from cai.train.settings import RlSettings
 
     policy, pm = tiny
     out = tmp_path / algorithm
@@ -133,13 +126,15 @@ def test_rloo_and_grpo_run_and_change_parameters(
         str(pm),
         str(prompts),
         str(out),
-        algorithm=algorithm,
-        total_episodes=4,
-        batch_size=2,
-        num_generations=2,
-        response_length=8,
-        lr=1e-3,
-        kl_coef=0.05,
+        RlSettings(
+            algorithm=algorithm,
+            total_episodes=4,
+            batch_size=2,
+            num_generations=2,
+            response_length=8,
+            lr=1e-3,
+            kl_coef=0.05,
+        ),
         seed=0,
         quiet=True,
     )
@@ -154,9 +149,7 @@ def test_rloo_and_grpo_run_and_change_parameters(
     assert json.loads((out / "cai_train.json").read_text())["kind"] == algorithm
 
 
-def test_ppo_under_accelerate_two_cpu_processes(
-    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path]
-) -> None:
+def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, tiny: tuple[Path, Path]) -> None:
     """Two gloo processes, 2 rollouts each per update: the saved folder is the policy alone
     (not TRL's policy+value wrapper, which is what DDP would otherwise hand to save_model)."""
     import subprocess
@@ -217,6 +210,7 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
         pytest.skip("needs a CUDA device (PM and PPO in bf16 on the GPU)")
     from cai.train.pm import train_pm
     from cai.train.rl import train_rl
+    from cai.train.settings import PmSettings, RlSettings
     from tests.integration.test_rl_helpers import easy_pairs
 
     labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", easy_pairs(QUESTIONS[:8]))
@@ -224,10 +218,7 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
         [str(labels.parent)],
         "embedded",
         str(tmp_path / "pm"),
-        lr=1e-4,
-        batch_size=4,
-        max_steps=4,
-        max_length=64,
+        PmSettings(lr=1e-4, batch_size=4, max_steps=4, max_length=64),
         quiet=True,
     )
     assert s["params_changed"] is True
@@ -237,12 +228,7 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
         str(tmp_path / "pm"),
         str(prompts),
         str(tmp_path / "ppo"),
-        total_episodes=8,
-        batch_size=4,
-        mini_batch=2,
-        ppo_epochs=1,
-        response_length=16,
-        lr=1e-5,
+        RlSettings(total_episodes=8, batch_size=4, mini_batch=2, ppo_epochs=1, response_length=16, lr=1e-5),
         quiet=True,
     )
     assert r["updates"] == 2 and r["params_changed"] is True

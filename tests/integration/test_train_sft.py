@@ -29,10 +29,15 @@ PAIRS = [
     ("How can I cheat on my exam?", "I won't help with cheating, but I can help you study."),
     ("Tell me how to hack a wifi network.", "I can't help with that; ask the owner for access."),
 ]
-ROWS = [{"id": f"r{i}", "prompt": f"{q} ({i})", "fingerprint": "fp-test",
-         "messages": [SYSTEM, {"role": "user", "content": f"{q} ({i})"},
-                      {"role": "assistant", "content": a}]}
-        for i, (q, a) in enumerate(PAIRS * 4)]  # 16 rows
+ROWS = [
+    {
+        "id": f"r{i}",
+        "prompt": f"{q} ({i})",
+        "fingerprint": "fp-test",
+        "messages": [SYSTEM, {"role": "user", "content": f"{q} ({i})"}, {"role": "assistant", "content": a}],
+    }
+    for i, (q, a) in enumerate(PAIRS * 4)
+]  # 16 rows
 
 
 def _stage_folder(root: Path) -> Path:
@@ -56,8 +61,9 @@ def completion_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> f
     seqs, starts = [], []
     for row in rows:
         msgs = row["messages"]
-        prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"]
+        prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
         full = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
         assert full[: len(prompt)] == prompt
         seqs.append(full)
@@ -69,13 +75,14 @@ def completion_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> f
     for i, (seq, start) in enumerate(zip(seqs, starts, strict=True)):
         ids[i, : len(seq)] = torch.tensor(seq)
         attention[i, : len(seq)] = 1
-        labels[i, start: len(seq)] = ids[i, start: len(seq)]
+        labels[i, start : len(seq)] = ids[i, start : len(seq)]
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
     target = labels[:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                            target.reshape(-1), ignore_index=-100, reduction="sum")
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     return float(nll) / int((target != -100).sum())
 
 
@@ -106,11 +113,18 @@ def test_only_the_answer_and_its_end_of_turn_are_trained(tmp_path: Path, base_pa
 
     data = prepare_sft_data([str(_stage_folder(tmp_path))])
     output = TrainOutput(tmp_path / "o", "sft")
-    settings = {"epochs": 1, "max_steps": 1, "lr": 1e-4, "batch_size": 2, "grad_accum": 1,
-                "max_length": 64, "seed": 0, "bf16": False}
+    settings = {
+        "epochs": 1,
+        "max_steps": 1,
+        "lr": 1e-4,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "max_length": 64,
+        "seed": 0,
+        "bf16": False,
+    }
     tokenizer = load_tokenizer(base_path)
-    trainer = _build_trainer(base_path, tokenizer, data, output,
-                             _sft_config(output, settings, True, 1), True)
+    trainer = _build_trainer(base_path, tokenizer, data, output, _sft_config(output, settings, True, 1), True)
     for i, row in enumerate(trainer.train_dataset):
         trained = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
         answer = data.train[i]["completion"][0]["content"]
@@ -122,6 +136,7 @@ def test_sft_changes_weights_lowers_loss_and_saves_a_model(tmp_path: Path, base_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cai.train.common import changed_params, read_metrics, snapshot_params
+    from cai.train.settings import SftSettings
     from cai.train.sft import train_sft
 
     data = _stage_folder(tmp_path)
@@ -132,28 +147,36 @@ def test_sft_changes_weights_lowers_loss_and_saves_a_model(tmp_path: Path, base_
     base_params = snapshot_params(base)
     del base
 
-    summary = train_sft([str(data)], "embedded", str(out), lr=1e-4, batch_size=4, max_steps=3,
-                        max_length=64, seed=0, quiet=True)
+    summary = train_sft(
+        [str(data)],
+        "embedded",
+        str(out),
+        SftSettings(lr=1e-4, batch_size=4, max_steps=3, max_length=64),
+        seed=0,
+        quiet=True,
+    )
 
     # The folder is an ordinary model folder: it loads, generates and has its chat template.
     trained = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
     trained_tok = AutoTokenizer.from_pretrained(str(out))
     assert trained_tok.chat_template == tokenizer.chat_template
     loss_after = completion_loss(trained, trained_tok, ROWS)
-    print(f"\nrevision loss before {loss_before:.4f} after {loss_after:.4f}; "
-          f"logged {summary['train_loss_first']:.4f} -> {summary['train_loss_last']:.4f}")
+    print(
+        f"\nrevision loss before {loss_before:.4f} after {loss_after:.4f}; "
+        f"logged {summary['train_loss_first']:.4f} -> {summary['train_loss_last']:.4f}"
+    )
     assert loss_after < 0.8 * loss_before
 
     assert summary["params_changed"] is True and summary["steps"] == 3
     changed = changed_params(base_params, snapshot_params(trained))
     assert len(changed) > len(base_params) // 2  # full fine-tune: nearly every tensor moves
 
-    prompt = trained_tok.apply_chat_template([{"role": "user", "content": "Say hello."}],
-                                             add_generation_prompt=True, return_tensors="pt",
-                                             return_dict=True)
+    prompt = trained_tok.apply_chat_template(
+        [{"role": "user", "content": "Say hello."}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     gen = trained.generate(**prompt, max_new_tokens=6, do_sample=False)
     assert gen.shape[1] > prompt["input_ids"].shape[1]
-    assert isinstance(trained_tok.decode(gen[0, prompt["input_ids"].shape[1]:]), str)
+    assert isinstance(trained_tok.decode(gen[0, prompt["input_ids"].shape[1] :]), str)
 
     meta = json.loads((out / "cai_train.json").read_text())
     assert meta["kind"] == "sft" and meta["base_model"] == "embedded"
@@ -169,22 +192,43 @@ def test_sft_changes_weights_lowers_loss_and_saves_a_model(tmp_path: Path, base_
     again = tmp_path / "again"
     shutil.copytree(out, again)
     with pytest.raises(CaiError, match="already holds a trained model"):
-        train_sft([str(data)], str(again), str(again), max_steps=1, quiet=True)
+        train_sft([str(data)], str(again), str(again), SftSettings(max_steps=1), quiet=True)
 
 
 def test_sft_under_accelerate_two_cpu_processes(tmp_path: Path, base_path: str) -> None:
     """Two gloo processes: both train (each sees half the batch), only rank 0 writes."""
     data = _stage_folder(tmp_path)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(REPO / "accelerate" / "cpu_2proc.yaml"),
-           "-m", "cai.cli", "train", "sft", "--data", str(data), "--out", str(out),
-           "--max-steps", "1", "--batch-size", "2", "--max-length", "48", "--lr", "1e-4",
-           "--eval-fraction", "0.25", "--quiet", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=cai_env(),
-                          cwd=REPO)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate" / "cpu_2proc.yaml"),
+        "-m",
+        "cai.cli",
+        "train",
+        "sft",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "48",
+        "--lr",
+        "1e-4",
+        "--eval-fraction",
+        "0.25",
+        "--quiet",
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=cai_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by rank 0
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])  # printed once, by rank 0
     assert proc.stdout.count('"train_loss_first"') == 1
     assert summary["steps"] == 1 and summary["params_changed"] is True
     assert summary["rows"]["train"] == 12 and summary["rows"]["eval"] == 4
@@ -206,12 +250,18 @@ def test_sft_on_cuda_trains_in_bf16(tmp_path: Path, base_path: str) -> None:
         pytest.skip("needs a CUDA device")
     from transformers import AutoModelForCausalLM
 
+    from cai.train.settings import SftSettings
     from cai.train.sft import train_sft
 
     data = _stage_folder(tmp_path)
     out = tmp_path / "cuda"
-    summary = train_sft([str(data)], "embedded", str(out), lr=1e-4, batch_size=8, max_steps=4,
-                        max_length=64, eval_fraction=0.25, quiet=True)
+    summary = train_sft(
+        [str(data)],
+        "embedded",
+        str(out),
+        SftSettings(lr=1e-4, batch_size=8, max_steps=4, max_length=64, eval_fraction=0.25),
+        quiet=True,
+    )
     assert summary["params_changed"] is True
     assert summary["eval_loss_after"] < summary["eval_loss_before"]
     meta = json.loads((out / "cai_train.json").read_text())

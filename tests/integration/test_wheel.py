@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.constitution import load_constitution
+from cai.constitution.load import load_constitution
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cai.cli import app
-from cai.constitution import load_constitution
+from cai.cli.app import build_app
+from cai.constitution.load import load_constitution
 from cai.paths import data_dir
 from tests.helpers import REPO, run_cai
 
@@ -19,7 +19,7 @@ STEPS = ["critique", "revision", "comparison", "comparison_cot"]
 
 
 def cai(*args: str):
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(build_app(), list(args))
     assert "Traceback" not in (result.stdout + result.stderr)
     return result
 
@@ -288,7 +288,7 @@ def test_render_errors_are_one_line(args: list[str], needle: str) -> None:
 HEAVY = ("torch", "transformers", "trl", "datasets", "accelerate", "openai", "matplotlib")
 PROBE = """
 import sys
-from cai.cli import main
+from cai.cli.app import main
 try:
     main(sys.argv[1:])
 except SystemExit:

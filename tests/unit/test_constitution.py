@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cai.constitution import MAX_INCLUDE_DEPTH, load_constitution
+from cai.constitution.include import MAX_INCLUDE_DEPTH
+from cai.constitution.load import load_constitution
 from cai.errors import CaiError
 from cai.paths import data_dir
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cai.constitution import load_constitution
+from cai.constitution.load import load_constitution
+from cai.io.sources import PromptItem
 from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
 from cai.models.fake import FakeBackend
-from cai.sources import PromptItem
 from cai.stages.evaluate import (
-    EvalSettings,
     evaluate_policy,
     format_policy_report,
     is_refusal,
@@ -22,7 +20,8 @@ from cai.stages.evaluate import (
     refusal_stats,
     write_policy_eval,
 )
-from cai.stages.label import JudgeSettings
+from cai.stages.settings import EvalSettings
+from tests.helpers import run_cai
 
 PROMPTS = [
     PromptItem(f"p{i}", [{"role": "user", "content": f"How do I do bad thing {i}?"}])
@@ -91,7 +90,7 @@ def test_summary_keys_rewards_refusals_and_a_position_biased_judge() -> None:
     c = load_constitution("harmless")
     policy = Canned("pol", "I can't help with that, but I can explain the risks involved.")
     baseline = Canned("base", "Sure! Here is exactly how to do it step by step.", fail_last=True)
-    settings = EvalSettings(judge=JudgeSettings(principles="one"))
+    settings = EvalSettings(principles="one")
     # A judge that always answers "A": asked in both orders, it can favour neither model.
     summary, samples = evaluate_policy(
         policy,
@@ -164,7 +163,7 @@ def test_identical_answers_are_ties_without_asking_and_no_baseline_means_no_judg
 def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:
     """The command end to end (no PM): summary.json and samples.jsonl with the summary keys."""
     out = tmp_path / "ev"
-    proc = run_cai_rl(
+    proc = run_cai(
         "eval",
         "policy",
         "--policy",
@@ -190,26 +189,12 @@ def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3
     assert "win rate vs baseline (harmless)" in proc.stdout
 
-    bad = run_cai_rl(
+    bad = run_cai(
         "eval", "policy", "--policy", "fake", "--prompts", "red-team", "--orders", "sideways"
     )
     assert bad.returncode == 2
     assert [ln for ln in bad.stderr.splitlines() if ln.strip()] == [
-        "--orders: orders: expected one of ('both', 'one')"
+        "--orders: Input should be 'both' or 'one'"
     ]
 
 
-def run_cai_rl(*args: str) -> Any:
-    """`python -m cai.cli_rl` until `cai.cli` wires these commands (same functions)."""
-    import subprocess
-    import sys
-
-    from tests.helpers import cai_env
-
-    return subprocess.run(
-        [sys.executable, "-m", "cai.cli_rl", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=cai_env(),
-    )

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cai.constitution import Constitution, load_constitution
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.pairs import Pair, load_pairs
 from cai.stages.judge_eval import (
     evaluate_judge,
     format_report,
@@ -16,8 +18,7 @@ from cai.stages.judge_eval import (
     narrow,
     write_eval,
 )
-from cai.stages.label import JudgeSettings
-from cai.stages.pairs import Pair, load_pairs
+from cai.stages.settings import JudgeSettings
 from tests.helpers import run_cai
 from tests.unit.test_label_judge import ScriptedJudge
 

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
-from cai.constitution import Constitution, load_constitution
-from cai.conversation import COT_ANSWER_PREFIX
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.pairs import Pair
 from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores
-from cai.stages.label import JudgeSettings, decision, judge_pairs
-from cai.stages.pairs import Pair
+from cai.stages.label import judge_pairs
+from cai.stages.label_math import decision
+from cai.stages.settings import JudgeSettings
+from cai.templates.messages import COT_ANSWER_PREFIX
 
 SHOWN = re.compile(r"\(A\) (.*?)\n\n\(B\) (.*?)\n\n(.*?)\n(?:Answer|Think)", re.S)
 

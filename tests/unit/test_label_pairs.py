@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cai.errors import CaiError
-from cai.stages.pairs import load_pairs, pairs_from_responses
+from cai.io.pairs import load_pairs, pairs_from_responses
 
 
 def _write(tmp_path: Path, rows: list[object]) -> str:

@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
-from cai.constitution import Constitution, load_constitution
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
 from cai.errors import CaiError
+from cai.io.pairs import load_pairs
+from cai.io.sources import PromptItem, load_prompts
+from cai.io.store import content_hash
 from cai.models.base import Conversation, Generation, GenerationParams
-from cai.records import content_hash
-from cai.sources import PromptItem, load_prompts
-from cai.stages.label import JudgeSettings, LabelSettings, run_label
-from cai.stages.pairs import load_pairs
+from cai.stages.label import label_pairs, label_prompts
+from cai.stages.settings import LabelSettings
 from tests.unit.test_label_judge import ScriptedJudge
 
 
@@ -29,21 +31,15 @@ class ScriptedPolicy:
         self.identical = identical
         self.calls = 0
 
-    def generate(
-        self, conversations: Sequence[Conversation], params: GenerationParams
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         self.calls += 1
         out = []
         for conv in conversations:
             h = content_hash(conv, params.seed, length=6)
-            out.append(
-                Generation([f"reply {h} {0 if self.identical else i}" for i in range(params.n)], 5)
-            )
+            out.append(Generation([f"reply {h} {0 if self.identical else i}" for i in range(params.n)], 5))
         return out
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[Any]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[Any]:
         raise AssertionError("the policy is never asked to judge")
 
     def describe(self) -> dict[str, Any]:
@@ -72,39 +68,18 @@ def _read(out: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
 
 
-def test_records_exports_and_summary(
-    tmp_path: Path, c: Constitution, prompts: list[PromptItem]
-) -> None:
-    s = LabelSettings(
-        judge=JudgeSettings(principles="k", k=2), responses_per_prompt=3, batch_size=4, seed=1
-    )
-    summary = run_label(
-        c,
-        ScriptedJudge(prefers_lower),
-        tmp_path,
-        s,
-        prompts=prompts,
-        policy=ScriptedPolicy(),
-        quiet=True,
-    )
+def test_records_exports_and_summary(tmp_path: Path, c: Constitution, prompts: list[PromptItem]) -> None:
+    s = LabelSettings(principles="k", k=2, responses_per_prompt=3, batch_size=4)
+    summary = label_prompts(c, ScriptedJudge(prefers_lower), ScriptedPolicy(), prompts, tmp_path, s, seed=1, quiet=True)
     recs = _read(tmp_path)
     assert len(recs) == 6 * 3 and [r["order"] for r in recs] == list(range(18))
     for r in recs:
         assert r["responses"] in ([0, 1], [0, 2], [1, 2]) and len(r["principles"]) == 2
-        assert all(
-            len(x["orders"]) == 2 and x["orders"][0]["prompt"].endswith("A or B.")
-            for x in r["principles"]
-        )
+        assert all(len(x["orders"]) == 2 and x["orders"][0]["prompt"].endswith("A or B.") for x in r["principles"])
         assert r["chosen"] == ("a" if r["response_a"] < r["response_b"] else "b")
-        assert r["p_chosen"] == pytest.approx(0.7) and r["p_a"] == pytest.approx(
-            0.7 if r["chosen"] == "a" else 0.3
-        )
+        assert r["p_chosen"] == pytest.approx(0.7) and r["p_a"] == pytest.approx(0.7 if r["chosen"] == "a" else 0.3)
         prov = r["provenance"]
-        assert (
-            prov["judge"] == "scripted"
-            and prov["policy"] == "scripted-policy"
-            and prov["seed"] == 1
-        )
+        assert prov["judge"] == "scripted" and prov["policy"] == "scripted-policy" and prov["seed"] == 1
         assert len(prov["fingerprint"]) == 16 and set(prov["templates"]) >= {
             "comparison",
             "comparison_cot",
@@ -120,9 +95,7 @@ def test_records_exports_and_summary(
     from datasets import load_from_disk
 
     ds = load_from_disk(str(tmp_path / "dataset"))
-    assert {"prompt", "chosen", "rejected", "p_chosen", "margin"} <= set(ds.column_names) and len(
-        ds
-    ) == 18
+    assert {"prompt", "chosen", "rejected", "p_chosen", "margin"} <= set(ds.column_names) and len(ds) == 18
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary
     assert summary["order_consistency"] == 1.0 and summary["labels"]["n"] == 18
@@ -131,27 +104,17 @@ def test_records_exports_and_summary(
     assert summary["per_principle"] and summary["principle_disagreement"]["pairs"]
 
 
-def test_resume_skips_finished_chunks_and_matches(
-    tmp_path: Path, c: Constitution, prompts: list[PromptItem]
-) -> None:
+def test_resume_skips_finished_chunks_and_matches(tmp_path: Path, c: Constitution, prompts: list[PromptItem]) -> None:
     s = LabelSettings(batch_size=2)
     full = tmp_path / "full"
-    run_label(
-        c,
-        ScriptedJudge(prefers_lower),
-        full,
-        s,
-        prompts=prompts,
-        policy=ScriptedPolicy(),
-        quiet=True,
-    )
+    label_prompts(c, ScriptedJudge(prefers_lower), ScriptedPolicy(), prompts, full, s, quiet=True)
     part = tmp_path / "part"
     part.mkdir()
     (part / "run.json").write_text((full / "run.json").read_text())
     lines = (full / "records.jsonl").read_text().splitlines(keepends=True)
     (part / "records.jsonl").write_text("".join(lines[:3]) + lines[3][:40])  # 1.5 chunks, torn
     policy, judge = ScriptedPolicy(), ScriptedJudge(prefers_lower)
-    run_label(c, judge, part, s, prompts=prompts, policy=policy, quiet=True)
+    label_prompts(c, judge, policy, prompts, part, s, quiet=True)
     assert policy.calls == 2  # chunk 0 was complete; chunks 1 (torn) and 2 are redone
 
     def strip(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,18 +123,10 @@ def test_resume_skips_finished_chunks_and_matches(
     assert strip(_read(part)) == strip(_read(full))
 
 
-def test_identical_replies_are_flagged_not_judged(
-    tmp_path: Path, c: Constitution, prompts: list[PromptItem]
-) -> None:
+def test_identical_replies_are_flagged_not_judged(tmp_path: Path, c: Constitution, prompts: list[PromptItem]) -> None:
     judge = ScriptedJudge(prefers_lower)
-    summary = run_label(
-        c,
-        judge,
-        tmp_path,
-        LabelSettings(),
-        prompts=prompts[:2],
-        policy=ScriptedPolicy(identical=True),
-        quiet=True,
+    summary = label_prompts(
+        c, judge, ScriptedPolicy(identical=True), prompts[:2], tmp_path, LabelSettings(), quiet=True
     )
     assert summary["identical"] == 2 and summary["exported"] == 0
     assert all(r["flags"] == ["identical"] and r["p_a"] is None for r in _read(tmp_path))
@@ -185,13 +140,13 @@ def test_too_many_parse_failures_fail_the_run_after_writing(
         return None if q.startswith("Which") else prefers_lower(a, b, q)  # all but one fail
 
     with pytest.raises(CaiError, match="gave no option probabilities") as e:
-        run_label(
+        label_prompts(
             c,
             ScriptedJudge(flaky),
+            ScriptedPolicy(),
+            prompts[:2],
             tmp_path,
-            LabelSettings(judge=JudgeSettings(principles="all")),
-            prompts=prompts[:2],
-            policy=ScriptedPolicy(),
+            LabelSettings(principles="all"),
             quiet=True,
         )
     assert "records.jsonl" in str(e.value)
@@ -201,13 +156,13 @@ def test_too_many_parse_failures_fail_the_run_after_writing(
     assert summary["failures"]["examples"][0]["raw"] == "I cannot decide."
     # A higher threshold accepts the same run.
     out2 = tmp_path / "lenient"
-    ok = run_label(
+    ok = label_prompts(
         c,
         ScriptedJudge(flaky),
+        ScriptedPolicy(),
+        prompts[:2],
         out2,
-        LabelSettings(judge=JudgeSettings(principles="all"), max_failures=0.95),
-        prompts=prompts[:2],
-        policy=ScriptedPolicy(),
+        LabelSettings(principles="all", max_failures=0.95),
         quiet=True,
     )
     assert ok["exported"] == 2
@@ -217,7 +172,7 @@ def test_given_pairs_keep_the_human_label(tmp_path: Path, c: Constitution) -> No
     pairs = load_pairs("judge-dev", limit=6)
     chosen = {p.a for p in pairs}
     judge = ScriptedJudge(lambda a, b, q: 0.8 if a in chosen else 0.3)
-    summary = run_label(c, judge, tmp_path, LabelSettings(batch_size=4), pairs=pairs, quiet=True)
+    summary = label_pairs(c, judge, pairs, tmp_path, LabelSettings(batch_size=4), quiet=True)
     recs = _read(tmp_path)
     assert [r["pair_id"] for r in recs] == [p.id for p in pairs]
     assert all(r["human"] == "a" and r["chosen"] == "a" and r["responses"] is None for r in recs)
@@ -228,22 +183,14 @@ def test_given_pairs_keep_the_human_label(tmp_path: Path, c: Constitution) -> No
 def test_other_settings_in_the_same_folder_are_refused(
     tmp_path: Path, c: Constitution, prompts: list[PromptItem]
 ) -> None:
-    run_label(
-        c,
-        ScriptedJudge(prefers_lower),
-        tmp_path,
-        LabelSettings(),
-        prompts=prompts[:2],
-        policy=ScriptedPolicy(),
-        quiet=True,
-    )
+    label_prompts(c, ScriptedJudge(prefers_lower), ScriptedPolicy(), prompts[:2], tmp_path, LabelSettings(), quiet=True)
     with pytest.raises(CaiError, match="judge_settings"):
-        run_label(
+        label_prompts(
             c,
             ScriptedJudge(prefers_lower),
+            ScriptedPolicy(),
+            prompts[:2],
             tmp_path,
-            LabelSettings(judge=JudgeSettings(orders="one")),
-            prompts=prompts[:2],
-            policy=ScriptedPolicy(),
+            LabelSettings(orders="one"),
             quiet=True,
         )

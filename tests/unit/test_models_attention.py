@@ -16,7 +16,7 @@ class _Module:
 def test_gqa_equals_eager(q_len: int, masked: bool) -> None:
     from transformers.models.llama.modeling_llama import eager_attention_forward
 
-    from cai.models.attention import gqa_attention
+    from cai.models.engine.attention import gqa_attention
 
     gen = torch.Generator().manual_seed(0)
     b, heads, kv, length, d = 2, 9, 3, 11, 16
@@ -36,7 +36,7 @@ def test_gqa_equals_eager(q_len: int, masked: bool) -> None:
 
 
 def test_registered_name_loads() -> None:
-    from cai.models.attention import NAME, register
+    from cai.models.engine.attention import NAME, register
 
     assert register() == NAME
     from transformers import AttentionInterface

@@ -75,7 +75,7 @@ def test_unmarked_folder_is_not_a_model(tmp_path: Path) -> None:
 def test_model_modules_import_nothing_heavy() -> None:
     code = (
         "import sys, cai.models.spec, cai.models.local, cai.models.api, cai.models.embedded, "
-        "cai.models.fake, cai.models.prefix, cai.models.device, cai.models.attention; "
+        "cai.models.fake, cai.models.engine.prefix, cai.models.device, cai.models.engine.attention; "
         "heavy = [m for m in ('torch', 'transformers', 'openai', 'llama_cpp') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

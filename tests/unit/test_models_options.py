@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from cai.models.engine.prefix import plan_groups, shared_prefix_len
 from cai.models.options import match_logprobs, parse_option, truncate_at_stop
-from cai.models.prefix import plan_groups
 
 
 def test_match_logprobs_sums_variants() -> None:
@@ -64,3 +64,9 @@ def test_plan_groups_keeps_a_suffix_token() -> None:
     p = list(range(50))
     groups = plan_groups([p, p, [*p, 7]])
     assert groups[0].prefix_len == 49  # identical prompts still need their last token's logits
+
+
+def test_shared_prefix_len() -> None:
+    assert shared_prefix_len([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7]]) == 2
+    assert shared_prefix_len([[1, 2], [1, 2, 3]]) == 2  # bounded by the shortest prompt
+    assert shared_prefix_len([[5, 6]]) == 2 and shared_prefix_len([[1], [2]]) == 0

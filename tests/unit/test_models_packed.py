@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.functional import linear
 
-from cai.models.decode import _fused_linear
-from cai.models.packed import Linear, can_pack
+from cai.models.engine.layers import fused_linear
+from cai.models.engine.packed import Linear, can_pack
 
 needs_bf16_onednn = pytest.mark.skipif(
     not can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="this CPU/torch build has no oneDNN bf16 matmul"
@@ -35,7 +35,7 @@ def test_fused_weight_repacks_after_an_optimizer_step_on_a_component() -> None:
     """The decoder fuses q/k/v into one matrix whose parts the model's parameters view through
     ``.data``; an in-place update of one parameter must reach the packed copy."""
     mods = [torch.nn.Linear(8, n, bias=False).to(torch.bfloat16) for n in (8, 4, 4)]
-    fused = _fused_linear(mods)
+    fused = fused_linear(mods)
     fused.refresh()
     x = _bf16(2, 8, seed=2)
     before = fused(x)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cai.models import spec as spec_mod
-from cai.models.base import Backend
+from cai.models.base import Backend, ModelSpecError
 from cai.models.fake import FakeBackend
-from cai.models.spec import ModelSpecError, load_backend, parse_spec, resolve_api_key
+from cai.models.spec import load_backend, parse_spec, resolve_api_key
 
 
 @pytest.mark.parametrize(

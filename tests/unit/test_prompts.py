@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cai import prompts
 from cai.errors import CaiError
 from cai.paths import data_dir
-from cai.prompts import PromptRenderer, dry_render, placeholder
+from cai.templates import renderer as prompts
+from cai.templates.renderer import PromptRenderer, dry_render, placeholder
 
 SHIPPED = ["comparison", "comparison_cot", "critique", "revision"]
 

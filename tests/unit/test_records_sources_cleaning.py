@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cai.cleaning import clean_revision, quality_flags
 from cai.errors import CaiError
-from cai.records import Store, content_hash, derive_seed, parse_shard, read_jsonl
-from cai.sources import load_prompts, parse_hh
+from cai.io.sources import load_prompts, parse_hh
+from cai.io.store import Store, content_hash, derive_seed, parse_shard, read_jsonl
 from cai.stages.chunks import chunks_for_shard, shard_size
+from cai.stages.cleaning import clean_revision, quality_flags
 
 
 def test_store_appends_once_and_repairs_torn_line(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cai.report import build_report
+from cai.run.report import build_report
 
 SUMMARY = {
     "n": 2,

@@ -11,19 +11,9 @@ import pytest
 from tests.helpers import cai_env, run_cai
 
 
-def run_rl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cai.cli_rl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cai_env(),
-    )
-
-
 def test_importing_the_commands_loads_no_torch() -> None:
     code = (
-        "import sys, cai.cli_rl; "
+        "import sys, cai.cli.app; cai.cli.app.build_app(); "
         "print(any(m in sys.modules for m in ('torch', 'trl', 'transformers')))"
     )
     proc = subprocess.run(
@@ -33,8 +23,6 @@ def test_importing_the_commands_loads_no_torch() -> None:
 
 
 def test_cai_exposes_train_pm_train_ppo_and_eval_policy() -> None:
-    """Needs `cli_rl.register_train` called from `cli_train.register` and "cli_rl" listed in
-    `cai.cli.COMMAND_MODULES`."""
     for args, needle in (
         (("train", "pm", "--help"), "--labels"),
         (("train", "ppo", "--help"), "--kl-coef"),
@@ -50,7 +38,7 @@ def test_cai_exposes_train_pm_train_ppo_and_eval_policy() -> None:
         (["train", "pm", "--data", "{tmp}/none", "--out", "{tmp}/o"], "--data: no such file"),
         (
             ["train", "pm", "--data", "{tmp}/none", "--out", "{tmp}/o", "--labels", "fuzzy"],
-            "--labels: 'fuzzy' is not one of soft, hard",
+            "--labels: Input should be 'soft' or 'hard'",
         ),
         (
             [
@@ -84,12 +72,12 @@ def test_cai_exposes_train_pm_train_ppo_and_eval_policy() -> None:
                 "--batch-size",
                 "3",
             ],
-            "--batch-size: must be a multiple of --num-generations 4",
+            "--batch-size: must be a multiple of num_generations 4",
         ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
-    proc = run_rl(*[a.format(tmp=tmp_path) for a in args])
+    proc = run_cai(*[a.format(tmp=tmp_path) for a in args], timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and needle in lines[0]

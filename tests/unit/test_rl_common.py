@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
+from cai.cli.options import build_settings
 from cai.errors import CaiError
-from cai.train.rl import RLSettings
 from cai.train.rl_common import (
     PMReward,
     check_pm_folder,
     check_same_tokenizer,
     encode_prompt,
-    normalize_metrics,
     use_distinct_pad,
 )
+from cai.train.rl_metrics import normalize_metrics
+from cai.train.settings import RlSettings
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
@@ -172,18 +173,18 @@ def test_trl_metric_names_map_to_one_documented_set() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"algorithm": "dpo"}, "--algorithm: 'dpo' is not one of ppo, rloo, grpo"),
-        ({"batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide --batch-size 6"),
+        ({"algorithm": "dpo"}, "--algorithm: Input should be 'ppo', 'rloo' or 'grpo'"),
+        ({"batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide batch_size 6"),
         (
             {"algorithm": "grpo", "batch_size": 6, "num_generations": 4},
-            "--batch-size: must be a multiple of --num-generations 4",
+            "--batch-size: must be a multiple of num_generations 4",
         ),
-        ({"algorithm": "rloo", "num_generations": 1}, "--num-generations: RLOO/GRPO compare"),
-        ({"kl_coef": -0.1}, "--kl-coef: must be >= 0"),
-        ({"total_episodes": 0}, "--total-episodes: must be at least 1"),
+        ({"algorithm": "rloo", "num_generations": 1}, "--num-generations: Input should be greater than or equal to 2"),
+        ({"kl_coef": -0.1}, "--kl-coef: Input should be greater than or equal to 0"),
+        ({"total_episodes": 0}, "--total-episodes: Input should be greater than or equal to 1"),
     ],
 )
 def test_impossible_rl_settings_name_their_flag(kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(CaiError) as err:
-        RLSettings(**kwargs).check()
+        build_settings(RlSettings, kwargs)
     assert needle in str(err.value)

@@ -63,7 +63,7 @@ def test_bad_out_and_model_exit_2(tmp_path: Path) -> None:
 
 
 def test_train_help_lists_sft_without_importing_torch() -> None:
-    code = ("import sys\nfrom cai.cli import _register_commands\n_register_commands()\n"
+    code = ("import sys\nfrom cai.cli.app import build_app\nbuild_app()\n"
             "assert 'torch' not in sys.modules, 'torch imported at registration'\n"
             "assert 'trl' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=cai_env(), timeout=60)

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from cai.errors import CaiError
-from cai.train.common import Loc
 from cai.train.sft import (
     helpful_count,
     load_messages,
@@ -19,6 +18,7 @@ from cai.train.sft import (
     split_eval,
     to_example,
 )
+from cai.train.tables import Loc
 
 LOC = Loc("f.jsonl", 3, 2)
 ANSWER = {"role": "assistant", "content": "a"}

@@ -1,0 +1,115 @@
+"""Commands of the SL-CAI data stage: `critique`, `try`, `merge`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cai.cli.options import ConstitutionOpt, ModelOpt, QuietOpt, ShardOpt, settings_command
+from cai.models.settings import Backends, BackendSettings
+from cai.stages.settings import CritiqueSettings, Seed, Window
+
+PromptsOpt = Annotated[
+    str,
+    typer.Option("--prompts", "-p", help="JSONL/CSV/TXT file, datasets folder, or a shipped set (red-team, helpful)."),
+]
+RunOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder; rerunning the same command resumes it.")]
+
+
+@settings_command(settings=CritiqueSettings, window=Window, run=Seed, backend=BackendSettings)
+def critique(
+    prompts: PromptsOpt,
+    out: RunOutOpt,
+    settings: CritiqueSettings,
+    window: Window,
+    run: Seed,
+    backend: BackendSettings,
+    constitution: ConstitutionOpt = "harmless",
+    model: ModelOpt = "embedded",
+    shard: ShardOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate SL-CAI data: answer, then critique and revise against sampled principles."""
+    from cai.constitution.load import load_constitution
+    from cai.io.sources import load_prompts
+    from cai.io.store import parse_shard
+    from cai.stages.critique import run_critique
+
+    c = load_constitution(constitution)
+    items = window.apply(load_prompts(prompts))
+    with Backends(backend, quiet=quiet) as backends:
+        summary = run_critique(
+            c, items, backends(model), out, settings, seed=run.seed, shard=parse_shard(shard), quiet=quiet
+        )
+    t = summary["throughput"]
+    typer.echo(
+        f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
+        f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s"
+    )
+
+
+@settings_command(settings=CritiqueSettings, run=Seed, backend=BackendSettings)
+def try_principle(
+    prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
+    settings: CritiqueSettings,
+    run: Seed,
+    backend: BackendSettings,
+    constitution: ConstitutionOpt = "harmless",
+    principle: Annotated[
+        list[str] | None, typer.Option("--principle", help="Principle id; repeat for several rounds.")
+    ] = None,
+    model: ModelOpt = "embedded",
+) -> None:
+    """One critique→revision run of the stage on one prompt, printed round by round."""
+    from cai.constitution.load import load_constitution
+    from cai.errors import fail
+    from cai.io.sources import PromptItem
+    from cai.stages.critique import CritiqueBatch
+
+    c = load_constitution(constitution)
+    chosen = [c.critique_principle(p) for p in principle] if principle else None
+    rounds = len(chosen) if chosen else settings.rounds or c.spec.critique.rounds
+    batch = CritiqueBatch(
+        c, [PromptItem("try", [{"role": "user", "content": prompt}])], rounds, run.seed, [chosen] if chosen else None
+    )
+    with Backends(backend) as backends:
+        batch.run(backends(model), settings.params, rounds, run.seed)
+    typer.secho("[initial answer]", bold=True)
+    typer.echo(batch.initial[0])
+    for r, done in enumerate(batch.rounds[0], 1):
+        typer.secho(f"\n[round {r}: {done['principle']}] critique", bold=True)
+        typer.echo(done["critique"])
+        flags = f"  flags: {', '.join(done['flags'])}" if done["flags"] else ""
+        typer.secho(f"[round {r}: {done['principle']}] revision{flags}", bold=True)
+        typer.echo(done["revision"])
+    if batch.errors[0]:
+        raise fail("--model", None, model, f"generation failed: {batch.errors[0]}")
+
+
+def merge(
+    dirs: Annotated[list[Path], typer.Argument(help="Shard folders of one run.")],
+    out: Annotated[Path, typer.Option("--out", "-o")],
+) -> None:
+    """Merge `--shard` folders into one, ordered as an unsharded run, and re-export."""
+    from cai.io.store import MANIFEST, Store, merge_stores
+
+    n = merge_stores(dirs, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    if manifest.get("stage") == "critique":
+        from cai.stages.critique_export import export_critique, write_summary
+
+        write_summary(out, export_critique(Store(out, manifest), out))
+    elif manifest.get("stage") == "label":
+        from cai.stages.label_export import export_labels
+
+        export_labels(Store(out, manifest), out)
+    typer.echo(f"merged {n} records into {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(critique)
+    app.command("try")(try_principle)
+    app.command()(merge)

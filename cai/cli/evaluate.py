@@ -1,0 +1,71 @@
+"""`cai eval policy`: is the trained policy more harmless without becoming evasive?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cai.cli.options import QuietOpt, settings_command
+from cai.models.settings import Backends, BackendSettings
+from cai.stages.settings import EvalSettings, Seed, Window
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+@settings_command(settings=EvalSettings, window=Window, run=Seed, backend=BackendSettings)
+def eval_policy(
+    policy: Annotated[str, typer.Option("--policy", help="Model spec of the policy to evaluate.")],
+    prompts: Annotated[
+        str, typer.Option("--prompts", "-p", help="Held-out prompts (file, datasets folder or shipped set).")
+    ],
+    settings: EvalSettings,
+    window: Window,
+    run: Seed,
+    backend: BackendSettings,
+    judge: Annotated[
+        str, typer.Option("--judge", "-j", help="Judge model spec for the win rates (used with --baseline).")
+    ] = "embedded",
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Model to compare against (e.g. the SL-CAI model).")
+    ] = None,
+    pm_: Annotated[
+        str | None, typer.Option("--pm", help="Preference model folder: mean PM reward of each model's answers.")
+    ] = None,
+    constitution: Annotated[
+        str, typer.Option("--constitution", "-c", help="Comparison principles for the win rates.")
+    ] = "harmless",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for summary.json and samples.jsonl.")] = None,
+    show: Annotated[int, typer.Option("--show", help="Samples to print.")] = 5,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a policy: PM reward, judge win rates (harmless, helpful), refusal rate, samples."""
+    from cai.constitution.load import load_constitution
+    from cai.io.sources import load_prompts
+    from cai.stages.evaluate import evaluate_specs, format_policy_report, write_policy_eval
+
+    c = load_constitution(constitution)
+    items = window.apply(load_prompts(prompts))
+    with Backends(backend, quiet=quiet) as backends:
+        summary, samples = evaluate_specs(
+            backends, policy, items, c, settings, baseline=baseline, judge=judge, pm=pm_, seed=run.seed, quiet=quiet
+        )
+    summary["prompts"] = prompts
+    if out is not None:
+        write_policy_eval(out, summary, samples)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(format_policy_report(summary, samples, show=show))
+        if out is not None:
+            typer.echo(f"wrote {out / 'summary.json'} and {out / 'samples.jsonl'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` group with `policy`."""
+    eval_app = typer.Typer(no_args_is_help=True, help="Evaluate trained models.")
+    eval_app.command("policy")(eval_policy)
+    app.add_typer(eval_app, name="eval")

@@ -1,0 +1,108 @@
+"""Commands of the RLAIF label stage: `label` and `judge-eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cai.cli.options import ConstitutionOpt, QuietOpt, ShardOpt, settings_command
+from cai.errors import fail
+from cai.models.settings import Backends, BackendSettings
+from cai.stages.settings import JudgeEvalSettings, LabelSettings, Seed, Window
+
+JudgeOpt = Annotated[
+    str, typer.Option("--judge", "-j", help="Judge model spec: embedded, a local path, openai:<model>, fake.")
+]
+
+
+@settings_command(settings=LabelSettings, window=Window, run=Seed, backend=BackendSettings)
+def label(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; rerunning the same command resumes it.")],
+    settings: LabelSettings,
+    window: Window,
+    run: Seed,
+    backend: BackendSettings,
+    judge: JudgeOpt = "embedded",
+    prompts: Annotated[
+        str | None, typer.Option("--prompts", "-p", help="Prompts to sample response pairs for.")
+    ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Model spec that samples the responses.")] = None,
+    pairs: Annotated[
+        str | None, typer.Option("--pairs", help="Label these pairs instead of sampling (JSONL/TRL/HH-RLHF).")
+    ] = None,
+    constitution: ConstitutionOpt = "harmless",
+    shard: ShardOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label response pairs with a judge's soft, position-debiased preferences (RLAIF)."""
+    from cai.constitution.load import load_constitution
+    from cai.io.pairs import load_pairs
+    from cai.io.sources import load_prompts
+    from cai.io.store import parse_shard
+    from cai.stages.label import label_pairs, label_prompts
+
+    if (pairs is None) == (prompts is None):
+        raise fail("--pairs", None, "pairs", "give either --prompts (with --policy) or --pairs")
+    if prompts is not None and policy is None:
+        raise fail("--policy", None, "policy", "--prompts needs a --policy model to sample responses")
+    if pairs is not None and policy is not None:
+        raise fail("--policy", None, "policy", "--pairs are labelled as given; drop --policy")
+    c = load_constitution(constitution)
+    where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
+    with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
+        if policy is None:
+            summary = label_pairs(c, backends(judge), window.apply(load_pairs(str(pairs))), out, settings, **where)
+        else:
+            items = window.apply(load_prompts(str(prompts)))
+            summary = label_prompts(c, backends(judge), backends(policy), items, out, settings, **where)
+    t, pos = summary["throughput"], summary["position_bias"]
+    typer.echo(
+        f"{summary['records']} pairs ({summary['exported']} exported, "
+        f"{summary['unlabelled']} unlabelled, {summary['errors']} errors, "
+        f"{summary['identical']} identical) in {out}; "
+        f"order consistency {summary['order_consistency']}, option mass {summary['option_mass']}, "
+        f"P(first) {pos['p_first_mean']}; {t['labels_s']} labels/s"
+    )
+
+
+@settings_command(settings=JudgeEvalSettings, window=Window, run=Seed, backend=BackendSettings)
+def judge_eval(
+    settings: JudgeEvalSettings,
+    window: Window,
+    run: Seed,
+    backend: BackendSettings,
+    judge: JudgeOpt = "embedded",
+    pairs: Annotated[
+        str, typer.Option("--pairs", help="Human-labelled pairs: TRL preference JSONL, HH-RLHF, or judge-dev.")
+    ] = "judge-dev",
+    constitution: ConstitutionOpt = "harmless",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for summary.json and judgements.jsonl.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a judge against human-labelled pairs: agreement, position bias, calibration."""
+    from cai.constitution.load import load_constitution
+    from cai.io.pairs import load_pairs
+    from cai.stages.judge_eval import evaluate_judge, format_report, print_warnings, write_eval
+
+    c = load_constitution(constitution)
+    items = window.apply(load_pairs(pairs))
+    if not any(p.human for p in items):
+        raise fail(pairs, None, "chosen", "judge-eval needs human-labelled pairs (chosen/rejected)")
+    with Backends(backend, quiet=quiet) as backends:
+        summary, judged = evaluate_judge(
+            c, backends(judge), items, settings.judge, seed=run.seed, batch_size=settings.batch_size, quiet=quiet
+        )
+    typer.echo(format_report(summary))
+    if out is not None:
+        write_eval(out, summary, judged)
+        typer.echo(f"wrote {out / 'summary.json'}")
+    print_warnings(summary["warnings"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(label)
+    app.command("judge-eval")(judge_eval)

@@ -1,0 +1,121 @@
+"""Options shared by the commands, and how settings models become options.
+
+`settings_command` is why a default or a help text exists once: a command names the settings
+models it takes (`cai.stages.settings`, `cai.train.settings`, `cai.models.settings`), and every
+field becomes an option ``--field-name`` with the field's default and description. pydantic then
+checks the values, and a bad one exits 2 naming its flag.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from cai.errors import CaiError, Problem
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")
+]
+ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="Constitution: a path or a shipped name.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/N: process the i-th of N shards.")]
+
+
+def die(err: CaiError) -> NoReturn:
+    """Print a user error one line per problem and exit 2 (for commands run by typer directly)."""
+    for p in err.problems:
+        typer.echo(str(p), err=True)
+    raise typer.Exit(2)
+
+
+# ---------------------------------------------------------------------------- settings → options
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _cli_type(annotation: Any) -> Any:
+    """What typer parses for a field: Literals as text (pydantic checks the choice), lists as a
+    repeatable option, anything else typer cannot read as text for the field's own validator."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in (int, float, str, bool):
+        return annotation
+    if origin is Literal:
+        return str
+    if origin is list:
+        return list[str] | None
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in (int, float, str):
+            return rest[0] | None
+    return str | None
+
+
+def _help(field: Any) -> str:
+    text = field.description or ""
+    choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else ()
+    if choices and not all(f"{c}:" in text for c in choices):
+        text += f" One of: {', '.join(map(str, choices))}."
+    return text
+
+
+def _option(name: str, field: Any) -> inspect.Parameter:
+    kind = _cli_type(field.annotation)
+    decl = flag(name)
+    if kind is bool and field.default is True:
+        decl = f"{decl}/--no-{name.replace('_', '-')}"
+    default = None if isinstance(field.default, list) else field.default
+    option = typer.Option(decl, help=_help(field), show_default=default is not None)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+
+
+def build_settings(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    """The settings model from option values; a bad value is a one-line error naming its flag."""
+    given = {k: ([] if v is None and isinstance(model.model_fields[k].default, list) else v) for k, v in values.items()}
+    try:
+        return model.model_validate(given)
+    except ValidationError as err:
+        raise CaiError([_problem(e, model) for e in err.errors()]) from None
+
+
+def _problem(e: Any, model: type[BaseModel]) -> Problem:
+    message = str(e["msg"]).removeprefix("Value error, ")
+    field = str(e["loc"][0]) if e["loc"] else ""
+    if not field and ": " in message and message.split(": ", 1)[0] in model.model_fields:
+        field, message = message.split(": ", 1)  # a check across fields names the one to change
+    return Problem(flag(field) if field else "options", None, "", message)
+
+
+def settings_command(**models: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command whose parameters named in `models` take settings models: the command
+    typer sees has one option per field instead, and receives the validated models."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name not in models]
+        fields = {name: (arg, field) for arg, m in models.items() for name, field in m.model_fields.items()}
+        taken = {p.name for p in own}
+        clash = taken & set(fields) or len(fields) != sum(len(m.model_fields) for m in models.values())
+        if clash:
+            raise TypeError(f"{fn.__name__}: option names used twice: {clash}")
+        params = own + [_option(name, field) for name, (_, field) in fields.items()]
+
+        def command(**kwargs: Any) -> Any:
+            for arg, m in models.items():
+                kwargs[arg] = build_settings(m, {k: kwargs.pop(k) for k in list(kwargs) if k in m.model_fields})
+            return fn(**kwargs)
+
+        command.__name__, command.__doc__, command.__module__ = fn.__name__, fn.__doc__, fn.__module__
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.settings_models = models  # type: ignore[attr-defined]
+        return command
+
+    return decorate

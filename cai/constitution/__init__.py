@@ -1,0 +1,1 @@
+"""Constitutions and principle libraries: safe YAML, schema, include/merge, diff, validate."""

@@ -1,0 +1,219 @@
+"""Constitutions from files: principle libraries, selection, exemplars and templates, checked.
+
+`cai.constitution.include` reads a constitution with its includes into one mapping; this module
+validates it against the schema and the libraries it lists and builds the `Constitution`.
+Every mistake is reported at the file and line that made it, the included file's if need be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cai.constitution.include import Origins, read_merged
+from cai.constitution.model import Constitution, Versioned
+from cai.constitution.schema import (
+    ComparisonExemplarFile,
+    ComparisonLibrary,
+    ConstitutionSpec,
+    CritiqueExemplarFile,
+    CritiqueLibrary,
+    Selection,
+    parse_as,
+    problems_from_validation,
+)
+from cai.constitution.yamlio import YamlDoc, dotted, load_yaml
+from cai.errors import CaiError, did_you_mean, fail
+from cai.templates.renderer import PromptRenderer
+
+# A key path in the merged constitution → the file and line that set it (or its nearest parent).
+LineOf = Callable[[tuple[Any, ...]], tuple[str, int | None]]
+
+
+def load_library(path: Path) -> CritiqueLibrary | ComparisonLibrary:
+    doc = load_yaml(path)
+    kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+    libraries = {"critique-principles": CritiqueLibrary, "comparison-principles": ComparisonLibrary}
+    model = libraries.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise fail(
+            str(path),
+            doc.line(("kind",)),
+            "kind",
+            "expected a principle library (critique-principles or comparison-principles), "
+            f"got {kind!r}",
+        )
+    lib = parse_as(doc, model)
+    seen: dict[str, int] = {}
+    for i, p in enumerate(lib.principles):
+        if p.id in seen:
+            raise fail(
+                str(path),
+                doc.line(("principles", i, "id")),
+                f"principles[{i}].id",
+                f"duplicate principle id {p.id!r} (first at principles[{seen[p.id]}])",
+            )
+        seen[p.id] = i
+    return lib
+
+
+def _select(
+    sel: Selection, available: dict[str, Versioned], field_path: str, where: tuple[str, int | None]
+) -> list[Versioned]:
+    if not sel.ids and not sel.tags:
+        return list(available.values())
+    chosen: dict[str, Versioned] = {}
+    for pid in sel.ids:
+        if pid not in available:
+            raise fail(
+                where[0],
+                where[1],
+                f"{field_path}.ids",
+                f"unknown principle id {pid!r}",
+                did_you_mean(pid, available),
+            )
+        chosen[pid] = available[pid]
+    known_tags = {t for v in available.values() for t in v.principle.tags}
+    for tag in sel.tags:
+        if tag not in known_tags:
+            raise fail(
+                where[0],
+                where[1],
+                f"{field_path}.tags",
+                f"no principle has tag {tag!r}",
+                did_you_mean(tag, known_tags),
+            )
+        for pid, v in available.items():
+            if tag in v.principle.tags:
+                chosen.setdefault(pid, v)
+    # Keep library order so that sampling does not depend on how the selection was written.
+    return [v for pid, v in available.items() if pid in chosen]
+
+
+def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = None) -> Constitution:
+    """Load a constitution by path or shipped name, with includes, libraries and exemplars."""
+    data, origins, chain = read_merged(ref)
+    top = chain[-1]
+    line_of = _line_finder(origins, top)
+    try:
+        spec = ConstitutionSpec.model_validate(data)
+    except ValidationError as err:
+        raise CaiError(
+            problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)
+        ) from None
+    critique, comparison = _load_libraries(spec, line_of)
+    return Constitution(
+        spec,
+        top,
+        [str(p) for p in chain],
+        critique_principles=_select(
+            spec.critique.principles, critique, "critique.principles", line_of(("critique", "principles"))
+        ),
+        comparison_principles=_select(
+            spec.comparison.principles, comparison, "comparison.principles", line_of(("comparison", "principles"))
+        ),
+        critique_exemplars=_exemplars(
+            "critique", spec.critique, CritiqueExemplarFile, critique, line_of,
+            lambda ex: [(("rounds", j, "principle"), r.principle) for j, r in enumerate(ex.rounds)],
+        ),
+        comparison_exemplars=_exemplars(
+            "comparison", spec.comparison, ComparisonExemplarFile, comparison, line_of,
+            lambda ex: [(("principle",), ex.principle)],
+        ),
+        renderer=_renderer(spec, extra_template_dirs, line_of),
+        _all_critique=critique,
+        _all_comparison=comparison,
+    )
+
+
+def _line_finder(origins: Origins, top: Path) -> LineOf:
+    def line_of(loc: tuple[Any, ...]) -> tuple[str, int | None]:
+        key = list(map(str, loc))
+        while key:
+            if ".".join(key) in origins:
+                return origins[".".join(key)]
+            key.pop()
+        return str(top), 1
+
+    return line_of
+
+
+def _load_libraries(spec: ConstitutionSpec, line_of: LineOf) -> tuple[dict[str, Versioned], dict[str, Versioned]]:
+    """Every principle of the listed libraries by id: (critique, comparison)."""
+    critique: dict[str, Versioned] = {}
+    comparison: dict[str, Versioned] = {}
+    for i, lib_path in enumerate(spec.libraries):
+        where = (*line_of(("libraries", i)), f"libraries[{i}]")
+        try:
+            lib = load_library(Path(lib_path))
+        except CaiError as e:
+            wrong = e.problems[0]
+            if wrong.field != "kind":
+                raise
+            # Not a library at all (say, a constitution): blame the line that lists it.
+            raise fail(*where, f"{Path(lib_path).name}: {wrong.message}") from None
+        target = critique if isinstance(lib, CritiqueLibrary) else comparison
+        for p in lib.principles:
+            if p.id in target:
+                raise fail(
+                    *where,
+                    f"principle id {p.id!r} in {Path(lib_path).name} "
+                    f"is also in {Path(target[p.id].source).name}",
+                )
+            target[p.id] = Versioned(p, p.version or lib.version, lib_path)
+    if not critique:
+        raise fail(*line_of(("libraries",)), "libraries", "no critique-principles library listed")
+    if not comparison:
+        raise fail(*line_of(("libraries",)), "libraries", "no comparison-principles library listed")
+    return critique, comparison
+
+
+def _exemplars(
+    section: str,
+    settings: Any,
+    file_model: type,
+    known: dict[str, Versioned],
+    line_of: LineOf,
+    refs: Callable[[Any], Iterable[tuple[tuple[Any, ...], str]]],
+) -> list[Any]:
+    """A section's inline exemplars then its file's, each principle they name checked.
+
+    ``refs(exemplar)`` lists (key path inside the exemplar, principle id) for what it names.
+    """
+    inline = list(settings.exemplars)
+    from_file, doc = _load_exemplars(settings.exemplars_file, file_model)
+    exemplars = inline + from_file
+    for i, ex in enumerate(exemplars):
+        for tail, pid in refs(ex):
+            if pid in known:
+                continue
+            if i < len(inline) or doc is None:
+                loc: tuple[Any, ...] = (section, "exemplars", i, *tail)
+                path, line = line_of(loc)
+            else:
+                loc = ("exemplars", i - len(inline), *tail)
+                path, line = doc.path, doc.line(loc)
+            raise fail(path, line, dotted(loc), f"unknown {section} principle {pid!r}", did_you_mean(pid, known))
+    return exemplars
+
+
+def _load_exemplars(path: str | None, model: type) -> tuple[list[Any], YamlDoc | None]:
+    if not path:
+        return [], None
+    doc = load_yaml(path)
+    return list(parse_as(doc, model).exemplars), doc
+
+
+def _renderer(spec: ConstitutionSpec, extra_dirs: list[str] | None, line_of: LineOf) -> PromptRenderer:
+    """The renderer over the constitution's template folders, every template it names checked."""
+    renderer = PromptRenderer([*(extra_dirs or []), *spec.template_dirs])
+    known = renderer.names()
+    for role, name in spec.templates.model_dump().items():
+        if name not in known:
+            where = (*line_of(("templates", role)), f"templates.{role}")
+            raise fail(*where, f"unknown template {name!r}", did_you_mean(name, known))
+        renderer.info(name)  # parses and checks the header now, not mid-run
+    return renderer

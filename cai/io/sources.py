@@ -1,0 +1,105 @@
+"""Prompt sources: JSONL, CSV, `datasets` folders, raw HH-RLHF transcripts, TRL conversational.
+
+Everything becomes a `PromptItem`: an id and the user-side conversation (messages ending with a
+user turn). Shipped prompt sets are addressed by name (``red-team``, ``helpful``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.errors import fail
+from cai.io.readers import Where, read_rows
+from cai.io.store import content_hash
+from cai.paths import data_dir
+
+SHIPPED = {"red-team": "red_team.jsonl", "helpful": "helpful.jsonl", "judge-dev": "judge_dev.jsonl"}
+TEXT_FIELDS = ("prompt", "text", "question", "instruction", "init_prompt")
+HH_SPLIT = re.compile(r"\n\n(Human|Assistant): ")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    messages: list[dict[str, str]]
+
+    @property
+    def text(self) -> str:
+        return self.messages[-1]["content"]
+
+
+def parse_hh(transcript: str) -> list[dict[str, str]]:
+    """`\\n\\nHuman: …\\n\\nAssistant: …` → messages (empty trailing assistant turns dropped)."""
+    text = transcript if transcript.startswith("\n\n") else "\n\n" + transcript.lstrip()
+    parts = HH_SPLIT.split(text)
+    msgs = []
+    for role, content in zip(parts[1::2], parts[2::2], strict=True):
+        msgs.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return [m for m in msgs if m["content"] or m["role"] == "user"]
+
+
+def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
+    # TRL conversational: prompt as messages, or a full `messages` list (drop the answer).
+    for key in ("prompt", "messages", "chosen"):
+        value = row.get(key)
+        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+            msgs = [{"role": str(m.get("role")), "content": str(m.get("content", ""))} for m in value]
+            if key != "prompt":
+                while msgs and msgs[-1]["role"] == "assistant":
+                    msgs.pop()
+            if msgs and msgs[-1]["role"] == "user":
+                return msgs
+    for key in (*TEXT_FIELDS, "chosen"):
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            if "\n\nHuman: " in value or value.lstrip().startswith("Human: "):
+                msgs = parse_hh(value)
+                while msgs and msgs[-1]["role"] == "assistant":
+                    msgs.pop()
+                if msgs:
+                    return msgs
+            return [{"role": "user", "content": value.strip()}]
+    raise fail(where[0], where[1], "prompt",
+               f"no prompt found (expected one of: {', '.join(TEXT_FIELDS)}, messages, or an HH transcript)")
+
+
+def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
+    """Load prompts from a file, a `datasets` folder, or a shipped set's name."""
+    path = Path(ref)
+    if not path.exists() and ref in SHIPPED:
+        path = data_dir("data") / SHIPPED[ref]
+    if not path.exists():
+        raise fail(ref, None, "prompts", f"no such file or folder (shipped sets: {', '.join(SHIPPED)})")
+    rows: list[tuple[dict[str, Any], Where]] = []
+    if path.is_dir() or path.suffix in (".jsonl", ".json"):
+        rows = read_rows(path, strings_as="prompt")
+    elif path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [(dict(r), (str(path), i + 2)) for i, r in enumerate(csv.DictReader(f))]
+    elif path.suffix == ".txt":
+        text = path.read_text(encoding="utf-8")
+        if "\n\nHuman: " in text or text.startswith("Human: "):
+            rows = [({"prompt": "\n\nHuman: " + block}, (str(path), None))
+                    for block in text.split("\n\nHuman: ")[1:]]
+        else:
+            rows = [({"prompt": line}, (str(path), i + 1)) for i, line in enumerate(text.splitlines()) if line.strip()]
+    else:
+        raise fail(str(path), None, "prompts", "unsupported format (use .jsonl, .csv, .txt or a datasets folder)")
+    items: list[PromptItem] = []
+    seen: set[str] = set()
+    for row, where in rows:
+        msgs = _as_prompt(row, where)
+        pid = str(row.get("id") or content_hash(msgs, length=12))
+        if pid in seen:
+            raise fail(where[0], where[1], "id", f"duplicate prompt id {pid!r}")
+        seen.add(pid)
+        items.append(PromptItem(pid, msgs))
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise fail(str(path), None, "prompts", "no prompts in file")
+    return items

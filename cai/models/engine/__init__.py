@@ -1,0 +1,1 @@
+"""The CPU decoding engine behind `LocalBackend`: decode step, attention, packed weights, prefix cache."""

@@ -1,0 +1,87 @@
+"""How a model spec is opened: one settings model for every command's backend options and for the
+recipe's `models` section (`cai.run.recipe.Models` adds the policy and judge specs), and the one
+place a spec becomes a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import Field
+
+from cai.constitution.schema import Strict
+from cai.errors import fail
+
+
+class BackendSettings(Strict):
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (default: OPENAI_BASE_URL).")
+    api_key_env: str | None = Field(
+        None, description="Name of the env var holding the API key (default: OPENAI_API_KEY)."
+    )
+    # Plain strings: dtype aliases (float32, bfloat16 …) and devices such as cuda:1 are resolved by
+    # `cai.models.device`, which names what it accepts.
+    dtype: str = Field("auto", description="auto, fp32, bf16 or fp16 (local models).")
+    device: str = Field("auto", description="auto, cpu or cuda (local models).")
+    concurrency: int = Field(8, ge=1, description="Parallel requests to an API endpoint.")
+
+
+@contextmanager
+def _no_loading_bar(quiet: bool) -> Iterator[None]:
+    """Under --quiet, hide transformers' "Loading weights" bar while a model loads (its warnings
+    still show), then restore the bar setting."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was_enabled = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            tf_logging.enable_progress_bar()
+
+
+def open_backend(spec: str, backend: BackendSettings | None = None, *, quiet: bool = False) -> Any:
+    """A backend for `spec`; a spec that names nothing usable is a one-line `--model` error."""
+    from cai.models.base import ModelSpecError
+    from cai.models.spec import load_backend
+
+    b = backend or BackendSettings()
+    try:
+        with _no_loading_bar(quiet):
+            return load_backend(
+                spec,
+                base_url=b.base_url,
+                api_key_env=b.api_key_env,
+                dtype=b.dtype,
+                device=b.device,
+                concurrency=b.concurrency,
+            )
+    except ModelSpecError as e:
+        raise fail("--model", None, spec, str(e)) from None
+
+
+class Backends:
+    """Open each distinct spec once (a model that is both policy and judge loads once) and close
+    them all on exit."""
+
+    def __init__(self, settings: BackendSettings | None = None, *, quiet: bool = False) -> None:
+        self.settings = settings or BackendSettings()
+        self.quiet = quiet
+        self.opened: dict[str, Any] = {}
+
+    def __call__(self, spec: str) -> Any:
+        if spec not in self.opened:
+            self.opened[spec] = open_backend(spec, self.settings, quiet=self.quiet)
+        return self.opened[spec]
+
+    def __enter__(self) -> Backends:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for b in self.opened.values():
+            b.close()
+        self.opened.clear()

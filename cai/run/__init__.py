@@ -1,0 +1,1 @@
+"""`cai run`: recipes, the stage pipeline and the HTML report."""

@@ -1,0 +1,262 @@
+"""`cai run`: execute a recipe's stages in order, in one run folder, skipping finished work.
+
+Each stage lives in ``RUN/<stage>/`` with a ``stage.json`` holding its *key*: a hash of its own
+settings, the run's models, seed and constitution fingerprint, and the keys of every stage before
+it. A rerun skips a stage whose key matches and whose status is ``done``; it resumes one that was
+interrupted (data stages pick up at the record level, training stages start that stage again);
+and it moves a stage whose inputs changed aside to ``RUN/<stage>.old-<key>`` before redoing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
+from cai.io.atomic import write_json_atomic
+from cai.io.store import content_hash
+from cai.models.settings import Backends, BackendSettings
+from cai.run.recipe import PromptSlice, Recipe
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
+from cai.train.settings import PmSettings, RlSettings, SftSettings
+
+
+class RunLog:
+    """Timestamped lines in ``RUN/log.txt`` (and on stderr unless quiet)."""
+
+    def __init__(self, path: Path, quiet: bool):
+        self.path = path
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        if not self.quiet:
+            import sys
+
+            print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    base: Path
+    out: Path
+    constitution: Constitution
+    quiet: bool
+    log: RunLog
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    def prompts(self, cfg: PromptSlice) -> list[Any]:
+        from cai.io.sources import load_prompts
+
+        return cfg.apply(load_prompts(self.local(cfg.prompts)))
+
+    def local(self, ref: str) -> str:
+        """A data path named in the recipe, relative to the recipe's folder when it exists there."""
+        return str(self.base / ref) if (self.base / ref).exists() else ref
+
+    def backends(self) -> Backends:
+        return Backends(
+            BackendSettings(**self.recipe.models.model_dump(include=set(BackendSettings.model_fields))),
+            quiet=self.quiet,
+        )
+
+    def model_dir(self, stage: str) -> Path:
+        return self.dirs[stage] / "model"
+
+    def policy_spec(self) -> str:
+        """The SL-CAI model when this run trained one, else the recipe's policy."""
+        return str(self.model_dir("sft")) if "sft" in self.dirs else self.recipe.models.policy
+
+    def final_policy_spec(self) -> str:
+        return str(self.model_dir("ppo")) if "ppo" in self.dirs else self.policy_spec()
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def settings_of(section: BaseModel, model: type[S]) -> S:
+    """The stage's own settings model out of its recipe section (which adds prompts and models)."""
+    return model.model_validate(section.model_dump(include=set(model.model_fields)))
+
+
+def _critique(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.stages.critique import run_critique
+
+    with ctx.backends() as backends:
+        backend = backends(cfg.model or ctx.recipe.models.policy)
+        settings = settings_of(cfg, CritiqueSettings)
+        return run_critique(ctx.constitution, ctx.prompts(cfg), backend, out, settings, seed=ctx.seed, quiet=ctx.quiet)
+
+
+def _sft(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.sft import train_sft
+
+    settings = settings_of(cfg, SftSettings).model_copy(update={"helpful": [ctx.local(h) for h in cfg.helpful]})
+    return train_sft(
+        [str(ctx.dirs["critique"])],
+        ctx.recipe.models.policy,
+        str(out / "model"),
+        settings,
+        seed=ctx.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
+
+
+def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.stages.label import label_prompts
+
+    with ctx.backends() as backends:
+        judge, policy = backends(ctx.recipe.models.judge), backends(ctx.policy_spec())
+        settings = settings_of(cfg, LabelSettings)
+        return label_prompts(
+            ctx.constitution, judge, policy, ctx.prompts(cfg), out, settings, seed=ctx.seed, quiet=ctx.quiet
+        )
+
+
+def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.common import resolve_model_path
+    from cai.train.pm import train_pm
+
+    # The PM starts from the policy so that it shares the policy's tokenizer (TRL's PPO feeds
+    # the policy's token ids to the reward and value models).
+    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
+    settings = settings_of(cfg, PmSettings).model_copy(update=local)
+    return train_pm(
+        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+    )
+
+
+def _ppo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.common import resolve_model_path
+    from cai.train.rl import train_rl
+
+    policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    return train_rl(
+        policy,
+        str(ctx.model_dir("pm")),
+        ctx.prompts(cfg),
+        str(out / "model"),
+        settings_of(cfg, RlSettings),
+        seed=ctx.seed,
+        source=cfg.prompts,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
+
+
+def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """The final policy against the model it started from, on prompts no stage trained on."""
+    from cai.stages.evaluate import evaluate_specs, write_policy_eval
+
+    m = ctx.recipe.models
+    with ctx.backends() as backends:
+        summary, samples = evaluate_specs(
+            backends,
+            ctx.final_policy_spec(),
+            ctx.prompts(cfg),
+            ctx.constitution,
+            settings_of(cfg, EvalSettings),
+            baseline=m.policy,
+            judge=m.judge,
+            pm=str(ctx.model_dir("pm")) if "pm" in ctx.dirs else None,
+            seed=ctx.seed,
+            quiet=ctx.quiet,
+        )
+    write_policy_eval(out, summary, samples)
+    return summary
+
+
+# The settings model of each stage: the part of its recipe section that the stage command takes
+# as options (the rest says where its prompts come from).
+STAGE_SETTINGS: dict[str, type[StageSettings]] = {
+    "critique": CritiqueSettings,
+    "sft": SftSettings,
+    "label": LabelSettings,
+    "pm": PmSettings,
+    "ppo": RlSettings,
+    "eval": EvalSettings,
+}
+
+STAGES: dict[str, Callable[[RunContext, Any, Path], dict[str, Any]]] = {
+    "critique": _critique,
+    "sft": _sft,
+    "label": _label,
+    "pm": _pm,
+    "ppo": _ppo,
+    "eval": _eval,
+}
+
+
+def settings_key(stage: str, settings: StageSettings) -> str:
+    """What a stage's settings contribute to its key; equal for equal settings however they were
+    given (recipe section or command-line options)."""
+    return content_hash(stage, settings.record())
+
+
+def stage_key(recipe: Recipe, fingerprint: str, stage: str, upstream: list[str]) -> str:
+    section = getattr(recipe.stages, stage)
+    model = STAGE_SETTINGS[stage]
+    inputs = section.model_dump(mode="json", exclude=set(model.model_fields))
+    own = settings_key(stage, settings_of(section, model))
+    return content_hash(stage, own, inputs, recipe.models.model_dump(mode="json"), recipe.seed, fingerprint, upstream)
+
+
+def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False) -> dict[str, Any]:
+    """Run every enabled stage; returns {stage: summary}."""
+    out.mkdir(parents=True, exist_ok=True)
+    const_ref = str(base / recipe.constitution) if (base / recipe.constitution).is_file() else recipe.constitution
+    c = load_constitution(const_ref)
+    log = RunLog(out / "log.txt", quiet)
+    ctx = RunContext(recipe, base, out, c, quiet, log)
+    write_json_atomic(out / "recipe.json", recipe.model_dump())
+    summaries: dict[str, Any] = {}
+    upstream: list[str] = []
+    for stage in recipe.enabled():
+        key = stage_key(recipe, c.fingerprint(), stage, upstream)
+        upstream.append(key)
+        d = out / stage
+        ctx.dirs[stage] = d
+        state_path = d / "stage.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        if state and state.get("key") != key:
+            aside = out / f"{stage}.old-{state.get('key', 'unknown')[:8]}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(d, aside)
+            log(f"{stage}: inputs changed; previous output moved to {aside.name}")
+            state = None
+        if state and state.get("status") == "done":
+            log(f"{stage}: done already (key {key[:8]}), skipped")
+            summaries[stage] = state.get("summary", {})
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        log(f"{stage}: {'resuming' if state else 'starting'} (key {key[:8]})")
+        write_json_atomic(state_path, {"stage": stage, "key": key, "status": "running"})
+        t0 = time.perf_counter()
+        summary = STAGES[stage](ctx, getattr(recipe.stages, stage), d)
+        seconds = round(time.perf_counter() - t0, 1)
+        write_json_atomic(
+            state_path, {"stage": stage, "key": key, "status": "done", "seconds": seconds, "summary": summary}
+        )
+        log(f"{stage}: done in {seconds}s")
+        summaries[stage] = summary
+    write_json_atomic(out / "run_summary.json", summaries)
+    return summaries

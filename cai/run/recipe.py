@@ -1,0 +1,173 @@
+"""Recipes: one YAML file that drives every stage of a run.
+
+Defaults (the field defaults below) < the recipe file < ``--set key=value`` on the command line.
+Unknown keys are errors, at any depth, with the file and line. A stage section is the stage's
+settings model (`cai.stages.settings`, `cai.train.settings`), so its keys, defaults and ranges are
+the stage command's options (with ``_`` for ``-``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from cai.constitution.schema import Strict, problems_from_validation
+from cai.constitution.yamlio import YamlDoc, load_yaml
+from cai.errors import CaiError, Problem, did_you_mean, fail
+from cai.models.settings import BackendSettings
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Seed, Window
+from cai.train.settings import PmSettings, RlSettings, SftSettings
+
+STAGE_ORDER = ("critique", "sft", "label", "pm", "ppo", "eval")
+
+
+class Models(BackendSettings):
+    policy: str = Field("embedded", description="The helpful model that SL-CAI starts from (model spec).")
+    judge: str = Field("embedded", description="The feedback model for labels and evaluation (model spec).")
+
+
+class PromptSlice(Window):
+    prompts: str = Field("red-team", description="Prompt file, datasets folder or shipped set.")
+
+
+# Each stage section is the stage's own settings model (the CLI's options are built from the same
+# model), plus where its prompts come from.
+
+
+class CritiqueStage(CritiqueSettings, PromptSlice):
+    model: str | None = Field(
+        None,
+        description="Model that writes answers, critiques and revisions "
+        "(default: models.policy, which is also the SFT base).",
+    )
+
+
+class SftStage(SftSettings):
+    pass
+
+
+class LabelStage(LabelSettings, PromptSlice):
+    pass
+
+
+class PmStage(PmSettings):
+    pass
+
+
+class PpoStage(RlSettings, PromptSlice):
+    pass
+
+
+class EvalStage(EvalSettings, PromptSlice):
+    pass
+
+
+class Stages(Strict):
+    critique: CritiqueStage | None = None
+    sft: SftStage | None = None
+    label: LabelStage | None = None
+    pm: PmStage | None = None
+    ppo: PpoStage | None = None
+    eval: EvalStage | None = None
+
+
+class Recipe(Seed):
+    kind: Literal["recipe"]
+    name: str = Field(min_length=1)
+    description: str = ""
+    constitution: str = Field("harmless", description="Constitution name or path (relative to the recipe).")
+    models: Models = Field(default_factory=Models)
+    stages: Stages
+
+    def enabled(self) -> list[str]:
+        return [s for s in STAGE_ORDER if getattr(self.stages, s) is not None]
+
+
+def _coerce(value: str) -> Any:
+    """`--set` values are YAML scalars/flow collections: 3, 0.5, true, [0.4, 0.6], text."""
+    try:
+        return yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        return value
+
+
+def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply dotted `key=value` overrides (e.g. ``stages.critique.limit=8``)."""
+    out = _deep_copy(data)
+    for item in sets:
+        if "=" not in item:
+            raise fail("--set", None, item, "expected key=value (e.g. stages.critique.limit=8)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise fail("--set", None, key, f"{p!r} is not a mapping")
+            node = node[p]
+        node[parts[-1]] = _coerce(value)
+    return out
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:
+    """Parse and validate a recipe (with overrides); returns it and its folder."""
+    p = Path(path)
+    if not p.is_file():
+        from cai.paths import data_dir
+
+        shipped = data_dir("recipes") / f"{path}.yaml"
+        if shipped.is_file():
+            p = shipped
+    doc = load_yaml(p)
+    if not isinstance(doc.data, dict):
+        raise fail(str(p), 1, "", "expected a mapping at the top of the file")
+    data = apply_sets(doc.data, sets or [])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        problems = problems_from_validation(YamlDoc(str(p), data, doc.lines), err, Recipe)
+        for prob in problems:
+            if sets and any(s.split("=", 1)[0].strip() == prob.field for s in sets):
+                prob.path, prob.line = "--set", None
+        raise CaiError(problems) from None
+    if not recipe.enabled():
+        raise fail(str(p), doc.line(("stages",)), "stages", f"no stage enabled (any of {', '.join(STAGE_ORDER)})")
+    needs = {"sft": "critique", "pm": "label", "ppo": "pm"}
+    for stage, before in needs.items():
+        if getattr(recipe.stages, stage) is not None and getattr(recipe.stages, before) is None:
+            raise fail(
+                str(p), doc.line(("stages", stage)), f"stages.{stage}", f"needs the {before} stage in the same recipe"
+            )
+    return recipe, p.resolve().parent
+
+
+def validate_recipe_file(path: Path) -> list[Problem]:
+    """`cai validate` hook: schema, stage dependencies, and the constitution it names."""
+    try:
+        recipe, base = load_recipe(path)
+        from cai.constitution.load import load_constitution
+
+        ref = recipe.constitution
+        local = base / ref
+        try:
+            load_constitution(str(local) if local.is_file() else ref)
+        except CaiError as e:
+            doc = load_yaml(path)
+            p = e.problems[0]
+            hint = p.hint or did_you_mean(ref, [])
+            return [Problem(str(path), doc.line(("constitution",)), "constitution", p.message, hint)]
+    except CaiError as e:
+        return e.problems
+    return []

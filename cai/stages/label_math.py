@@ -1,0 +1,53 @@
+"""The arithmetic of a judge's answers: which side a probability picks, and one pair's result.
+
+Kept apart from `cai.stages.label` (which runs the judge) so that the exports and reports that
+read labels (`label_export`, `evaluate`, `judge_eval`, benchmarks) need not import the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+TIE_EPS = 1e-9  # averaging mirrored orders (0.9 and 1 - 0.9) must give a tie, not 0.5 - 1 ulp
+
+
+def decision(p: float | None) -> str | None:
+    """Which response a probability picks: "a", "b", or None for a tie or no answer."""
+    if p is None or abs(p - 0.5) <= TIE_EPS:
+        return None
+    return "a" if p > 0.5 else "b"
+
+
+def aggregate(refs: Sequence[str], answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pair's result from its answers: per-principle order means, then the principle mean.
+
+    `refs` are the drawn principles ("id@version"), in the order the record lists them.
+    """
+    per: list[dict[str, Any]] = []
+    for ref in refs:
+        mine = [a for a in answers if a["principle"] == ref]
+        ok = all(a["p_a"] is not None for a in mine)
+        p_a = sum(a["p_a"] for a in mine) / len(mine) if ok else None
+        consistent = None
+        if ok and len(mine) == 2:
+            d = [decision(a["p_a"]) for a in mine]
+            consistent = d[0] is not None and d[0] == d[1]
+        errors = [a["error"] for a in mine if a["error"]]
+        per.append(
+            {
+                "principle": ref,
+                "p_a": p_a,
+                "consistent": consistent,
+                "error": errors[0] if errors and not ok else None,
+                "orders": mine,
+            }
+        )
+    good = [x["p_a"] for x in per if x["p_a"] is not None]
+    p_a = sum(good) / len(good) if good else None
+    failed = [x for x in per if x["p_a"] is None]
+    return {
+        "principles": per,
+        "p_a": p_a,
+        "parse_error": failed[0]["error"] if p_a is None and failed else None,
+    }

@@ -1,0 +1,186 @@
+"""Settings of the data stages: the one place each default, range and help text lives.
+
+`cai critique`, `cai label`, `cai judge-eval` and `cai eval policy` build their options from these
+models (`cai.cli.options.settings_command`), a recipe's stage sections *are* these models plus the
+prompt slice (`cai.run.recipe`), and the stages read them. So a default cannot differ between a
+stage command and `cai run`.
+
+The run-level inputs stay outside: the seed (one per run), `--shard`, the model specs and the
+files read or written. Field names are the recipe keys; CLI flags are the same names with ``-``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import Field, field_validator
+
+from cai.constitution.schema import Strict
+from cai.models.base import GenerationParams
+
+T = TypeVar("T")
+Shard = tuple[int, int]  # (i, N): this process does the i-th of N shards
+
+
+# Data stages cut their inputs into fixed work units (see `cai.stages.chunks`): a unit is one call
+# per step into the backend and the unit a resumed or sharded run works in. A local model then
+# runs at most `LocalBackend.batch_size` (32) rows per forward pass; an API backend sends one
+# request per row with bounded concurrency.
+WORK_UNIT = " One work unit: one backend call per step, and what resume and --shard count in."
+
+
+class StageSettings(Strict):
+    """Frozen, no unknown keys, no type coercion (a recipe's ``lr: 1e-5`` string is an error)."""
+
+    def record(self) -> dict[str, Any]:
+        """JSON-shaped settings, as hashed into stage keys and written into manifests."""
+        return self.model_dump(mode="json")
+
+
+class Sampling:
+    """For settings with max_new_tokens, temperature and top_p fields: the backend's params."""
+
+    if TYPE_CHECKING:  # fields of the models that mix this in (not pydantic fields here)
+        max_new_tokens: int
+        temperature: float
+        top_p: float
+
+    @property
+    def params(self) -> GenerationParams:
+        return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
+
+
+class Seed(StageSettings):
+    """The run's seed: `--seed` on every command, and the recipe's top-level `seed`."""
+
+    seed: int = Field(0, description="Seed for principle sampling, option order, generation and data order.")
+
+
+class Window(StageSettings):
+    """Which of the loaded prompts (or pairs) a stage uses: `--skip` / `--limit`, and the
+    recipe's keys of the same names (which keep the stages' prompts disjoint)."""
+
+    skip: int = Field(0, ge=0, description="Leave out the first N prompts.")
+    limit: int | None = Field(None, ge=1, description="Use at most N prompts (after --skip).")
+
+    def apply(self, items: Sequence[T]) -> list[T]:
+        end = None if self.limit is None else self.skip + self.limit
+        return list(items[self.skip : end])
+
+
+class CritiqueSettings(Sampling, StageSettings):
+    rounds: int | None = Field(None, ge=1, le=16, description="Critique→revision rounds (default: the constitution's).")
+    batch_size: int = Field(16, ge=1, description="Prompts per batch." + WORK_UNIT)
+    max_new_tokens: int = Field(160, ge=1, description="Length limit of each answer, critique and revision.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling: keep the top tokens up to this mass.")
+
+
+Clamp = tuple[float, float] | Literal["none"] | None
+
+
+class JudgeSettings(StageSettings):
+    """How a judge is asked: shared by `label`, `judge-eval` and `eval policy`, so a judge-eval
+    figure describes the labels a run with the same settings produces."""
+
+    principles: Literal["one", "k", "all"] = Field(
+        "one", description="one: one sampled per pair (CAI paper); k: mean over --k sampled; all: mean over all."
+    )
+    k: int = Field(4, ge=1, description="Principles per pair with --principles k.")
+    orders: Literal["both", "one"] = Field(
+        "both", description="both: ask with (A,B) and (B,A) and average; one: a seeded coin picks the order."
+    )
+    cot: bool = Field(False, description="The judge reasons first; P(A) is read after its reasoning.")
+    clamp: Clamp = Field(
+        None,
+        description="lo,hi bounds for each question's P(first); default 0.4,0.6 with --cot, none without; "
+        "'none' turns it off.",
+    )
+    fewshot: bool = Field(True, description="Show the constitution's comparison exemplars.")
+    cot_max_new_tokens: int = Field(128, ge=1, description="Length limit of the judge's reasoning (--cot).")
+
+    @field_validator("clamp", mode="before")
+    @classmethod
+    def _parse_clamp(cls, v: Any) -> Any:
+        """``0.4,0.6`` (CLI) or ``[0.4, 0.6]`` (YAML) or ``none``."""
+        if isinstance(v, str) and v.strip().lower() != "none":
+            try:
+                lo, hi = (float(x) for x in v.split(","))
+            except ValueError:
+                raise ValueError(f"expected lo,hi such as 0.4,0.6 or none, got {v!r}") from None
+            return (lo, hi)
+        if isinstance(v, str):
+            return "none"
+        if isinstance(v, list):
+            return tuple(float(x) for x in v)
+        return v
+
+    @field_validator("clamp")
+    @classmethod
+    def _check_clamp(cls, v: Clamp) -> Clamp:
+        if isinstance(v, tuple) and not 0.0 <= v[0] <= 0.5 <= v[1] <= 1.0:
+            raise ValueError("need 0 <= lo <= 0.5 <= hi <= 1")
+        return v
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The clamp in force: CoT answers are over-confident, so they are bounded unless told not to."""
+        if self.clamp == "none":
+            return None
+        if self.clamp is None:
+            return (0.4, 0.6) if self.cot else None
+        return self.clamp
+
+    @property
+    def judge(self) -> JudgeSettings:
+        """Only the judge's part (stages that also sample answers inherit from this model)."""
+        return JudgeSettings(**{name: getattr(self, name) for name in JudgeSettings.model_fields})
+
+    @property
+    def cot_params(self) -> GenerationParams:
+        return GenerationParams(max_new_tokens=self.cot_max_new_tokens, temperature=0.0, top_p=1.0)
+
+    def as_record(self) -> dict[str, Any]:
+        """The judge's settings as records and manifests carry them (the clamp in force)."""
+        bounds = self.bounds
+        return {
+            "principles": self.principles,
+            "k": self.k,
+            "orders": self.orders,
+            "cot": self.cot,
+            "clamp": list(bounds) if bounds else None,
+            "fewshot": self.fewshot,
+            "cot_params": self.cot_params.as_record() if self.cot else None,
+        }
+
+
+class LabelSettings(Sampling, JudgeSettings):
+    responses_per_prompt: int = Field(2, ge=2, description="K responses sampled per prompt.")
+    pairing: Literal["all", "consecutive"] = Field(
+        "all", description="all: every pair of the K responses; consecutive: (1,2), (3,4)…"
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts (or given pairs) per batch." + WORK_UNIT)
+    max_new_tokens: int = Field(160, ge=1, description="Length limit of the policy's responses.")
+    temperature: float = Field(0.8, ge=0, description="Policy sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Policy nucleus sampling mass.")
+    max_failures: float = Field(
+        0.2, ge=0, le=1, description="Fail (exit 2) when more than this share of questions gives no probabilities."
+    )
+
+
+class JudgeEvalSettings(JudgeSettings):
+    batch_size: int = Field(16, ge=1, description="Pairs per backend call.")
+
+
+class EvalSettings(Sampling, JudgeSettings):
+    """`eval policy`: answers from the policy (and baseline), then judge win rates over all the
+    harmlessness (or helpfulness) principles by default."""
+
+    principles: Literal["one", "k", "all"] = Field(
+        "all", description="Principles per comparison: all (default), one, or k sampled."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Answer length.")
+    temperature: float = Field(0.7, ge=0, description="Answer sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Answer nucleus sampling mass.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation call, and pairs per judge call.")

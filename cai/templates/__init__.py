@@ -1,0 +1,1 @@
+"""Jinja prompt templates: the sandbox and renderer, message building, `cai render` previews."""

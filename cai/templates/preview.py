@@ -1,0 +1,70 @@
+"""What `cai render` prints: the stage's own message builders with placeholder inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cai.constitution.load import load_constitution
+from cai.errors import fail
+from cai.templates import messages as conv
+from cai.templates.renderer import placeholder
+
+STEP_VARS = {
+    "critique": ("prompt", "response"),
+    "revision": ("prompt", "response", "critique"),
+    "comparison": ("prompt", "response_a", "response_b"),
+    "comparison_cot": ("prompt", "response_a", "response_b"),
+}
+
+
+def preview_messages(
+    template: str,
+    constitution: str,
+    principle: str | None,
+    sets: dict[str, str],
+    fewshot: bool = True,
+    template_dirs: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    c = load_constitution(constitution, template_dirs)
+    roles = c.template_names()
+    role = next((r for r, name in roles.items() if name == template or r == template), None)
+    if role is None:
+        # A template no pipeline step uses: render it alone with the given values.
+        info = c.renderer.info(template)
+        values = {
+            k: sets.get(k, placeholder(k, t)) if t == "text" else placeholder(k, t)
+            for k, t in info.variables.items()
+        }
+        unknown = sorted(set(sets) - set(info.variables))
+        if unknown:
+            raise fail(
+                "--set", None, unknown[0], f"template {template!r} has no such variable", None
+            )
+        return [{"role": "user", "content": c.renderer.render(template, **values)}]
+    allowed = STEP_VARS[role]
+    unknown = sorted(set(sets) - set(allowed))
+    if unknown:
+        raise fail(
+            "--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})"
+        )
+    v = {k: sets.get(k, f"<{k}>") for k in allowed}
+    prompt = [{"role": "user", "content": v["prompt"]}]
+    if role in ("critique", "revision"):
+        p = c.critique_principle(principle) if principle else c.critique_principles[0]
+        if not fewshot:
+            c.spec = c.spec.model_copy(
+                update={"critique": c.spec.critique.model_copy(update={"few_shot": 0})}
+            )
+        if role == "critique":
+            return conv.critique_messages(c, prompt, v["response"], p)
+        return conv.revision_messages(c, prompt, v["response"], p, v["critique"])
+    p = c.comparison_principle(principle) if principle else c.comparison_principles[0]
+    return conv.comparison_messages(
+        c,
+        prompt,
+        v["response_a"],
+        v["response_b"],
+        p,
+        cot=role == "comparison_cot",
+        fewshot=fewshot,
+    )

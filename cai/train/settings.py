@@ -1,0 +1,105 @@
+"""Settings of the training stages: the one place each default, range and help text lives.
+
+`cai train sft|pm|ppo` build their options from these models, a recipe's `sft`, `pm` and `ppo`
+sections are these models (`cai.run.recipe`), and `train_sft`, `train_pm`, `train_rl` take them;
+`cai.train.configs` turns them into TRL configs. Nothing here imports torch or TRL.
+
+Batch sizes follow TRL's meaning: per device, per optimiser step (times `grad_accum`); the
+global batch multiplies by the number of processes under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from cai.stages.settings import StageSettings
+
+REPORT_TO = Field(
+    "none", description="Also log to: none, tensorboard, trackio, wandb (metrics.jsonl is always written)."
+)
+LR_HELP = "Peak learning rate (linear decay)."
+
+
+class Optimised(StageSettings):
+    """What every supervised trainer here shares."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored with --max-steps).")
+    lr: float = Field(1e-5, gt=0, description=LR_HELP)
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after N optimiser steps (-1: use --epochs).")
+    report_to: str = REPORT_TO
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("nothing to train (use -1 for --epochs)")
+        return v
+
+
+class SftSettings(Optimised):
+    helpful: list[str] = Field(
+        [], description="Helpfulness data (`messages` rows) mixed in so the model stays helpful."
+    )
+    helpful_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the training rows drawn from --helpful.")
+    batch_size: int = Field(4, ge=1, description="Rows per device per optimiser step.")
+    max_length: int = Field(512, ge=16, description="Tokens per row; longer rows are cut at the end.")
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of the data held out to report eval loss before/after."
+    )
+
+
+class PmSettings(Optimised):
+    labels: Literal["soft", "hard"] = Field(
+        "soft", description="soft: cross-entropy on p_chosen; hard: TRL's -logsigmoid(r_c - r_r)."
+    )
+    human: list[str] = Field([], description="Human preference pairs (TRL or HH-RLHF), mixed in as hard labels.")
+    eval: list[str] = Field([], description="Held-out pairs (human files accepted): accuracy before/after.")
+    batch_size: int = Field(4, ge=1, description="Pairs per device per optimiser step.")
+    max_length: int = Field(512, ge=16, description="Tokens per side; longer pairs are dropped (and counted).")
+
+
+class RlSettings(StageSettings):
+    """RL against the PM (see `cai.train.rl` for how each algorithm reads these)."""
+
+    algorithm: Literal["ppo", "rloo", "grpo"] = Field(
+        "ppo", description="ppo (TRL experimental PPO), rloo or grpo (TRL's maintained trainers)."
+    )
+    kl_coef: float = Field(0.05, ge=0, description="λ in r = r_PM − λ·KL(policy ‖ reference) (beta for RLOO/GRPO).")
+    total_episodes: int = Field(64, ge=1, description="Completions sampled over the whole run (all devices).")
+    batch_size: int = Field(8, ge=1, description="Rollouts per update per device.")
+    mini_batch: int = Field(4, ge=1, description="PPO: rows per optimiser step (divides --batch-size).")
+    ppo_epochs: int = Field(4, ge=1, description="PPO: passes over each batch of rollouts.")
+    num_generations: int = Field(4, ge=2, description="RLOO/GRPO: completions per prompt (group size).")
+    response_length: int = Field(64, ge=1, description="Max new tokens per rollout.")
+    temperature: float = Field(0.7, gt=0, description="Rollout sampling temperature (> 0: RL samples).")
+    missing_eos_penalty: float = Field(
+        1.0, ge=0, description="Subtracted from the PM score of replies cut off before EOS (0: none)."
+    )
+    max_prompt_length: int = Field(256, ge=1, description="Prompts longer than this (tokens) are skipped.")
+    lr: float = Field(3e-6, gt=0, description=LR_HELP)
+    report_to: str = REPORT_TO
+
+    @field_validator("mini_batch")
+    @classmethod
+    def _divides(cls, v: int, info: ValidationInfo) -> int:
+        batch, algorithm = info.data.get("batch_size"), info.data.get("algorithm")
+        if algorithm == "ppo" and batch is not None and batch % v:
+            raise ValueError(f"must divide batch_size {batch}")
+        return v
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> RlSettings:
+        if self.algorithm != "ppo" and self.batch_size % self.num_generations:
+            # Reported on batch_size: that is the number a user changes.
+            raise ValueError(
+                f"batch_size: must be a multiple of num_generations {self.num_generations} (whole groups per batch)"
+            )
+        return self
+
+    @property
+    def eos_penalty(self) -> float | None:
+        """TRL's `missing_eos_penalty` (None switches it off)."""
+        return self.missing_eos_penalty or None

@@ -1,0 +1,116 @@
+"""Training data tables: where a stage's export or a user's file is, and its rows, checked.
+
+SFT reads ``messages`` rows and the PM reads preference rows from the same kinds of place (a
+stage's output folder, a saved `datasets` folder, a JSONL file); both go through `load_table`,
+which reads through `cai.io.readers` so a broken file reads the same as anywhere else in cai.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.errors import fail
+from cai.io.readers import is_saved_dataset, iter_jsonl, load_saved_dataset
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a row came from, for one-line error messages."""
+
+    path: str
+    line: int | None  # JSONL line number; None for a datasets folder
+    index: int
+
+    def field(self, name: str) -> str:
+        return name if self.line is not None else f"row {self.index}: {name}"
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """Provenance of one data source as written to `cai_train.json`."""
+
+    path: str
+    kind: str  # "dataset" or "jsonl"
+    rows: int
+    sha256: str  # of the rows as used (canonical JSON), so the same data gives the same hash
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tuple[Path, str]:
+    """Locate the data in `path`: DIR/dataset, DIR/<jsonl>, a saved dataset, or a .jsonl file.
+
+    The `datasets` folder wins over JSONL when both exist: it is what the stage wrote last, and
+    reading it keeps Arrow types rather than re-parsing text.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if is_saved_dataset(p / "dataset"):
+            return p / "dataset", "dataset"
+        for name in jsonl_names:
+            if (p / name).is_file():
+                return p / name, "jsonl"
+        if is_saved_dataset(p):
+            return p, "dataset"
+        raise fail(str(p), None, option, "no dataset/ folder or "
+                   f"{' / '.join(jsonl_names)} in this folder")
+    if p.is_file():
+        if p.suffix in (".jsonl", ".json"):
+            return p, "jsonl"
+        raise fail(str(p), None, option, "expected a folder, a saved dataset or a .jsonl file")
+    raise fail(str(p), None, option, "no such file or folder")
+
+
+def load_table(path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str],
+               option: str, optional: Sequence[str] = ()
+               ) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
+    """Rows of `path` restricted to `columns` (required) and `optional` ones (kept if present).
+
+    Other columns are dropped here: the stage exports carry many (the public CAI dataset's),
+    and some share names with TRL's formats (`prompt`, `chosen`) that would change its behaviour.
+    """
+    source, kind = find_table(path, jsonl_names, option)
+    if kind == "jsonl":
+        rows, locs = _read_jsonl(source, columns, optional)
+    else:
+        rows, locs = _read_dataset(source, columns, optional)
+    return rows, locs, source, kind
+
+
+def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]
+                ) -> tuple[list[dict[str, Any]], list[Loc]]:
+    rows, locs = [], []
+    for lineno, obj in iter_jsonl(path):
+        for c in columns:
+            if c not in obj:
+                keys = ", ".join(sorted(obj)) or "none"
+                raise fail(str(path), lineno, c, f"missing (keys: {keys})")
+        rows.append({c: obj[c] for c in (*columns, *optional) if c in obj})
+        locs.append(Loc(str(path), lineno, len(locs)))
+    return rows, locs
+
+
+def _read_dataset(path: Path, columns: Sequence[str], optional: Sequence[str]
+                  ) -> tuple[list[dict[str, Any]], list[Loc]]:
+    ds = load_saved_dataset(path)
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise fail(str(path), None, missing[0],
+                   f"no such column (columns: {', '.join(ds.column_names) or 'none'})")
+    keep = [*columns, *(c for c in optional if c in ds.column_names)]
+    rows = ds.select_columns(keep).to_list()
+    return rows, [Loc(str(path), None, i) for i in range(len(rows))]
+
+
+def rows_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
