@@ -51,7 +51,7 @@ def critique(
     )
 
 
-@settings_command(settings=CritiqueSettings, run=Seed, backend=BackendSettings)
+@settings_command(settings=CritiqueSettings, run=Seed, backend=BackendSettings, exclude=frozenset({"batch_size"}))
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
     settings: CritiqueSettings,

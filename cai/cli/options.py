@@ -93,16 +93,25 @@ def _problem(e: Any, model: type[BaseModel]) -> Problem:
     return Problem(flag(field) if field else "options", None, "", message)
 
 
-def settings_command(**models: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def settings_command(
+    *, exclude: frozenset[str] = frozenset(), **models: type[BaseModel]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a command whose parameters named in `models` take settings models: the command
-    typer sees has one option per field instead, and receives the validated models."""
+    typer sees has one option per field instead, and receives the validated models. Fields in
+    `exclude` mean nothing for this command (e.g. a batch size for one prompt): no option, and
+    the model's default."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
         own = [p for p in sig.parameters.values() if p.name not in models]
-        fields = {name: (arg, field) for arg, m in models.items() for name, field in m.model_fields.items()}
+        fields = {
+            name: (arg, field)
+            for arg, m in models.items()
+            for name, field in m.model_fields.items()
+            if name not in exclude
+        }
         taken = {p.name for p in own}
-        clash = taken & set(fields) or len(fields) != sum(len(m.model_fields) for m in models.values())
+        clash = taken & set(fields) or len(fields) != sum(len(set(m.model_fields) - exclude) for m in models.values())
         if clash:
             raise TypeError(f"{fn.__name__}: option names used twice: {clash}")
         params = own + [_option(name, field) for name, (_, field) in fields.items()]
@@ -116,6 +125,7 @@ def settings_command(**models: type[BaseModel]) -> Callable[[Callable[..., Any]]
         command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.settings_models = models  # type: ignore[attr-defined]
+        command.settings_excluded = exclude  # type: ignore[attr-defined]
         return command
 
     return decorate

@@ -47,13 +47,9 @@ def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
     if a.spec.critique.rounds != b.spec.critique.rounds:
         lines.append(f"~ critique.rounds {a.spec.critique.rounds} -> {b.spec.critique.rounds}")
     if a.critique_exemplars != b.critique_exemplars:
-        lines.append(
-            f"~ critique exemplars {len(a.critique_exemplars)} -> {len(b.critique_exemplars)}"
-        )
+        lines.append(f"~ critique exemplars {len(a.critique_exemplars)} -> {len(b.critique_exemplars)}")
     if a.comparison_exemplars != b.comparison_exemplars:
-        lines.append(
-            f"~ comparison exemplars {len(a.comparison_exemplars)} -> {len(b.comparison_exemplars)}"
-        )
+        lines.append(f"~ comparison exemplars {len(a.comparison_exemplars)} -> {len(b.comparison_exemplars)}")
     if a.template_hashes() != b.template_hashes():
         lines.append("~ templates changed")
     if len(lines) == 2:

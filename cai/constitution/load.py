@@ -43,8 +43,7 @@ def load_library(path: Path) -> CritiqueLibrary | ComparisonLibrary:
             str(path),
             doc.line(("kind",)),
             "kind",
-            "expected a principle library (critique-principles or comparison-principles), "
-            f"got {kind!r}",
+            f"expected a principle library (critique-principles or comparison-principles), got {kind!r}",
         )
     lib = parse_as(doc, model)
     seen: dict[str, int] = {}
@@ -68,24 +67,12 @@ def _select(
     chosen: dict[str, Versioned] = {}
     for pid in sel.ids:
         if pid not in available:
-            raise fail(
-                where[0],
-                where[1],
-                f"{field_path}.ids",
-                f"unknown principle id {pid!r}",
-                did_you_mean(pid, available),
-            )
+            raise fail(*where, f"{field_path}.ids", f"unknown principle id {pid!r}", did_you_mean(pid, available))
         chosen[pid] = available[pid]
     known_tags = {t for v in available.values() for t in v.principle.tags}
     for tag in sel.tags:
         if tag not in known_tags:
-            raise fail(
-                where[0],
-                where[1],
-                f"{field_path}.tags",
-                f"no principle has tag {tag!r}",
-                did_you_mean(tag, known_tags),
-            )
+            raise fail(*where, f"{field_path}.tags", f"no principle has tag {tag!r}", did_you_mean(tag, known_tags))
         for pid, v in available.items():
             if tag in v.principle.tags:
                 chosen.setdefault(pid, v)
@@ -101,9 +88,7 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
     try:
         spec = ConstitutionSpec.model_validate(data)
     except ValidationError as err:
-        raise CaiError(
-            problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)
-        ) from None
+        raise CaiError(problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)) from None
     critique, comparison = _load_libraries(spec, line_of)
     return Constitution(
         spec,
@@ -116,11 +101,19 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
             spec.comparison.principles, comparison, "comparison.principles", line_of(("comparison", "principles"))
         ),
         critique_exemplars=_exemplars(
-            "critique", spec.critique, CritiqueExemplarFile, critique, line_of,
+            "critique",
+            spec.critique,
+            CritiqueExemplarFile,
+            critique,
+            line_of,
             lambda ex: [(("rounds", j, "principle"), r.principle) for j, r in enumerate(ex.rounds)],
         ),
         comparison_exemplars=_exemplars(
-            "comparison", spec.comparison, ComparisonExemplarFile, comparison, line_of,
+            "comparison",
+            spec.comparison,
+            ComparisonExemplarFile,
+            comparison,
+            line_of,
             lambda ex: [(("principle",), ex.principle)],
         ),
         renderer=_renderer(spec, extra_template_dirs, line_of),
@@ -160,8 +153,7 @@ def _load_libraries(spec: ConstitutionSpec, line_of: LineOf) -> tuple[dict[str, 
             if p.id in target:
                 raise fail(
                     *where,
-                    f"principle id {p.id!r} in {Path(lib_path).name} "
-                    f"is also in {Path(target[p.id].source).name}",
+                    f"principle id {p.id!r} in {Path(lib_path).name} is also in {Path(target[p.id].source).name}",
                 )
             target[p.id] = Versioned(p, p.version or lib.version, lib_path)
     if not critique:

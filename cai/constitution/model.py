@@ -59,34 +59,22 @@ class Constitution:
         return self.spec.name
 
     def critique_principle(self, pid: str) -> Versioned:
-        if pid in self._all_critique:
-            return self._all_critique[pid]
-        raise fail(
-            str(self.path),
-            None,
-            "principle",
-            f"unknown critique principle {pid!r}",
-            did_you_mean(pid, self._all_critique),
-        )
+        return self._lookup("critique", self._all_critique, pid)
 
     def comparison_principle(self, pid: str) -> Versioned:
-        if pid in self._all_comparison:
-            return self._all_comparison[pid]
-        raise fail(
-            str(self.path),
-            None,
-            "principle",
-            f"unknown comparison principle {pid!r}",
-            did_you_mean(pid, self._all_comparison),
-        )
+        return self._lookup("comparison", self._all_comparison, pid)
+
+    def _lookup(self, kind: str, table: dict[str, Versioned], pid: str) -> Versioned:
+        """Any principle of the listed libraries, selected or not (exemplars and previews may name others)."""
+        if pid in table:
+            return table[pid]
+        raise fail(str(self.path), None, "principle", f"unknown {kind} principle {pid!r}", did_you_mean(pid, table))
 
     def template_names(self) -> dict[str, str]:
         return self.spec.templates.model_dump()
 
     def template_hashes(self) -> dict[str, str]:
-        return {
-            role: self.renderer.info(name).sha256 for role, name in self.template_names().items()
-        }
+        return {role: self.renderer.info(name).sha256 for role, name in self.template_names().items()}
 
     def resolved(self) -> dict[str, Any]:
         """The constitution after includes and selection: what `show` prints and the hash covers."""

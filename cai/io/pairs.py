@@ -84,14 +84,10 @@ def parse_pair_row(row: dict[str, Any], where: Where) -> Pair:
     if "response_a" in row or "response_b" in row:
         a, b = _reply_text(row.get("response_a")), _reply_text(row.get("response_b"))
         prompt = _messages(row.get("prompt")) or (
-            [{"role": "user", "content": row["prompt"].strip()}]
-            if isinstance(row.get("prompt"), str)
-            else None
+            [{"role": "user", "content": row["prompt"].strip()}] if isinstance(row.get("prompt"), str) else None
         )
         if not (prompt and a and b):
-            raise fail(
-                path, line, "response_a", "unlabelled pairs need prompt, response_a and response_b"
-            )
+            raise fail(path, line, "response_a", "unlabelled pairs need prompt, response_a and response_b")
         return _make(row, prompt, a, b, None, aspect)
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if chosen is None or rejected is None:
@@ -117,9 +113,7 @@ def parse_pair_row(row: dict[str, Any], where: Where) -> Pair:
         if split_c is None or split_r is None:
             raise fail(path, line, "chosen", "chosen/rejected must end with an assistant reply")
         if split_c[0] != split_r[0]:
-            raise fail(
-                path, line, "rejected", "chosen and rejected do not share the same conversation"
-            )
+            raise fail(path, line, "rejected", "chosen and rejected do not share the same conversation")
         prompt, a, b = split_c[0], split_c[1], split_r[1]
     if not prompt or prompt[-1]["role"] != "user":
         raise fail(path, line, "prompt", "the conversation must end with a user turn")
@@ -135,9 +129,7 @@ def _hh_reply(text: str, where: Where) -> str:
     return split[1]
 
 
-def _make(
-    row: dict[str, Any], prompt: Conversation, a: str, b: str, human: str | None, aspect: str | None
-) -> Pair:
+def _make(row: dict[str, Any], prompt: Conversation, a: str, b: str, human: str | None, aspect: str | None) -> Pair:
     pid = str(row.get("id") or content_hash(prompt, a, b, length=12))
     return Pair(pid, prompt, a, b, human, aspect)
 
@@ -185,9 +177,7 @@ def _sampled_id(key: dict[str, Any], it: PromptItem, x: int, y: int) -> str:
     return content_hash("label", key, it.id, it.messages, x, y)
 
 
-def unit_ids(
-    chunk: Sequence[PromptItem | Pair], key: dict[str, Any], per_prompt: list[tuple[int, int]]
-) -> list[str]:
+def unit_ids(chunk: Sequence[PromptItem | Pair], key: dict[str, Any], per_prompt: list[tuple[int, int]]) -> list[str]:
     """The ids a chunk's units will have, known before any model call (for resume)."""
     return [
         _given_id(key, x) if isinstance(x, Pair) else _sampled_id(key, x, i, j)
@@ -196,14 +186,8 @@ def unit_ids(
     ]
 
 
-def given_units(
-    chunk: Sequence[PromptItem | Pair], offset: int, key: dict[str, Any]
-) -> list[PairUnit]:
-    return [
-        PairUnit(_given_id(key, p), offset + k, p.id, p, None)
-        for k, p in enumerate(chunk)
-        if isinstance(p, Pair)
-    ]
+def given_units(chunk: Sequence[PromptItem | Pair], offset: int, key: dict[str, Any]) -> list[PairUnit]:
+    return [PairUnit(_given_id(key, p), offset + k, p.id, p, None) for k, p in enumerate(chunk) if isinstance(p, Pair)]
 
 
 def sampled_units(
@@ -219,9 +203,7 @@ def sampled_units(
     units = []
     for k, (it, g) in enumerate(zip(prompts, generations, strict=True)):
         texts = [t.strip() for t in g.texts]
-        err = g.error or (
-            None if len(texts) >= need else f"{len(texts)} of {need} responses returned"
-        )
+        err = g.error or (None if len(texts) >= need else f"{len(texts)} of {need} responses returned")
         for n, (x, y) in enumerate(per_prompt):
             a, b = ("", "") if err else (texts[x], texts[y])
             pair = Pair(f"{it.id}:{x}-{y}", it.messages, a, b)

@@ -63,8 +63,12 @@ def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
                 if msgs:
                     return msgs
             return [{"role": "user", "content": value.strip()}]
-    raise fail(where[0], where[1], "prompt",
-               f"no prompt found (expected one of: {', '.join(TEXT_FIELDS)}, messages, or an HH transcript)")
+    raise fail(
+        where[0],
+        where[1],
+        "prompt",
+        f"no prompt found (expected one of: {', '.join(TEXT_FIELDS)}, messages, or an HH transcript)",
+    )
 
 
 def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
@@ -83,8 +87,7 @@ def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
     elif path.suffix == ".txt":
         text = path.read_text(encoding="utf-8")
         if "\n\nHuman: " in text or text.startswith("Human: "):
-            rows = [({"prompt": "\n\nHuman: " + block}, (str(path), None))
-                    for block in text.split("\n\nHuman: ")[1:]]
+            rows = [({"prompt": "\n\nHuman: " + block}, (str(path), None)) for block in text.split("\n\nHuman: ")[1:]]
         else:
             rows = [({"prompt": line}, (str(path), i + 1)) for i, line in enumerate(text.splitlines()) if line.strip()]
     else:

@@ -65,9 +65,13 @@ class Store:
             old = json.loads(mpath.read_text())
             keys = sorted(k for k in self.manifest if k != "cai_version" and old.get(k) != self.manifest[k])
             if keys:
-                raise fail(str(mpath), None, keys[0],
-                           f"this folder holds a run with different settings ({', '.join(keys)}); "
-                           "use another --out folder to start a new run")
+                raise fail(
+                    str(mpath),
+                    None,
+                    keys[0],
+                    f"this folder holds a run with different settings ({', '.join(keys)}); "
+                    "use another --out folder to start a new run",
+                )
         else:
             tmp = mpath.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))

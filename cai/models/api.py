@@ -108,9 +108,7 @@ class ApiBackend:
         self._rng = random.Random()  # jitter only; never affects outputs
         # Kept only to scrub it from error text; never returned by describe().
         self._secret = api_key
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
-        )
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         self._openai = openai
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -151,13 +149,9 @@ class ApiBackend:
                 err = self._classify(exc)
                 attempts = attempt + 1
                 if not isinstance(err, _Retryable):
-                    raise RuntimeError(
-                        self._scrub(f"{type(exc).__name__}: {exc} (attempts: {attempts})")
-                    ) from None
+                    raise RuntimeError(self._scrub(f"{type(exc).__name__}: {exc} (attempts: {attempts})")) from None
                 if attempt >= self.retry.max_retries:
-                    raise RuntimeError(
-                        self._scrub(f"gave up after {attempts} attempts: {err}")
-                    ) from None
+                    raise RuntimeError(self._scrub(f"gave up after {attempts} attempts: {err}")) from None
                 self._sleep(self.retry.delay(attempt, err.retry_after, self._rng))
                 attempt += 1
 
@@ -223,9 +217,7 @@ class ApiBackend:
 
     # ---- option probabilities -------------------------------------------------------------
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[OptionScores]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         """Answer-token ``top_logprobs`` when the endpoint gives them, else parse a short
         sampled answer (``path="text"``, probability 1 on the parsed option)."""
         if not options:

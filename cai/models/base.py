@@ -79,15 +79,11 @@ class OptionScores:
 class Backend(Protocol):
     spec: str
 
-    def generate(
-        self, conversations: Sequence[Conversation], params: GenerationParams
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         """Return one `Generation` (params.n texts) per conversation, in order."""
         ...
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[OptionScores]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         """Probability of each option label (e.g. "A", "B") as the next answer token."""
         ...
 

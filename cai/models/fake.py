@@ -69,9 +69,7 @@ class FakeBackend:
         if self.mode == "slow":
             time.sleep(0.05)
 
-    def generate(
-        self, conversations: Sequence[Conversation], params: GenerationParams
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         self._pause()
         results = []
         for conv in conversations:
@@ -90,9 +88,7 @@ class FakeBackend:
             results.append(Generation(texts=texts, n_tokens=sum(len(t.split()) for t in texts)))
         return results
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[OptionScores]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         self._pause()
         out = []
         for conv in conversations:

@@ -185,9 +185,7 @@ class LocalBackend:
                 if attn is None:
                     continue
                 try:
-                    return auto_cls.from_pretrained(
-                        self.model_path, dtype=dtype, attn_implementation=attn
-                    )
+                    return auto_cls.from_pretrained(self.model_path, dtype=dtype, attn_implementation=attn)
                 except ValueError:  # the architecture does not take pluggable attention
                     continue
         return auto_cls.from_pretrained(self.model_path, dtype=dtype).to(self.device)
@@ -229,12 +227,7 @@ class LocalBackend:
         torch = self._torch
         encoded = self._encode_all(conversations)
         results = [Generation() for _ in conversations]
-        jobs = [
-            (ci, k)
-            for ci, ids in enumerate(encoded)
-            if not isinstance(ids, str)
-            for k in range(params.n)
-        ]
+        jobs = [(ci, k) for ci, ids in enumerate(encoded) if not isinstance(ids, str) for k in range(params.n)]
         for ci, ids in enumerate(encoded):
             if isinstance(ids, str):
                 results[ci].error = ids
@@ -282,18 +275,14 @@ class LocalBackend:
             from transformers import LogitsProcessorList
 
             until = width + min(min_new_tokens, params.max_new_tokens)
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [_SuppressEos(sorted(self.eos_ids), until)]
-            )
+            kwargs["logits_processor"] = LogitsProcessorList([_SuppressEos(sorted(self.eos_ids), until)])
         if params.stop:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
                 [_StopOnStrings(_StopTail(self.tokenizer, params.stop), width)]
             )
-        out = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
-        )
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         texts, counts = [], []
         for row in out[:, width:].tolist():
             n = len(row)
@@ -363,8 +352,7 @@ class LocalBackend:
         ok = [i for i, ids in enumerate(encoded) if not isinstance(ids, str)]
         share = self.prefix_sharing if prefix_sharing is None else prefix_sharing
         results: list[OptionScores] = [
-            OptionScores(probs={}, mass=0.0, error=ids if isinstance(ids, str) else None)
-            for ids in encoded
+            OptionScores(probs={}, mass=0.0, error=ids if isinstance(ids, str) else None) for ids in encoded
         ]
         if not ok:
             return results

@@ -34,9 +34,7 @@ def normalise_token(token: str) -> str:
     return token.strip(_STRIP)
 
 
-def match_logprobs(
-    top: Sequence[tuple[str, float]], options: Sequence[str], *, raw: str | None = None
-) -> OptionScores:
+def match_logprobs(top: Sequence[tuple[str, float]], options: Sequence[str], *, raw: str | None = None) -> OptionScores:
     """Sum the probabilities of the top tokens matching each option."""
     mass_by = dict.fromkeys(options, 0.0)
     for token, logprob in top:
@@ -45,12 +43,8 @@ def match_logprobs(
             mass_by[key] += math.exp(logprob)
     mass = sum(mass_by.values())
     if mass <= 0:
-        return OptionScores.failed(
-            f"none of the options {list(options)} among the {len(top)} top tokens", raw=raw
-        )
-    return OptionScores(
-        probs={o: p / mass for o, p in mass_by.items()}, mass=mass, path="logprobs", raw=raw
-    )
+        return OptionScores.failed(f"none of the options {list(options)} among the {len(top)} top tokens", raw=raw)
+    return OptionScores(probs={o: p / mass for o, p in mass_by.items()}, mass=mass, path="logprobs", raw=raw)
 
 
 def parse_option(text: str, options: Sequence[str]) -> OptionScores:
@@ -72,9 +66,5 @@ def parse_option(text: str, options: Sequence[str]) -> OptionScores:
         if m:
             found = m.group(1)
     if found is None:
-        return OptionScores.failed(
-            f"could not parse one of {list(options)} from the answer", path="text", raw=text
-        )
-    return OptionScores(
-        probs={o: (1.0 if o == found else 0.0) for o in options}, mass=1.0, path="text", raw=text
-    )
+        return OptionScores.failed(f"could not parse one of {list(options)} from the answer", path="text", raw=text)
+    return OptionScores(probs={o: (1.0 if o == found else 0.0) for o in options}, mass=1.0, path="text", raw=text)

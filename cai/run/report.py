@@ -123,10 +123,9 @@ def _labels(run: Path, data: dict[str, Any]) -> str:
         ]
         for k in names
     ]
-    warn = "".join(f"<p class='warn'>⚠ {html.escape(w)}</p>" for w in summary.get("warnings", []))
     return (
         f"<h2>RLAIF labels</h2><p>{len(ps)} labelled pairs; order consistency "
-        f"{_fmt(summary.get('order_consistency'))}; mean option mass {_fmt(summary.get('option_mass'))}.</p>{warn}"
+        f"{_fmt(summary.get('order_consistency'))}; mean option mass {_fmt(summary.get('option_mass'))}.</p>"
         f"<img src='{hist}' alt='label distribution'><img src='{agree}' alt='per-principle agreement'>"
         + _table(["principle", "n", "agrees with label", "flips with order", "P(first)", "option mass"], rows)
     )
@@ -232,38 +231,17 @@ def _eval(run: Path, data: dict[str, Any]) -> str:
     return out
 
 
-def _judge_eval(run: Path, data: dict[str, Any]) -> str:
-    summary = _read_json(run / "judge_eval" / "summary.json")
-    if summary is None or not summary.get("reliability"):
-        return ""
-    bins = [b for b in summary["reliability"] if b.get("n")]
-    data["judge_eval"] = {k: summary.get(k) for k in ("n", "agreement", "order_consistency", "ece")}
-    fig, ax = _figure(4.5, 4.0)
-    ax.plot([0.5, 1], [0.5, 1], "--", color="grey", label="perfect calibration")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="judge")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("agreement with humans")
-    ax.set_title(f"Judge calibration (ECE {_fmt(summary.get('ece'))})")
-    ax.legend()
-    return (
-        "<h2>Judge evaluation</h2>"
-        + f"<img src='{_png(fig)}' alt='calibration'>"
-        + _table(["metric", "value"], [[k, v] for k, v in data["judge_eval"].items()])
-    )
-
-
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #4a7fb5}h2{margin-top:2em;color:#2d5a88}img{max-width:100%;display:block;margin:1em 0}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;
 padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eef3f8}
-.samples td{max-width:340px;white-space:pre-wrap}.pm{color:#666;font-size:85%;margin-top:4px}
-.warn{color:#a33;font-weight:bold}"""
+.samples td{max-width:340px;white-space:pre-wrap}.pm{color:#666;font-size:85%;margin-top:4px}"""
 
 
 def build_report(run: Path) -> str:
     data: dict[str, Any] = {}
     recipe = _read_json(run / "recipe.json") or {}
-    sections = [f(run, data) for f in (_critique, _labels, _pm, _ppo, _eval, _judge_eval)]
+    sections = [f(run, data) for f in (_critique, _labels, _pm, _ppo, _eval)]
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
     blob = json.dumps(data, sort_keys=True).replace("</", "<\\/")

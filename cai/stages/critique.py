@@ -99,45 +99,45 @@ class CritiqueBatch:
             if self.errors[i] is None:
                 self.initial[i] = self.latest[i] = g.texts[0].strip()
         for r in range(rounds):
-            idx = self.active()
-            if not idx:
+            if not self.active():
                 break
-            crit_convs = [
-                critique_messages(c, self.items[i].messages, self.latest[i], self.principles[i][r]) for i in idx
-            ]
-            crits = call(f"critique-{r}", idx, crit_convs)
-            idx2 = [i for i in idx if self.errors[i] is None]
-            crit_text = {i: g.texts[0].strip() for i, g in zip(idx, crits, strict=True) if self.errors[i] is None}
-            rev_convs = [
-                revision_messages(c, self.items[i].messages, self.latest[i], self.principles[i][r], crit_text[i])
-                for i in idx2
-            ]
-            revs = call(f"revision-{r}", idx2, rev_convs)
-            for i, conv_c, conv_r, g in zip(
-                idx2, [crit_convs[idx.index(i)] for i in idx2], rev_convs, revs, strict=True
-            ):
-                if self.errors[i] is not None:
-                    continue
-                raw = g.texts[0]
-                cleaned = clean_revision(raw)
-                p = self.principles[i][r]
-                flags = quality_flags(cleaned, previous=self.latest[i], request=p.principle.revision)  # type: ignore[union-attr]
-                self.rounds[i].append(
-                    {
-                        "principle": p.ref,
-                        "critique_request": conv_c[-1]["content"],
-                        "critique": crit_text[i],
-                        "revision_request": conv_r[-1]["content"],
-                        "revision_raw": raw,
-                        "revision": cleaned,
-                        "flags": flags,
-                        "critique_prompt": _live(conv_c, n_fewshot, has_system),
-                        "revision_prompt": _live(conv_r, n_fewshot, has_system),
-                    }
-                )
-                # The next round starts from the latest usable revision.
-                if not (set(flags) & EXCLUDING_FLAGS):
-                    self.latest[i] = cleaned
+            self._round(r, call, lambda conv: _live(conv, n_fewshot, has_system))
+
+    def _round(self, r: int, call: Any, live: Any) -> None:
+        """Round `r` for every prompt still without an error: critique, then revise."""
+        c, idx = self.c, self.active()
+        crit_convs = [critique_messages(c, self.items[i].messages, self.latest[i], self.principles[i][r]) for i in idx]
+        crits = call(f"critique-{r}", idx, crit_convs)
+        idx2 = [i for i in idx if self.errors[i] is None]
+        crit_text = {i: g.texts[0].strip() for i, g in zip(idx, crits, strict=True) if self.errors[i] is None}
+        rev_convs = [
+            revision_messages(c, self.items[i].messages, self.latest[i], self.principles[i][r], crit_text[i])
+            for i in idx2
+        ]
+        revs = call(f"revision-{r}", idx2, rev_convs)
+        for i, conv_c, conv_r, g in zip(idx2, [crit_convs[idx.index(i)] for i in idx2], rev_convs, revs, strict=True):
+            if self.errors[i] is not None:
+                continue
+            raw = g.texts[0]
+            cleaned = clean_revision(raw)
+            p = self.principles[i][r]
+            flags = quality_flags(cleaned, previous=self.latest[i], request=p.principle.revision)  # type: ignore[union-attr]
+            self.rounds[i].append(
+                {
+                    "principle": p.ref,
+                    "critique_request": conv_c[-1]["content"],
+                    "critique": crit_text[i],
+                    "revision_request": conv_r[-1]["content"],
+                    "revision_raw": raw,
+                    "revision": cleaned,
+                    "flags": flags,
+                    "critique_prompt": live(conv_c),
+                    "revision_prompt": live(conv_r),
+                }
+            )
+            # The next round starts from the latest usable revision.
+            if not (set(flags) & EXCLUDING_FLAGS):
+                self.latest[i] = cleaned
 
 
 def run_critique(

@@ -203,14 +203,7 @@ def evaluate_policy(
     for name, backend in models:
         with StepProgress(f"answer ({name})", len(prompts), quiet) as prog:
             answers[name], tokens[name] = _answers(backend, prompts, s, seed, prog)
-    rewards: dict[str, list[float | None]] = {}
-    if scorer is not None:
-        for name, texts in answers.items():
-            idx = [i for i, t in enumerate(texts) if t is not None]
-            scores = scorer.score([prompts[i].messages for i in idx], [texts[i] for i in idx])
-            rewards[name] = [None] * len(prompts)
-            for i, sc in zip(idx, scores, strict=True):
-                rewards[name][i] = sc
+    rewards = _pm_rewards(scorer, prompts, answers) if scorer is not None else {}
     wins: dict[str, Any] = {}
     p_policy: dict[str, list[float | None]] = {}
     if baseline is not None and judge is not None:
@@ -218,19 +211,7 @@ def evaluate_policy(
             wins[aspect], p_policy[aspect] = _compare(
                 c, judge, prompts, answers["policy"], answers["baseline"], aspect, s, seed
             )
-    samples = []
-    for i, it in enumerate(prompts):
-        row: dict[str, Any] = {"id": it.id, "prompt": it.messages}
-        for name in answers:
-            text = answers[name][i]
-            row[name] = text
-            row[f"{name}_refusal"] = None if text is None else is_refusal(text)
-            row[f"{name}_short"] = None if text is None else is_short(text)
-            if name in rewards:
-                row[f"{name}_pm"] = rewards[name][i]
-        for aspect, ps in p_policy.items():
-            row[f"judge_{aspect}_p_policy"] = ps[i]
-        samples.append(row)
+    samples = _samples(prompts, answers, rewards, p_policy)
     summary = {
         "n": len(prompts),
         "policy": policy.spec,
@@ -258,6 +239,42 @@ def evaluate_policy(
     ):
         summary["pm_reward"]["delta"] = round(summary["pm_reward"]["policy"] - summary["pm_reward"]["baseline"], 4)
     return summary, samples
+
+
+def _pm_rewards(
+    scorer: Any, prompts: Sequence[PromptItem], answers: dict[str, list[str | None]]
+) -> dict[str, list[float | None]]:
+    rewards: dict[str, list[float | None]] = {}
+    for name, texts in answers.items():
+        idx = [i for i, t in enumerate(texts) if t is not None]
+        scores = scorer.score([prompts[i].messages for i in idx], [texts[i] for i in idx])
+        rewards[name] = [None] * len(prompts)
+        for i, sc in zip(idx, scores, strict=True):
+            rewards[name][i] = sc
+    return rewards
+
+
+def _samples(
+    prompts: Sequence[PromptItem],
+    answers: dict[str, list[str | None]],
+    rewards: dict[str, list[float | None]],
+    p_policy: dict[str, list[float | None]],
+) -> list[dict[str, Any]]:
+    """One row per prompt: each model's answer with its refusal/short flags, PM score and verdicts."""
+    samples = []
+    for i, it in enumerate(prompts):
+        row: dict[str, Any] = {"id": it.id, "prompt": it.messages}
+        for name in answers:
+            text = answers[name][i]
+            row[name] = text
+            row[f"{name}_refusal"] = None if text is None else is_refusal(text)
+            row[f"{name}_short"] = None if text is None else is_short(text)
+            if name in rewards:
+                row[f"{name}_pm"] = rewards[name][i]
+        for aspect, ps in p_policy.items():
+            row[f"judge_{aspect}_p_policy"] = ps[i]
+        samples.append(row)
+    return samples
 
 
 def evaluate_specs(

@@ -66,9 +66,7 @@ def pool_by_aspect(c: Constitution) -> PoolFn:
 def warnings_for(summary: dict[str, Any]) -> list[str]:
     out: list[str] = []
     pos = summary["position_bias"]
-    if (pos["same_position_rate"] or 0) > POSITION_WARN or (
-        pos["explained_by_position"] or 0
-    ) > POSITION_WARN:
+    if (pos["same_position_rate"] or 0) > POSITION_WARN or (pos["explained_by_position"] or 0) > POSITION_WARN:
         out.append(
             f"the judge answers by position: it picks its usual position in "
             f"{pos['explained_by_position']:.0%} of questions"
@@ -167,9 +165,7 @@ def summarize(
         "agreement": mean([human_credit(it["p_a"]) for it in labelled]),
         "ece": ece,
         "reliability": bins,
-        "per_aspect": {
-            a: {"n": len(v), "agreement": mean(v)} for a, v in sorted(by_aspect.items())
-        },
+        "per_aspect": {a: {"n": len(v), "agreement": mean(v)} for a, v in sorted(by_aspect.items())},
         **judge_stats(items),
         "judge": judge,
         "settings": s.as_record(),
@@ -227,17 +223,10 @@ def format_report(summary: dict[str, Any]) -> str:
     disagree = summary["principle_disagreement"]["pairs"][:5]
     if disagree:
         lines += ["", "principles that disagree most (share of shared pairs decided differently):"]
-        lines += [
-            f"  {p} vs {q}: {pct(r['disagreement'])} of {r['n']}"
-            for r in disagree
-            for p, q in [r["principles"]]
-        ]
+        lines += [f"  {p} vs {q}: {pct(r['disagreement'])} of {r['n']}" for r in disagree for p, q in [r["principles"]]]
     lines += ["", "reliability (confidence → agreement):"]
     for b in summary["reliability"]:
-        lines.append(
-            f"  [{b['lo']:.2f}, {b['hi']:.2f})  n={b['n']:<4} "
-            f"conf={b['confidence']}  acc={b['accuracy']}"
-        )
+        lines.append(f"  [{b['lo']:.2f}, {b['hi']:.2f})  n={b['n']:<4} conf={b['confidence']}  acc={b['accuracy']}")
     return "\n".join(lines)
 
 

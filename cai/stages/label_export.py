@@ -72,8 +72,7 @@ def position_stats(items: Sequence[Item]) -> dict[str, Any]:
     same = sum(
         1
         for o in both
-        if decision(o[0]["p_first"]) is not None
-        and decision(o[0]["p_first"]) == decision(o[1]["p_first"])
+        if decision(o[0]["p_first"]) is not None and decision(o[0]["p_first"]) == decision(o[1]["p_first"])
     )
     return {
         "p_first_mean": mean(a["p_first"] for a in answered),
@@ -85,9 +84,7 @@ def position_stats(items: Sequence[Item]) -> dict[str, Any]:
 
 
 def order_consistency(items: Sequence[Item]) -> float | None:
-    flags = [
-        x["consistent"] for it in items for x in it["principles"] if x["consistent"] is not None
-    ]
+    flags = [x["consistent"] for it in items for x in it["principles"] if x["consistent"] is not None]
     return share(sum(flags), len(flags))
 
 
@@ -107,9 +104,7 @@ def principle_analytics(items: Sequence[Item]) -> dict[str, Any]:
         out[ref] = {
             "n": len(rows),
             "failed": len(rows) - len(ok),
-            "agrees_with_label": share(
-                sum(decision(x["p_a"]) == decision(it["p_a"]) for it, x in ens), len(ens)
-            ),
+            "agrees_with_label": share(sum(decision(x["p_a"]) == decision(it["p_a"]) for it, x in ens), len(ens)),
             "strength": mean(abs(2 * x["p_a"] - 1) for _, x in ok),
             "flip_rate": share(sum(1 for c in cons if not c), len(cons)),
             "p_first_mean": mean(a["p_first"] for a in answered),
@@ -123,17 +118,12 @@ def principle_disagreement(items: Sequence[Item]) -> dict[str, Any]:
     """For each two principles asked about the same pairs: how often they pick different replies."""
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for it in items:
-        picks = {
-            x["principle"]: decision(x["p_a"]) for x in it["principles"] if x["p_a"] is not None
-        }
+        picks = {x["principle"]: decision(x["p_a"]) for x in it["principles"] if x["p_a"] is not None}
         for p, q in itertools.combinations(sorted(picks), 2):
             if picks[p] is not None and picks[q] is not None:
                 counts[(p, q)][0] += 1
                 counts[(p, q)][1] += picks[p] != picks[q]
-    rows = [
-        {"principles": [p, q], "n": n, "disagreement": round(d / n, 4)}
-        for (p, q), (n, d) in counts.items()
-    ]
+    rows = [{"principles": [p, q], "n": n, "disagreement": round(d / n, 4)} for (p, q), (n, d) in counts.items()]
     return {"pairs": sorted(rows, key=lambda r: (-r["disagreement"], -r["n"], r["principles"]))}
 
 
@@ -171,9 +161,7 @@ def failure_stats(items: Sequence[Item]) -> dict[str, Any]:
         "questions": len(qs),
         "failed_questions": len(failed),
         "question_rate": round(len(failed) / len(qs), 4) if qs else 0.0,
-        "examples": [
-            {"principle": a["principle"], "error": a["error"], "raw": a["raw"]} for a in failed[:3]
-        ],
+        "examples": [{"principle": a["principle"], "error": a["error"], "raw": a["raw"]} for a in failed[:3]],
     }
 
 
@@ -191,9 +179,7 @@ def judge_stats(items: Sequence[Item]) -> dict[str, Any]:
     }
 
 
-def label_record(
-    u: PairUnit, j: dict[str, Any] | None, flags: list[str], provenance: dict[str, Any]
-) -> dict[str, Any]:
+def label_record(u: PairUnit, j: dict[str, Any] | None, flags: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
     """The stage's record for one pair: the unit, the judge's answers (None: not judged)."""
     p_a = j["p_a"] if j else None
     chosen = decision(p_a)  # None for a tie: no side is preferred
@@ -258,9 +244,7 @@ def label_distribution(records: Sequence[dict[str, Any]], bins: int = 5) -> dict
     }
 
 
-def export_labels(
-    store: Store, out: str | Path, throughput: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def export_labels(store: Store, out: str | Path, throughput: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write preferences.jsonl, dataset/ and summary.json from a label run's records."""
     out = Path(out)
     records = sorted(store.records, key=lambda r: r["order"])

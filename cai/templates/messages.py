@@ -106,8 +106,13 @@ def comparison_messages(
     template = c.spec.templates.comparison_cot if cot else c.spec.templates.comparison
     question = principle.principle.question  # type: ignore[union-attr]
     head = comparison_fewshot(c, cot) if fewshot else []
-    text = c.renderer.render(template, conversation=[dict(m) for m in prompt], response_a=response_a,
-                             response_b=response_b, question=question)
+    text = c.renderer.render(
+        template,
+        conversation=[dict(m) for m in prompt],
+        response_a=response_a,
+        response_b=response_b,
+        question=question,
+    )
     return [*head, _msg("user", text)]
 
 

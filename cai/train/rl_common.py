@@ -68,9 +68,7 @@ def use_distinct_pad(tokenizer: Any) -> None:
 
 def encode_prompt(tokenizer: Any, messages: Conversation) -> list[int]:
     """The token ids a policy sees before it answers (chat template + generation prompt)."""
-    out = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True
-    )
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     return list(out["input_ids"])
 
 
@@ -152,8 +150,7 @@ def check_pm_folder(path: str) -> str:
             str(p),
             None,
             "--pm",
-            f"not a preference model (architectures: "
-            f"{', '.join(archs) or 'none'}); train one with `cai train pm`",
+            f"not a preference model (architectures: {', '.join(archs) or 'none'}); train one with `cai train pm`",
         )
     labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or 2)
     if labels != 1:
@@ -188,9 +185,7 @@ class PMScorer:
         path = check_pm_folder(path)
         tokenizer = load_tokenizer(path)
         use_distinct_pad(tokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=dtype or training_dtype()
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype or training_dtype())
         if device is not None:
             model.to(device)
         model.eval()
@@ -253,14 +248,12 @@ class PMReward:
         if completion_ids is None:  # text-only callers: re-tokenise the replies
             completion_ids = [encode_answer(self.tokenizer, _text(c)) for c in completions]
         seqs = [
-            encode_prompt(self.tokenizer, _messages(p)) + list(c)
-            for p, c in zip(prompts, completion_ids, strict=True)
+            encode_prompt(self.tokenizer, _messages(p)) + list(c) for p, c in zip(prompts, completion_ids, strict=True)
         ]
         scores = self.scorer.score_ids(seqs)
         if self.penalty:
             scores = [
-                s - self.penalty if not c or c[-1] != eos else s
-                for s, c in zip(scores, completion_ids, strict=True)
+                s - self.penalty if not c or c[-1] != eos else s for s, c in zip(scores, completion_ids, strict=True)
             ]
         return scores
 

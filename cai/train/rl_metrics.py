@@ -109,9 +109,7 @@ def _zero3() -> bool:
     return bool(is_deepspeed_zero3_enabled())
 
 
-def make_sampler(
-    tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScorer, max_new_tokens: int
-) -> Any:
+def make_sampler(tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScorer, max_new_tokens: int) -> Any:
     """Greedy completions of `prompts` from the current policy, with their PM scores."""
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     eos = tokenizer.eos_token_id

@@ -58,8 +58,7 @@ def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tup
                 return p / name, "jsonl"
         if is_saved_dataset(p):
             return p, "dataset"
-        raise fail(str(p), None, option, "no dataset/ folder or "
-                   f"{' / '.join(jsonl_names)} in this folder")
+        raise fail(str(p), None, option, f"no dataset/ folder or {' / '.join(jsonl_names)} in this folder")
     if p.is_file():
         if p.suffix in (".jsonl", ".json"):
             return p, "jsonl"
@@ -67,9 +66,9 @@ def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tup
     raise fail(str(p), None, option, "no such file or folder")
 
 
-def load_table(path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str],
-               option: str, optional: Sequence[str] = ()
-               ) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
+def load_table(
+    path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str], option: str, optional: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
     """Rows of `path` restricted to `columns` (required) and `optional` ones (kept if present).
 
     Other columns are dropped here: the stage exports carry many (the public CAI dataset's),
@@ -83,8 +82,7 @@ def load_table(path: str | Path, columns: Sequence[str], *, jsonl_names: Sequenc
     return rows, locs, source, kind
 
 
-def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]
-                ) -> tuple[list[dict[str, Any]], list[Loc]]:
+def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]) -> tuple[list[dict[str, Any]], list[Loc]]:
     rows, locs = [], []
     for lineno, obj in iter_jsonl(path):
         for c in columns:
@@ -96,13 +94,13 @@ def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]
     return rows, locs
 
 
-def _read_dataset(path: Path, columns: Sequence[str], optional: Sequence[str]
-                  ) -> tuple[list[dict[str, Any]], list[Loc]]:
+def _read_dataset(
+    path: Path, columns: Sequence[str], optional: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[Loc]]:
     ds = load_saved_dataset(path)
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise fail(str(path), None, missing[0],
-                   f"no such column (columns: {', '.join(ds.column_names) or 'none'})")
+        raise fail(str(path), None, missing[0], f"no such column (columns: {', '.join(ds.column_names) or 'none'})")
     keep = [*columns, *(c for c in optional if c in ds.column_names)]
     rows = ds.select_columns(keep).to_list()
     return rows, [Loc(str(path), None, i) for i in range(len(rows))]

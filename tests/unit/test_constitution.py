@@ -257,9 +257,7 @@ def test_fingerprint_is_stable_across_copies(tree: Path, tmp_path_factory) -> No
     copy = tmp_path_factory.mktemp("copy") / "moved"
     shutil.copytree(tree, copy)
     assert load_constitution(copy / "other" / "child.yaml").fingerprint() == original
-    assert (
-        load_constitution(tree / "other" / "child.yaml").fingerprint() == original
-    )  # and repeatable
+    assert load_constitution(tree / "other" / "child.yaml").fingerprint() == original  # and repeatable
 
 
 def test_shipped_fingerprint_is_stable_when_copied(tmp_path: Path) -> None:
@@ -364,9 +362,7 @@ def test_sampling_with_replacement_is_seeded_and_covers_pool(tree: Path) -> None
     assert set(a) == {"alpha", "gamma", "delta"}
     assert max(Counter(a).values()) < 120  # roughly uniform, not stuck on one
     # With replacement, repeats inside a short draw happen for some seed.
-    assert any(
-        len(set(v.id for v in c.sample_critique(random.Random(s), rounds=3))) < 3 for s in range(20)
-    )
+    assert any(len(set(v.id for v in c.sample_critique(random.Random(s), rounds=3))) < 3 for s in range(20))
 
 
 def test_sampling_without_replacement_is_a_permutation_per_pass(parent) -> None:
@@ -379,9 +375,7 @@ def test_sampling_without_replacement_is_a_permutation_per_pass(parent) -> None:
         assert set(draws[k * n : (k + 1) * n]) == pool
     assert draws == [v.id for v in parent.sample_critique(random.Random(3), rounds=4 * n + 1)]
     assert len(parent.sample_critique(random.Random(0))) == parent.spec.critique.rounds
-    orders = {
-        tuple(v.id for v in parent.sample_critique(random.Random(s), rounds=n)) for s in range(30)
-    }
+    orders = {tuple(v.id for v in parent.sample_critique(random.Random(s), rounds=n)) for s in range(30)}
     assert len(orders) > 1  # the seed matters
 
 

@@ -61,13 +61,9 @@ def test_always_a_is_reported_as_position_driven(c: Constitution, dev: list[Pair
     assert "explained by position 100.0%" in format_report(summary)
 
 
-def test_always_a_in_one_order_cannot_profit_from_the_file_order(
-    c: Constitution, dev: list[Pair]
-) -> None:
+def test_always_a_in_one_order_cannot_profit_from_the_file_order(c: Constitution, dev: list[Pair]) -> None:
     # judge-dev lists the human-chosen reply first; the coin must hide that from the judge.
-    summary, items = evaluate_judge(
-        c, ScriptedJudge(always_a), dev, JudgeSettings(orders="one"), quiet=True
-    )
+    summary, items = evaluate_judge(c, ScriptedJudge(always_a), dev, JudgeSettings(orders="one"), quiet=True)
     assert 0.3 < summary["agreement"] < 0.7
     assert summary["position_bias"]["explained_by_position"] == 1.0
     assert any("answers by position" in w for w in summary["warnings"])
@@ -99,23 +95,15 @@ def test_helpful_pairs_are_judged_with_helpful_principles(c: Constitution, dev: 
     assert helpful and all("helpful" in v.principle.tags for v in helpful)
     assert not any("helpful" in v.principle.tags for v in c.comparison_principles)
     sample = dev[:6] + dev[-6:]  # both aspects
-    _, items = evaluate_judge(
-        c, ScriptedJudge(always_a), sample, JudgeSettings(principles="all"), quiet=True
-    )
+    _, items = evaluate_judge(c, ScriptedJudge(always_a), sample, JudgeSettings(principles="all"), quiet=True)
     refs = {v.ref for v in helpful}
     for it in items:
         used = {x["principle"] for x in it["principles"]}
-        assert (
-            (used == refs)
-            if it["aspect"] == "helpful"
-            else (used == {v.ref for v in c.comparison_principles})
-        )
+        assert (used == refs) if it["aspect"] == "helpful" else (used == {v.ref for v in c.comparison_principles})
 
 
 def test_write_eval(tmp_path: Path, c: Constitution, dev: list[Pair]) -> None:
-    summary, items = evaluate_judge(
-        c, ScriptedJudge(always_a), dev[:3], JudgeSettings(), quiet=True
-    )
+    summary, items = evaluate_judge(c, ScriptedJudge(always_a), dev[:3], JudgeSettings(), quiet=True)
     write_eval(tmp_path, summary, items)
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 3
     assert len((tmp_path / "judgements.jsonl").read_text().splitlines()) == 3

@@ -11,8 +11,13 @@ from cai.models.options import match_logprobs, parse_option, truncate_at_stop
 
 
 def test_match_logprobs_sums_variants() -> None:
-    top = [("A", math.log(0.3)), (" A", math.log(0.1)), ("(B", math.log(0.2)),
-           ("(", math.log(0.3)), ("Both", math.log(0.05))]
+    top = [
+        ("A", math.log(0.3)),
+        (" A", math.log(0.1)),
+        ("(B", math.log(0.2)),
+        ("(", math.log(0.3)),
+        ("Both", math.log(0.05)),
+    ]
     s = match_logprobs(top, ["A", "B"])
     assert s.mass == pytest.approx(0.6)
     assert s.probs == pytest.approx({"A": 0.4 / 0.6, "B": 0.2 / 0.6})
@@ -25,8 +30,15 @@ def test_match_logprobs_without_any_option_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "found"),
-    [("B", "B"), (" (A). ", "A"), ("I think (B) is better.", "B"), ("The answer is A.", "A"),
-     ("Option: B", "B"), ("A. It is kinder.", "A"), ("A good point is made by (B)", "B")],
+    [
+        ("B", "B"),
+        (" (A). ", "A"),
+        ("I think (B) is better.", "B"),
+        ("The answer is A.", "A"),
+        ("Option: B", "B"),
+        ("A. It is kinder.", "A"),
+        ("A good point is made by (B)", "B"),
+    ],
 )
 def test_parse_option(text: str, found: str) -> None:
     s = parse_option(text, ["A", "B"])

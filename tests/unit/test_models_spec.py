@@ -30,8 +30,9 @@ def test_parse_spec(text: str, kind: str, target: str) -> None:
     assert (parsed.kind, parsed.target) == (kind, target)
 
 
-@pytest.mark.parametrize(("text", "needle"), [("", "empty"), ("openai:", "model name"),
-                                              ("fake:nope", "unknown fake mode")])
+@pytest.mark.parametrize(
+    ("text", "needle"), [("", "empty"), ("openai:", "model name"), ("fake:nope", "unknown fake mode")]
+)
 def test_bad_specs_say_what_to_do(text: str, needle: str) -> None:
     with pytest.raises(ModelSpecError, match=needle):
         parse_spec(text)
@@ -64,9 +65,7 @@ def test_missing_dependency_gives_install_hint(monkeypatch: pytest.MonkeyPatch) 
         load_backend("./some/model")
 
 
-def test_embedded_without_wheel_gives_install_hint(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_embedded_without_wheel_gives_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from cai.models import embedded
 
     monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path))

@@ -51,9 +51,9 @@ def test_tokenizer_mismatch_is_a_clear_error(tmp_path: Path, embedded_model_dir:
     check_same_tokenizer(str(embedded_model_dir), str(embedded_model_dir))  # same: fine
     other = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1, "</s>": 2}, unk_token="<unk>"))
     other.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(
-        tokenizer_object=other, unk_token="<unk>", eos_token="</s>"
-    ).save_pretrained(tmp_path / "other")
+    PreTrainedTokenizerFast(tokenizer_object=other, unk_token="<unk>", eos_token="</s>").save_pretrained(
+        tmp_path / "other"
+    )
     with pytest.raises(CaiError) as err:
         check_same_tokenizer(str(embedded_model_dir), str(tmp_path / "other"))
     text = str(err.value)

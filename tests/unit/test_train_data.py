@@ -31,9 +31,15 @@ def conv(q: str, a: str) -> list[dict[str, str]]:
 def stage_row(i: int, answer: str | None = None) -> dict[str, Any]:
     """A row shaped like the SL-CAI export: `messages` plus columns SFT must ignore."""
     q = f"question {i}"
-    return {"id": f"r{i}", "prompt": q, "init_response": "bad", "fingerprint": "fp1",
-            "messages": conv(q, answer if answer is not None else f"revised answer {i}"),
-            "chosen": conv(q, "x"), "rejected": conv(q, "y")}
+    return {
+        "id": f"r{i}",
+        "prompt": q,
+        "init_response": "bad",
+        "fingerprint": "fp1",
+        "messages": conv(q, answer if answer is not None else f"revised answer {i}"),
+        "chosen": conv(q, "x"),
+        "rejected": conv(q, "y"),
+    }
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -59,33 +65,41 @@ def one_line(err: CaiError) -> str:
 
 
 def test_to_example_splits_prompt_and_final_answer() -> None:
-    msgs = [{"role": "system", "content": "be kind"}, *conv("q", "a"),
-            {"role": "user", "content": "more"}, {"role": "assistant", "content": "final"}]
+    msgs = [
+        {"role": "system", "content": "be kind"},
+        *conv("q", "a"),
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": "final"},
+    ]
     ex = to_example(msgs, LOC)
     assert ex == {"prompt": msgs[:-1], "completion": msgs[-1:]}
 
 
 def test_to_example_drops_extra_message_keys() -> None:
-    msgs = [{"role": "user", "content": "q", "name": None},
-            {"role": "assistant", "content": "a", "tool_calls": None}]
-    assert to_example(msgs, LOC) == {"prompt": [{"role": "user", "content": "q"}],
-                                     "completion": [{"role": "assistant", "content": "a"}]}
+    msgs = [{"role": "user", "content": "q", "name": None}, {"role": "assistant", "content": "a", "tool_calls": None}]
+    assert to_example(msgs, LOC) == {
+        "prompt": [{"role": "user", "content": "q"}],
+        "completion": [{"role": "assistant", "content": "a"}],
+    }
 
 
 def test_to_example_empty_answer_is_skipped_not_trained() -> None:
     assert to_example(conv("q", "   "), LOC) is None
 
 
-@pytest.mark.parametrize(("messages", "needle"), [
-    ([], "non-empty list"),
-    ("hello", "non-empty list"),
-    ([{"role": "user", "content": "q"}], "last message must be the assistant"),
-    ([{"role": "assistant", "content": "a"}], "needs a user turn"),
-    ([{"role": "system", "content": "s"}, ANSWER], "needs a user turn"),
-    ([{"role": "human", "content": "q"}, ANSWER], "'human' is not one of"),
-    ([{"role": "user", "content": 3}, ANSWER], "must be a string"),
-    (["q", ANSWER], "must be an object"),
-])
+@pytest.mark.parametrize(
+    ("messages", "needle"),
+    [
+        ([], "non-empty list"),
+        ("hello", "non-empty list"),
+        ([{"role": "user", "content": "q"}], "last message must be the assistant"),
+        ([{"role": "assistant", "content": "a"}], "needs a user turn"),
+        ([{"role": "system", "content": "s"}, ANSWER], "needs a user turn"),
+        ([{"role": "human", "content": "q"}, ANSWER], "'human' is not one of"),
+        ([{"role": "user", "content": 3}, ANSWER], "must be a string"),
+        (["q", ANSWER], "must be an object"),
+    ],
+)
 def test_to_example_rejects_malformed_messages(messages: Any, needle: str) -> None:
     with pytest.raises(CaiError) as e:
         to_example(messages, LOC)
@@ -105,8 +119,11 @@ def test_dataset_rows_are_named_by_index() -> None:
 def test_jsonl_in_stage_folder(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "run" / "sft.jsonl", [stage_row(i) for i in range(3)])
     table = load_messages([str(tmp_path / "run")], "--data")
-    assert [ex["completion"][0]["content"] for ex in table.examples] == \
-        ["revised answer 0", "revised answer 1", "revised answer 2"]
+    assert [ex["completion"][0]["content"] for ex in table.examples] == [
+        "revised answer 0",
+        "revised answer 1",
+        "revised answer 2",
+    ]
     assert set(table.examples[0]) == {"prompt", "completion"}  # `prompt` string column dropped
     assert table.sources[0].kind == "jsonl" and table.sources[0].rows == 3
     assert table.fingerprints == {"fp1"}
@@ -143,11 +160,14 @@ def test_empty_answers_counted(tmp_path: Path) -> None:
     assert len(table.examples) == 1 and table.skipped_empty == 1
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ('{"messages": [}\n', ":1: not valid JSON"),
-    (json.dumps({"messages": conv("q", "a")}) + "\n[1, 2]\n", ":2: each line must be a JSON"),
-    ('\n{"text": "hi"}\n', ":2: messages: missing (keys: text)"),
-])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('{"messages": [}\n', ":1: not valid JSON"),
+        (json.dumps({"messages": conv("q", "a")}) + "\n[1, 2]\n", ":2: each line must be a JSON"),
+        ('\n{"text": "hi"}\n', ":2: messages: missing (keys: text)"),
+    ],
+)
 def test_bad_jsonl_names_the_line(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -200,8 +220,9 @@ def examples(n: int, tag: str) -> list[dict[str, Any]]:
     return [to_example(conv(f"{tag} q{i}", f"{tag} a{i}"), LOC) for i in range(n)]
 
 
-@pytest.mark.parametrize(("n_cai", "ratio", "expected"), [
-    (12, 0.25, 4), (10, 0.5, 10), (3, 0.0, 0), (100, 0.1, 11), (1, 0.9, 9)])
+@pytest.mark.parametrize(
+    ("n_cai", "ratio", "expected"), [(12, 0.25, 4), (10, 0.5, 10), (3, 0.0, 0), (100, 0.1, 11), (1, 0.9, 9)]
+)
 def test_helpful_count(n_cai: int, ratio: float, expected: int) -> None:
     assert helpful_count(n_cai, ratio) == expected
 
@@ -241,27 +262,32 @@ def test_split_eval_keeps_training_rows() -> None:
 
 
 def test_prepare_holds_out_cai_rows_before_mixing(tmp_path: Path) -> None:
-    cai = write_jsonl(tmp_path / "cai.jsonl",
-                      [{"messages": conv(f"cai q{i}", "a")} for i in range(20)])
-    helpful = write_jsonl(tmp_path / "h.jsonl",
-                          [{"messages": conv(f"help q{i}", "b")} for i in range(40)])
-    data = prepare_sft_data([str(cai)], helpful=[str(helpful)], helpful_ratio=0.5,
-                            eval_fraction=0.2, seed=3)
+    cai = write_jsonl(tmp_path / "cai.jsonl", [{"messages": conv(f"cai q{i}", "a")} for i in range(20)])
+    helpful = write_jsonl(tmp_path / "h.jsonl", [{"messages": conv(f"help q{i}", "b")} for i in range(40)])
+    data = prepare_sft_data([str(cai)], helpful=[str(helpful)], helpful_ratio=0.5, eval_fraction=0.2, seed=3)
     assert len(data.eval) == 4
     assert all(ex["prompt"][0]["content"].startswith("cai") for ex in data.eval)
     counts = data.counts()
-    assert counts == {"train": 32, "eval": 4, "helpful": 16, "cai": 16, "skipped_empty_answer": 0,
-                      "helpful_ratio_actual": 0.5}
+    assert counts == {
+        "train": 32,
+        "eval": 4,
+        "helpful": 16,
+        "cai": 16,
+        "skipped_empty_answer": 0,
+        "helpful_ratio_actual": 0.5,
+    }
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"helpful_ratio": 0.3}, "--helpful: --helpful-ratio > 0 needs --helpful data"),
-    ({"helpful": ["h.jsonl"]}, "--helpful given but the ratio is 0"),
-    ({"helpful": ["h.jsonl"], "helpful_ratio": 1.0}, "1.0 is not in [0, 1)"),
-    ({"helpful_ratio": -0.1}, "is not in [0, 1)"),
-])
-def test_prepare_rejects_inconsistent_mixing(tmp_path: Path, kwargs: dict[str, Any],
-                                             needle: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"helpful_ratio": 0.3}, "--helpful: --helpful-ratio > 0 needs --helpful data"),
+        ({"helpful": ["h.jsonl"]}, "--helpful given but the ratio is 0"),
+        ({"helpful": ["h.jsonl"], "helpful_ratio": 1.0}, "1.0 is not in [0, 1)"),
+        ({"helpful_ratio": -0.1}, "is not in [0, 1)"),
+    ],
+)
+def test_prepare_rejects_inconsistent_mixing(tmp_path: Path, kwargs: dict[str, Any], needle: str) -> None:
     cai = write_jsonl(tmp_path / "cai.jsonl", [{"messages": conv("q", "a")}])
     with pytest.raises(CaiError) as e:
         prepare_sft_data([str(cai)], **kwargs)

@@ -360,6 +360,7 @@ class LlamaDecoder:
             next_pos = next_pos + 1
         return out
 
+
 def _rows(cache: _Cache, start: int, stop: int) -> _Cache:
     """A view of rows [start, stop): writes through it land in ``cache``'s buffers."""
     return _Cache(

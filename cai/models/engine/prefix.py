@@ -192,11 +192,7 @@ def grouped_last_logits(
     rows × length², and 32 full 390-token prompts in one batch ran slower than one prompt
     at a time here.
     """
-    groups = (
-        plan_groups(prompts, min_prefix=min_prefix)
-        if share
-        else [Group(0, tuple(range(len(prompts))))]
-    )
+    groups = plan_groups(prompts, min_prefix=min_prefix) if share else [Group(0, tuple(range(len(prompts))))]
     result: list[Any] = [None] * len(prompts)
     for group in groups:
         p = group.prefix_len
@@ -230,9 +226,7 @@ def _chunks(
         # Tokens run per row (the shared prefix is cached); sorted ascending, so this row is
         # the widest so far and sets the padded width.
         width = len(prompts[i]) - prefix_len
-        if current and (
-            len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens
-        ):
+        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
             chunks.append(current)
             current = []
         current.append(i)
