@@ -28,9 +28,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
-        text = (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         if self.hint:
             text += f" (did you mean {self.hint!r}?)"
         # One line, always: messages from libraries can carry newlines.
@@ -48,7 +46,5 @@ class CaiError(Exception):
         return "\n".join(str(p) for p in self.problems)
 
 
-def fail(
-    path: str, line: int | None, field: str, message: str, hint: str | None = None
-) -> CaiError:
+def fail(path: str, line: int | None, field: str, message: str, hint: str | None = None) -> CaiError:
     return CaiError(Problem(str(path), line, field, message, hint))

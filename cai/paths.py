@@ -12,6 +12,9 @@ from cai.errors import did_you_mean, fail
 
 _PKG = Path(__file__).resolve().parent
 
+# The constitution every command and recipe uses unless told otherwise (a shipped name).
+DEFAULT_CONSTITUTION = "harmless"
+
 
 def data_dir(name: str) -> Path:
     """A shipped data folder: principles, constitution, prompts or data."""
@@ -26,8 +29,9 @@ def shipped_names(folder: str, suffix: str = ".yaml") -> list[str]:
     return sorted(p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")) if d.is_dir() else []
 
 
-def resolve_named(ref: str, folder: str, what: str, base: Path | None = None,
-                  suffixes: tuple[str, ...] = (".yaml", ".yml")) -> Path:
+def resolve_named(
+    ref: str, folder: str, what: str, base: Path | None = None, suffixes: tuple[str, ...] = (".yaml", ".yml")
+) -> Path:
     """Resolve `ref` as a path (relative to `base` when given) or as a shipped name."""
     # Relative to the file that names it when there is one, never silently to the cwd: the
     # result must not depend on where the command runs.
@@ -42,5 +46,10 @@ def resolve_named(ref: str, folder: str, what: str, base: Path | None = None,
             if shipped.is_file():
                 return shipped.resolve()
     names = shipped_names(folder)
-    raise fail(ref, None, what, f"no such file or shipped {what} (shipped: {', '.join(names) or 'none'})",
-               did_you_mean(ref, names))
+    raise fail(
+        ref,
+        None,
+        what,
+        f"no such file or shipped {what} (shipped: {', '.join(names) or 'none'})",
+        did_you_mean(ref, names),
+    )

@@ -36,9 +36,16 @@ class StepProgress:
             )
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=Console(file=sys.stderr), transient=False)
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(file=sys.stderr),
+                transient=False,
+            )
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=self.total, rate="")
         return self

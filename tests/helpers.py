@@ -1,14 +1,18 @@
-"""Helpers shared by tests: run the real CLI in a subprocess, read records without timings."""
+"""Helpers shared by tests: run the real CLI in this process or in a subprocess, read records
+without timings."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,60 @@ def cai_env() -> dict[str, str]:
     env.pop("OPENAI_BASE_URL", None)
     env.pop("OPENAI_API_KEY", None)
     return env
+
+
+@dataclass(frozen=True)
+class Result:
+    """What `cai ARGS` did: its exit code and everything it printed."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str | None]) -> Iterator[None]:
+    """Set (str) or remove (None) variables for the duration; restore them exactly afterwards."""
+    saved = {k: os.environ.get(k) for k in changes}
+    try:
+        for k, v in changes.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """`cai ARGS` in this process, through `cai.cli.app.main` (the console script's entry point).
+
+    Same contract as `run_cai`: user errors are lines on stderr and exit code 2; typer exits
+    with SystemExit on success too. A bug is not caught: its exception fails the calling test.
+    The environment is `cai_env()`'s (no API endpoint) with a wide terminal so help text does
+    not wrap; ``env`` adds variables, ``cwd`` runs the command from another folder.
+    """
+    from cai.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    changes: dict[str, str | None] = {"OPENAI_BASE_URL": None, "OPENAI_API_KEY": None, "COLUMNS": "200"}
+    with _environ({**changes, **(env or {})}), contextlib.chdir(cwd or Path.cwd()):
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                main(list(args))
+        except SystemExit as e:
+            if isinstance(e.code, int):
+                code = e.code
+            elif e.code is not None:  # sys.exit("message"): the interpreter would print it, exit 1
+                err.write(f"{e.code}\n")
+                code = 1
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def cai_cmd(*args: str) -> list[str]:

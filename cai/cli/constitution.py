@@ -11,6 +11,7 @@ import typer
 
 from cai.cli.options import die
 from cai.errors import CaiError
+from cai.paths import DEFAULT_CONSTITUTION
 
 ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="Constitution: a path or a shipped name.")]
 TemplatesOpt = Annotated[
@@ -41,7 +42,7 @@ def render(
     template: Annotated[
         str, typer.Argument(help="critique, revision, comparison, comparison_cot, or any template name.")
     ],
-    constitution: ConstitutionOpt = "harmless",
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     principle: Annotated[str | None, typer.Option(help="Principle id (default: the first selected).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for template variables.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the messages as JSON.")] = False,

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from cai.cli.options import ConstitutionOpt, ModelOpt, QuietOpt, ShardOpt, settings_command
-from cai.models.settings import Backends, BackendSettings
+from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
+from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import CritiqueSettings, Seed, Window
 
 PromptsOpt = Annotated[
@@ -27,8 +28,8 @@ def critique(
     window: Window,
     run: Seed,
     backend: BackendSettings,
-    constitution: ConstitutionOpt = "harmless",
-    model: ModelOpt = "embedded",
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
+    model: ModelOpt = DEFAULT_MODEL,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -57,11 +58,11 @@ def try_principle(
     settings: CritiqueSettings,
     run: Seed,
     backend: BackendSettings,
-    constitution: ConstitutionOpt = "harmless",
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     principle: Annotated[
         list[str] | None, typer.Option("--principle", help="Principle id; repeat for several rounds.")
     ] = None,
-    model: ModelOpt = "embedded",
+    model: ModelOpt = DEFAULT_MODEL,
 ) -> None:
     """One critique→revision run of the stage on one prompt, printed round by round."""
     from cai.constitution.load import load_constitution

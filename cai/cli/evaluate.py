@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from cai.cli.options import QuietOpt, settings_command
-from cai.models.settings import Backends, BackendSettings
+from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
+from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import EvalSettings, Seed, Window
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -27,7 +28,7 @@ def eval_policy(
     backend: BackendSettings,
     judge: Annotated[
         str, typer.Option("--judge", "-j", help="Judge model spec for the win rates (used with --baseline).")
-    ] = "embedded",
+    ] = DEFAULT_MODEL,
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="Model to compare against (e.g. the SL-CAI model).")
     ] = None,
@@ -36,7 +37,7 @@ def eval_policy(
     ] = None,
     constitution: Annotated[
         str, typer.Option("--constitution", "-c", help="Comparison principles for the win rates.")
-    ] = "harmless",
+    ] = DEFAULT_CONSTITUTION,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for summary.json and samples.jsonl.")] = None,
     show: Annotated[int, typer.Option("--show", help="Samples to print.")] = 5,
     quiet: QuietOpt = False,

@@ -9,7 +9,8 @@ import typer
 
 from cai.cli.options import ConstitutionOpt, QuietOpt, ShardOpt, settings_command
 from cai.errors import fail
-from cai.models.settings import Backends, BackendSettings
+from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
+from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import JudgeEvalSettings, LabelSettings, Seed, Window
 
 JudgeOpt = Annotated[
@@ -24,7 +25,7 @@ def label(
     window: Window,
     run: Seed,
     backend: BackendSettings,
-    judge: JudgeOpt = "embedded",
+    judge: JudgeOpt = DEFAULT_MODEL,
     prompts: Annotated[
         str | None, typer.Option("--prompts", "-p", help="Prompts to sample response pairs for.")
     ] = None,
@@ -32,7 +33,7 @@ def label(
     pairs: Annotated[
         str | None, typer.Option("--pairs", help="Label these pairs instead of sampling (JSONL/TRL/HH-RLHF).")
     ] = None,
-    constitution: ConstitutionOpt = "harmless",
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -53,10 +54,14 @@ def label(
     where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
     with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
         if policy is None:
-            summary = label_pairs(c, backends(judge), window.apply(load_pairs(str(pairs))), out, settings, **where)
+            summary = label_pairs(
+                c, backends(judge, "--judge"), window.apply(load_pairs(str(pairs))), out, settings, **where
+            )
         else:
             items = window.apply(load_prompts(str(prompts)))
-            summary = label_prompts(c, backends(judge), backends(policy), items, out, settings, **where)
+            summary = label_prompts(
+                c, backends(judge, "--judge"), backends(policy, "--policy"), items, out, settings, **where
+            )
     t, pos = summary["throughput"], summary["position_bias"]
     typer.echo(
         f"{summary['records']} pairs ({summary['exported']} exported, "
@@ -73,11 +78,11 @@ def judge_eval(
     window: Window,
     run: Seed,
     backend: BackendSettings,
-    judge: JudgeOpt = "embedded",
+    judge: JudgeOpt = DEFAULT_MODEL,
     pairs: Annotated[
         str, typer.Option("--pairs", help="Human-labelled pairs: TRL preference JSONL, HH-RLHF, or judge-dev.")
     ] = "judge-dev",
-    constitution: ConstitutionOpt = "harmless",
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for summary.json and judgements.jsonl.")
     ] = None,
@@ -94,7 +99,13 @@ def judge_eval(
         raise fail(pairs, None, "chosen", "judge-eval needs human-labelled pairs (chosen/rejected)")
     with Backends(backend, quiet=quiet) as backends:
         summary, judged = evaluate_judge(
-            c, backends(judge), items, settings.judge, seed=run.seed, batch_size=settings.batch_size, quiet=quiet
+            c,
+            backends(judge, "--judge"),
+            items,
+            settings.judge,
+            seed=run.seed,
+            batch_size=settings.batch_size,
+            quiet=quiet,
         )
     typer.echo(format_report(summary))
     if out is not None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cai.cli.options import settings_command
+from cai.models.settings import DEFAULT_MODEL
 from cai.stages.settings import Seed, Window
 from cai.train.settings import PmSettings, RlSettings, SftSettings
 
@@ -56,9 +57,9 @@ def sft(
     out: OutOpt,
     settings: SftSettings,
     run: Seed,
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: embedded, a model folder or hub id.")] = (
-        "embedded"
-    ),
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Base model: embedded, a model folder or hub id.")
+    ] = DEFAULT_MODEL,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -102,7 +103,7 @@ def pm(
     model: Annotated[
         str,
         typer.Option("--model", "-m", help="Base model; use the policy (SL-CAI model) so the PM shares its tokenizer."),
-    ] = "embedded",
+    ] = DEFAULT_MODEL,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,

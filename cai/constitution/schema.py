@@ -23,9 +23,7 @@ class Strict(BaseModel):
 
 def _check_id(v: str) -> str:
     if not ID_RE.match(v):
-        raise ValueError(
-            "ids use lowercase letters, digits, '-', '_' and '.', at most 80 characters"
-        )
+        raise ValueError("ids use lowercase letters, digits, '-', '_' and '.', at most 80 characters")
     return v
 
 
@@ -63,9 +61,7 @@ class ComparisonLibrary(Strict):
 
 
 class ExemplarRound(Strict):
-    principle: str = Field(
-        description="Id of the critique principle whose requests this round uses."
-    )
+    principle: str = Field(description="Id of the critique principle whose requests this round uses.")
     critique: str = Field(min_length=1)
     revision: str = Field(min_length=1)
 
@@ -108,20 +104,14 @@ class CritiqueSection(Strict):
     principles: Selection = Field(default_factory=Selection, description="Both empty: all.")
     rounds: int = Field(1, ge=1, le=16, description="Critique→revision rounds per prompt.")
     sampling: Sampling = Field(default_factory=Sampling)
-    few_shot: int | None = Field(
-        None, ge=0, description="How many exemplars to show; all if unset."
-    )
+    few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
     exemplars: list[CritiqueExemplar] = []
-    exemplars_file: str | None = Field(
-        None, description="YAML file of exemplars, relative to the constitution."
-    )
+    exemplars_file: str | None = Field(None, description="YAML file of exemplars, relative to the constitution.")
 
 
 class ComparisonSection(Strict):
     principles: Selection = Field(default_factory=Selection, description="Both empty: all.")
-    few_shot: int | None = Field(
-        None, ge=0, description="How many exemplars to show; all if unset."
-    )
+    few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
     exemplars: list[ComparisonExemplar] = []
     exemplars_file: str | None = None
 
@@ -141,9 +131,7 @@ class ConstitutionSpec(Strict):
     include: str | None = Field(None, description="Another constitution (name or path) to extend.")
     system_prompt: str | None = None
     libraries: list[str] = Field(min_length=1, description="Principle library files.")
-    template_dirs: list[str] = Field(
-        [], description="Template folders overriding the shipped ones."
-    )
+    template_dirs: list[str] = Field([], description="Template folders overriding the shipped ones.")
     critique: CritiqueSection = Field(default_factory=CritiqueSection)
     comparison: ComparisonSection = Field(default_factory=ComparisonSection)
     templates: Templates = Field(default_factory=Templates)

@@ -24,9 +24,7 @@ def expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files += sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix in (*YAML_SUFFIXES, ".jinja")
-            )
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (*YAML_SUFFIXES, ".jinja"))
         elif p.is_file():
             if p.suffix in (*YAML_SUFFIXES, ".jinja"):
                 files.append(p)
@@ -66,11 +64,7 @@ def _kind_with_extra(doc, kinds: dict[str, KindValidator]) -> str:
     except CaiError as e:
         p = e.problems[0]
         if p.field == "kind":
-            p.message = (
-                p.message.replace(")", f", {', '.join(kinds)})", 1)
-                if "(one of" in p.message
-                else p.message
-            )
+            p.message = p.message.replace(")", f", {', '.join(kinds)})", 1) if "(one of" in p.message else p.message
         raise
 
 

@@ -104,9 +104,7 @@ class _Builder:
         self.count += 1
         line = node.start_mark.line + self.first_line
         if self.count > MAX_NODES:
-            raise fail(
-                self.path, line, _dotted(loc), "document expands to too many nodes (alias bomb?)"
-            )
+            raise fail(self.path, line, _dotted(loc), "document expands to too many nodes (alias bomb?)")
         if len(loc) > 2 * MAX_DEPTH:  # only a self-referencing alias gets here (`&a [*a]`)
             raise fail(self.path, line, _dotted(loc[:8]), "nested too deeply (recursive alias?)")
         self.lines.setdefault(loc, line)

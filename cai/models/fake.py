@@ -49,7 +49,8 @@ def _tag(conversation: Conversation) -> str:
     lowered = last_user.lower()
     if "critique" in lowered:
         return "Critique: "
-    if "revise" in lowered or "rewrite" in lowered:
+    # Revision requests are principle text written by people: match the words they use for it.
+    if any(word in lowered for word in ("revis", "rewrit", "new version")):
         return "Revision: "
     return "Response: "
 

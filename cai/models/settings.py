@@ -13,6 +13,9 @@ from pydantic import Field
 from cai.constitution.schema import Strict
 from cai.errors import fail
 
+# The model spec every command and recipe uses unless told otherwise.
+DEFAULT_MODEL = "embedded"
+
 
 class BackendSettings(Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (default: OPENAI_BASE_URL).")
@@ -44,8 +47,11 @@ def _no_loading_bar(quiet: bool) -> Iterator[None]:
             tf_logging.enable_progress_bar()
 
 
-def open_backend(spec: str, backend: BackendSettings | None = None, *, quiet: bool = False) -> Any:
-    """A backend for `spec`; a spec that names nothing usable is a one-line `--model` error."""
+def open_backend(
+    spec: str, backend: BackendSettings | None = None, *, quiet: bool = False, named_by: str = "--model"
+) -> Any:
+    """A backend for `spec`; a spec that names nothing usable is a one-line error naming the
+    option (or recipe key) `named_by` that gave it."""
     from cai.models.base import ModelSpecError
     from cai.models.spec import load_backend
 
@@ -61,7 +67,7 @@ def open_backend(spec: str, backend: BackendSettings | None = None, *, quiet: bo
                 concurrency=b.concurrency,
             )
     except ModelSpecError as e:
-        raise fail("--model", None, spec, str(e)) from None
+        raise fail(named_by, None, spec, str(e)) from None
 
 
 class Backends:
@@ -73,9 +79,9 @@ class Backends:
         self.quiet = quiet
         self.opened: dict[str, Any] = {}
 
-    def __call__(self, spec: str) -> Any:
+    def __call__(self, spec: str, named_by: str = "--model") -> Any:
         if spec not in self.opened:
-            self.opened[spec] = open_backend(spec, self.settings, quiet=self.quiet)
+            self.opened[spec] = open_backend(spec, self.settings, quiet=self.quiet, named_by=named_by)
         return self.opened[spec]
 
     def __enter__(self) -> Backends:

@@ -99,7 +99,9 @@ def _critique(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.stages.critique import run_critique
 
     with ctx.backends() as backends:
-        backend = backends(cfg.model or ctx.recipe.models.policy)
+        backend = backends(
+            cfg.model or ctx.recipe.models.policy, "models.policy" if cfg.model is None else "stages.critique.model"
+        )
         settings = settings_of(cfg, CritiqueSettings)
         return run_critique(ctx.constitution, ctx.prompts(cfg), backend, out, settings, seed=ctx.seed, quiet=ctx.quiet)
 
@@ -123,7 +125,7 @@ def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.stages.label import label_prompts
 
     with ctx.backends() as backends:
-        judge, policy = backends(ctx.recipe.models.judge), backends(ctx.policy_spec())
+        judge, policy = backends(ctx.recipe.models.judge, "models.judge"), backends(ctx.policy_spec(), "models.policy")
         settings = settings_of(cfg, LabelSettings)
         return label_prompts(
             ctx.constitution, judge, policy, ctx.prompts(cfg), out, settings, seed=ctx.seed, quiet=ctx.quiet

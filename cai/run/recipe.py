@@ -17,7 +17,8 @@ from pydantic import Field, ValidationError
 from cai.constitution.schema import Strict, problems_from_validation
 from cai.constitution.yamlio import YamlDoc, load_yaml
 from cai.errors import CaiError, Problem, did_you_mean, fail
-from cai.models.settings import BackendSettings
+from cai.models.settings import DEFAULT_MODEL, BackendSettings
+from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Seed, Window
 from cai.train.settings import PmSettings, RlSettings, SftSettings
 
@@ -25,8 +26,8 @@ STAGE_ORDER = ("critique", "sft", "label", "pm", "ppo", "eval")
 
 
 class Models(BackendSettings):
-    policy: str = Field("embedded", description="The helpful model that SL-CAI starts from (model spec).")
-    judge: str = Field("embedded", description="The feedback model for labels and evaluation (model spec).")
+    policy: str = Field(DEFAULT_MODEL, description="The helpful model that SL-CAI starts from (model spec).")
+    judge: str = Field(DEFAULT_MODEL, description="The feedback model for labels and evaluation (model spec).")
 
 
 class PromptSlice(Window):
@@ -78,7 +79,7 @@ class Recipe(Seed):
     kind: Literal["recipe"]
     name: str = Field(min_length=1)
     description: str = ""
-    constitution: str = Field("harmless", description="Constitution name or path (relative to the recipe).")
+    constitution: str = Field(DEFAULT_CONSTITUTION, description="Constitution name or path (relative to the recipe).")
     models: Models = Field(default_factory=Models)
     stages: Stages
 

@@ -38,8 +38,12 @@ def sft_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def usable(r: dict[str, Any]) -> bool:
-    return r.get("error") is None and bool(r.get("final_revision")) and bool(r.get("rounds")) and \
-        not (set(r["rounds"][-1]["flags"]) & EXCLUDING_FLAGS)
+    return (
+        r.get("error") is None
+        and bool(r.get("final_revision"))
+        and bool(r.get("rounds"))
+        and not (set(r["rounds"][-1]["flags"]) & EXCLUDING_FLAGS)
+    )
 
 
 def export_critique(store: Store, out: str | Path) -> dict[str, Any]:

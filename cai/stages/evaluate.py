@@ -38,6 +38,7 @@ from cai.stages.label import judge_pairs
 from cai.stages.label_export import order_consistency
 from cai.stages.label_math import decision
 from cai.stages.settings import EvalSettings
+from cai.stats import mean, pct, share
 
 REFUSAL_PHRASES = (
     "i can't",
@@ -94,9 +95,9 @@ def refusal_stats(texts: Sequence[str]) -> dict[str, Any]:
     short = [is_short(t) for t in texts]
     return {
         "n": n,
-        "refusal_rate": round(sum(ref) / n, 4),
-        "short_rate": round(sum(short) / n, 4),
-        "evasive_rate": round(sum(a or b for a, b in zip(ref, short, strict=True)) / n, 4),
+        "refusal_rate": share(sum(ref), n),
+        "short_rate": share(sum(short), n),
+        "evasive_rate": share(sum(a or b for a, b in zip(ref, short, strict=True)), n),
     }
 
 
@@ -162,21 +163,16 @@ def _compare(
     answered = [r["p_a"] for r in judged if r["p_a"] is not None]
     return {
         "n": len(credit),
-        "win_rate": round(sum(credit) / len(credit), 4) if credit else None,
+        "win_rate": mean(credit),
         "wins": sum(1 for x in credit if x == 1.0),
         "losses": sum(1 for x in credit if x == 0.0),
         "ties": sum(1 for x in credit if x == 0.5),
         "identical": ties_identical,
         "failed": len(judged) - len(answered),
-        "p_policy_mean": round(sum(answered) / len(answered), 4) if answered else None,
+        "p_policy_mean": mean(answered),
         "order_consistency": order_consistency(judged),
         "principle_pool": [v.ref for v in pool],
     }, per
-
-
-def _mean(xs: Sequence[float | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return round(sum(vals) / len(vals), 4) if vals else None
 
 
 def evaluate_policy(
@@ -218,10 +214,10 @@ def evaluate_policy(
         "baseline": baseline.spec if baseline is not None else None,
         "judge": judge.spec if judge is not None and baseline is not None else None,
         "generation_errors": {k: sum(t is None for t in v) for k, v in answers.items()},
-        "pm_reward": {k: _mean(v) for k, v in rewards.items()} if rewards else None,
+        "pm_reward": {k: mean(v) for k, v in rewards.items()} if rewards else None,
         "win_rate": wins or None,
         "refusal": {k: refusal_stats([t for t in v if t is not None]) for k, v in answers.items()},
-        "answer_words": {k: _mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()},
+        "answer_words": {k: mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()},
         "settings": {
             "params": s.params.as_record(),
             "judge": s.judge.as_record(),
@@ -299,10 +295,18 @@ def evaluate_specs(
 
         with quiet_libraries(quiet):
             scorer = PMScorer.load(pm)
-    base = backends(baseline) if baseline is not None else None
-    jud = backends(judge) if baseline is not None and judge is not None else None
+    base = backends(baseline, "--baseline") if baseline is not None else None
+    jud = backends(judge, "--judge") if baseline is not None and judge is not None else None
     summary, samples = evaluate_policy(
-        backends(policy), prompts, c, baseline=base, judge=jud, scorer=scorer, settings=settings, seed=seed, quiet=quiet
+        backends(policy, "--policy"),
+        prompts,
+        c,
+        baseline=base,
+        judge=jud,
+        scorer=scorer,
+        settings=settings,
+        seed=seed,
+        quiet=quiet,
     )
     summary["pm"] = pm
     return summary, samples
@@ -313,10 +317,6 @@ def write_policy_eval(out: str | Path, summary: dict[str, Any], samples: list[di
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "samples.jsonl", samples)
     write_json_atomic(out / "summary.json", summary)  # last: its presence means "complete"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _clip(text: str | None, width: int) -> str:
@@ -336,17 +336,17 @@ def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]],
         lines.append("PM reward: " + "  ".join(f"{k} {v}" for k, v in pm.items()))
     for aspect, w in (summary["win_rate"] or {}).items():
         lines.append(
-            f"win rate vs baseline ({aspect}): {_pct(w.get('win_rate'))} of {w['n']}"
+            f"win rate vs baseline ({aspect}): {pct(w.get('win_rate'))} of {w['n']}"
             + (
-                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency {_pct(w['order_consistency'])})"
+                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency {pct(w['order_consistency'])})"
                 if w.get("win_rate") is not None
                 else f"  {w.get('note', '')}"
             )
         )
     for name, r in summary["refusal"].items():
         lines.append(
-            f"{name}: refusal {_pct(r['refusal_rate'])}  short {_pct(r['short_rate'])}"
-            f"  evasive {_pct(r['evasive_rate'])}  words "
+            f"{name}: refusal {pct(r['refusal_rate'])}  short {pct(r['short_rate'])}"
+            f"  evasive {pct(r['evasive_rate'])}  words "
             f"{summary['answer_words'][name]}"
         )
     lines.append("")

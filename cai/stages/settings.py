@@ -112,9 +112,11 @@ class JudgeSettings(StageSettings):
             return (lo, hi)
         if isinstance(v, str):
             return "none"
-        if isinstance(v, list):
-            return tuple(float(x) for x in v)
-        return v
+        if v is None:
+            return v
+        if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int | float) for x in v):
+            return (float(v[0]), float(v[1]))
+        raise ValueError(f"expected lo,hi such as 0.4,0.6 or none, got {v!r}")
 
     @field_validator("clamp")
     @classmethod

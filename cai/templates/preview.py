@@ -32,29 +32,22 @@ def preview_messages(
         # A template no pipeline step uses: render it alone with the given values.
         info = c.renderer.info(template)
         values = {
-            k: sets.get(k, placeholder(k, t)) if t == "text" else placeholder(k, t)
-            for k, t in info.variables.items()
+            k: sets.get(k, placeholder(k, t)) if t == "text" else placeholder(k, t) for k, t in info.variables.items()
         }
         unknown = sorted(set(sets) - set(info.variables))
         if unknown:
-            raise fail(
-                "--set", None, unknown[0], f"template {template!r} has no such variable", None
-            )
+            raise fail("--set", None, unknown[0], f"template {template!r} has no such variable", None)
         return [{"role": "user", "content": c.renderer.render(template, **values)}]
     allowed = STEP_VARS[role]
     unknown = sorted(set(sets) - set(allowed))
     if unknown:
-        raise fail(
-            "--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})"
-        )
+        raise fail("--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})")
     v = {k: sets.get(k, f"<{k}>") for k in allowed}
     prompt = [{"role": "user", "content": v["prompt"]}]
     if role in ("critique", "revision"):
         p = c.critique_principle(principle) if principle else c.critique_principles[0]
         if not fewshot:
-            c.spec = c.spec.model_copy(
-                update={"critique": c.spec.critique.model_copy(update={"few_shot": 0})}
-            )
+            c.spec = c.spec.model_copy(update={"critique": c.spec.critique.model_copy(update={"few_shot": 0})})
         if role == "critique":
             return conv.critique_messages(c, prompt, v["response"], p)
         return conv.revision_messages(c, prompt, v["response"], p, v["critique"])

@@ -1,10 +1,7 @@
-"""Sandboxed rendering of the Jinja prompt templates.
+"""Rendering the Jinja prompt templates, inside the sandbox of `cai.templates.sandbox`.
 
-Templates are shared like code but loaded like data: they render in Jinja's immutable sandbox
-with StrictUndefined, no globals, no `attr`/`format`/`random` filters, size limits on `*`/`**`/`%`
-and on integer arguments (widths, paddings), and a time budget per render checked on every call
-and loop iteration, so a template can neither reach Python internals nor stall a run. Each
-template starts with a header comment declaring its variables::
+Templates are shared like code but loaded like data (see the sandbox for what a template may
+not do). Each template starts with a header comment declaring its variables::
 
     {#- cai
     description: what the template is for
@@ -17,13 +14,9 @@ Variable types (text, messages, list, number) let `cai validate` dry-render with
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
 import hashlib
-import operator
 import re
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,116 +24,15 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from cai.constitution.yamlio import load_yaml, read_text
 from cai.errors import CaiError, Problem, did_you_mean, fail
 from cai.paths import data_dir
+from cai.templates import sandbox
 
 HEADER_RE = re.compile(r"\A\{#-?\s*cai[ \t]*\n(?P<body>.*?)-?#\}", re.DOTALL)
 VAR_TYPES = ("text", "messages", "list", "number")
-MAX_SEQUENCE = 200_000
-
-
-MAX_INT_BITS = 4096
-RENDER_SECONDS = 2.0
-_BUDGET_FILTER = "_cai_budget"
-# Set for the duration of one render; checked on every call and loop iteration, so neither a
-# loop nor (mutually) recursive macros can stall a run. A ContextVar keeps renders in different
-# threads independent.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "cai_render_deadline", default=None
-)
-_WIDTH_RE = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d*)(?:\.(\d*))?")
-
-
-def _tick() -> None:
-    deadline = _DEADLINE.get()
-    if deadline is not None and time.monotonic() > deadline:
-        raise SecurityError(f"template took longer than {RENDER_SECONDS:g}s to render")
-
-
-def _check_args(args: Iterable[Any]) -> None:
-    """Refuse huge integer arguments: `ljust`, `center`, `indent`, format widths … allocate them."""
-    for a in args:
-        if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_SEQUENCE:
-            raise SecurityError(f"numeric argument {a} too large in template")
-
-
-def _budgeted(iterable: Iterable[Any]) -> Iterator[Any]:
-    for item in iterable:
-        _tick()
-        yield item
-
-
-def _guard_filter(func: Any) -> Any:
-    skip = 2 if getattr(func, "jinja_pass_arg", None) is not None else 1
-
-    @functools.wraps(func)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        _tick()
-        _check_args([*args[skip:], *kwargs.values()])
-        return func(*args, **kwargs)
-
-    return guarded
-
-
-class _LimitedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox plus bounds on operators that could exhaust memory or time."""
-
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-
-    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        _tick()
-        _check_args([*args, *kwargs.values()])
-        return super().call(context, obj, *args, **kwargs)
-
-    def wrap_str_format(self, value: Any) -> Any:
-        # Widths written into the format string itself ("{:>999999999}"); nested widths arrive
-        # as arguments and are checked in `call`.
-        owner = getattr(value, "__self__", None)
-        if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
-            for spec in re.findall(r"\{[^{}]*\}", owner):
-                _check_args(int(d) for d in re.findall(r"\d+", spec))
-        return super().wrap_str_format(value)
-
-    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        if operator_name == "**":
-            if isinstance(right, int | float) and abs(right) > 64:
-                raise SecurityError("exponent too large in template")
-            if (
-                isinstance(left, int)
-                and isinstance(right, int)
-                and right > 0
-                and abs(left).bit_length() * right > MAX_INT_BITS
-            ):
-                raise SecurityError("number too large in template")
-            return operator.pow(left, right)
-        if operator_name == "*":
-            for seq, n in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(n, int)
-                    and len(seq) * n > MAX_SEQUENCE
-                ):
-                    raise SecurityError("sequence repetition too large in template")
-            if (
-                isinstance(left, int)
-                and isinstance(right, int)
-                and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS
-            ):
-                raise SecurityError("number too large in template")
-            return operator.mul(left, right)
-        if operator_name == "%":
-            if isinstance(left, str):
-                widths = [int(w) for m in _WIDTH_RE.finditer(left) for w in m.groups() if w]
-                _check_args(widths)
-                _check_args(right if isinstance(right, tuple) else [right])
-            return operator.mod(left, right)
-        result = operator.add(left, right)
-        if isinstance(result, str | list | tuple) and len(result) > MAX_SEQUENCE * 10:
-            raise SecurityError("string too large in template")
-        return result
 
 
 @dataclass(frozen=True)
@@ -150,38 +42,6 @@ class TemplateInfo:
     description: str
     variables: dict[str, str]
     sha256: str
-
-
-def _make_env(dirs: Sequence[Path]) -> jinja2.Environment:
-    env = _LimitedSandbox(
-        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    # No globals at all: lipsum, cycler, joiner, namespace, range and dict are classic stepping
-    # stones in sandbox escapes, and prompts do not need them.
-    env.globals.clear()
-    # `random` is left out too: a prompt must render the same way every time.
-    for unsafe in (
-        "attr",
-        "format",
-        "xmlattr",
-        "map",
-        "select",
-        "reject",
-        "selectattr",
-        "rejectattr",
-        "groupby",
-        "sum",
-        "random",
-    ):
-        env.filters.pop(unsafe, None)
-    env.filters = {name: _guard_filter(f) for name, f in env.filters.items()}
-    env.filters[_BUDGET_FILTER] = _budgeted
-    return env
 
 
 def template_lineno(exc: BaseException, filename: str | None) -> int | None:
@@ -218,7 +78,7 @@ class PromptRenderer:
 
     def __init__(self, extra_dirs: Sequence[str | Path] = ()):
         self.dirs = [Path(d).resolve() for d in extra_dirs] + [data_dir("prompts").resolve()]
-        self._env = _make_env(self.dirs)
+        self._env = sandbox.make_env(self.dirs)
         self._info: dict[str, TemplateInfo] = {}
         # Compiled once per name: stages render the same few templates for every prompt.
         self._compiled: dict[str, jinja2.Template] = {}
@@ -249,9 +109,7 @@ class PromptRenderer:
             raise fail(str(info.path), 1, "variables", f"no value given for {', '.join(missing)}")
         undeclared = sorted(set(variables) - set(info.variables))
         if undeclared:
-            raise fail(
-                str(info.path), 1, "variables", f"template does not declare {', '.join(undeclared)}"
-            )
+            raise fail(str(info.path), 1, "variables", f"template does not declare {', '.join(undeclared)}")
         if name not in self._compiled:
             self._compiled[name] = compile_file(info.path, self._env)
         return render_template(self._compiled[name], variables).strip()
@@ -269,9 +127,7 @@ def parse_header(path: Path, source: str) -> tuple[str, dict[str, str]]:
     doc = load_yaml(path, m.group("body"), first_line=2)  # the header's YAML starts on line 2
     data = doc.data
     if not isinstance(data, dict):
-        raise fail(
-            str(path), 2, "header", "header must be a mapping with description and variables"
-        )
+        raise fail(str(path), 2, "header", "header must be a mapping with description and variables")
     unknown = set(data) - {"description", "variables"}
     if unknown:
         key = sorted(unknown)[0]
@@ -352,15 +208,11 @@ def _as_template_error(where: str) -> Iterator[None]:
     except SecurityError as e:
         raise fail(where, template_lineno(e, where), "template", f"unsafe operation: {e}") from None
     except jinja2.UndefinedError as e:
-        raise fail(
-            where, template_lineno(e, where), "template", f"undefined: {e.message}"
-        ) from None
+        raise fail(where, template_lineno(e, where), "template", f"undefined: {e.message}") from None
     except jinja2.TemplateError as e:
         raise fail(where, template_lineno(e, where), "template", str(e.message or e)) from None
     except Exception as e:  # anything a template makes Python raise is the template's problem
-        raise fail(
-            where, template_lineno(e, where), "template", f"render failed: {type(e).__name__}: {e}"
-        ) from None
+        raise fail(where, template_lineno(e, where), "template", f"render failed: {type(e).__name__}: {e}") from None
 
 
 def compile_file(path: Path, env: jinja2.Environment) -> jinja2.Template:
@@ -370,9 +222,7 @@ def compile_file(path: Path, env: jinja2.Environment) -> jinja2.Template:
     with _as_template_error(where):
         ast = env.parse(source, filename=where)
         for loop in list(ast.find_all(nodes.For)):
-            loop.iter = nodes.Filter(
-                loop.iter, _BUDGET_FILTER, [], [], None, None, lineno=loop.lineno
-            )
+            loop.iter = nodes.Filter(loop.iter, sandbox.BUDGET_FILTER, [], [], None, None, lineno=loop.lineno)
         template = env.from_string(ast)
         template.filename = where  # Jinja's rewritten tracebacks then point into this file
     return template
@@ -381,12 +231,8 @@ def compile_file(path: Path, env: jinja2.Environment) -> jinja2.Template:
 def render_template(template: jinja2.Template, variables: dict[str, Any]) -> str:
     """Render a compiled template under the per-render time limit."""
     where = str(template.filename)
-    token = _DEADLINE.set(time.monotonic() + RENDER_SECONDS)
-    try:
-        with _as_template_error(where):
-            return template.render(**variables)
-    finally:
-        _DEADLINE.reset(token)
+    with sandbox.time_limit(), _as_template_error(where):
+        return template.render(**variables)
 
 
 def render_file(path: Path, env: jinja2.Environment, variables: dict[str, Any]) -> str:
@@ -395,7 +241,7 @@ def render_file(path: Path, env: jinja2.Environment, variables: dict[str, Any]) 
 
 def dry_render(path: Path, extra_dirs: Sequence[Path] = ()) -> list[Problem]:
     """Validate one template file: header, syntax, declared variables, sandboxed render."""
-    env = _make_env([*extra_dirs, path.parent])
+    env = sandbox.make_env([*extra_dirs, path.parent])
     try:
         info = inspect_template(path, env)
         render_file(path, env, {k: placeholder(k, t) for k, t in info.variables.items()})

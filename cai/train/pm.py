@@ -102,9 +102,9 @@ def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefT
         )
         used: list[PrefRow] = []
         for row, loc in zip(raw, locs, strict=True):
-            where = (loc.path, loc.line)
+            where = loc.where()
             pair = parse_pair_row(row, where)
-            p = None if human else _p_of(row, where, loc.field("p_chosen"))
+            p = None if human else _p_of(row, where, "p_chosen")
             table.soft_rows += p is not None
             used.append(PrefRow(pair.prompt, pair.a, pair.b, 1.0 if p is None else p))
             if isinstance(row.get("fingerprint"), str):

@@ -24,9 +24,7 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_preference_loss(
-    r_chosen: torch.Tensor, r_rejected: torch.Tensor, p_chosen: torch.Tensor
-) -> torch.Tensor:
+def soft_preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p_chosen: torch.Tensor) -> torch.Tensor:
     """Mean soft-label Bradley–Terry cross-entropy (see the module docstring)."""
     d = r_chosen - r_rejected
     p = p_chosen.to(d.dtype)

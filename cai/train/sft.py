@@ -51,12 +51,10 @@ def to_example(messages: Any, loc: Loc) -> Example | None:
     clean = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise fail(*where, loc.field(f"messages[{i}]"),
-                       "must be an object with role and content")
+            raise fail(*where, loc.field(f"messages[{i}]"), "must be an object with role and content")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
-            raise fail(*where, loc.field(f"messages[{i}].role"),
-                       f"{role!r} is not one of {', '.join(ROLES)}")
+            raise fail(*where, loc.field(f"messages[{i}].role"), f"{role!r} is not one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise fail(*where, loc.field(f"messages[{i}].content"), "must be a string")
         clean.append({"role": role, "content": content})  # drops keys Arrow filled with None
@@ -83,8 +81,9 @@ def load_messages(paths: Sequence[str], option: str) -> MessageTable:
     """Read `messages` rows from SL-CAI output folders, saved datasets or JSONL files."""
     table = MessageTable()
     for path in paths:
-        rows, locs, source, kind = load_table(path, ["messages"], jsonl_names=SFT_JSONL,
-                                              option=option, optional=["fingerprint"])
+        rows, locs, source, kind = load_table(
+            path, ["messages"], jsonl_names=SFT_JSONL, option=option, optional=["fingerprint"]
+        )
         used = []
         for row, loc in zip(rows, locs, strict=True):
             ex = to_example(row["messages"], loc)
@@ -106,8 +105,9 @@ def helpful_count(n_cai: int, ratio: float) -> int:
     return round(ratio * n_cai / (1.0 - ratio))
 
 
-def mix_helpful(cai_rows: list[Example], helpful_rows: list[Example], ratio: float,
-                rng: random.Random) -> tuple[list[Example], int]:
+def mix_helpful(
+    cai_rows: list[Example], helpful_rows: list[Example], ratio: float, rng: random.Random
+) -> tuple[list[Example], int]:
     """CAI rows plus a seeded sample of helpful rows, shuffled; returns (rows, helpful used).
 
     When there are fewer helpful rows than the ratio asks for, all are used (never repeated, so
@@ -120,8 +120,9 @@ def mix_helpful(cai_rows: list[Example], helpful_rows: list[Example], ratio: flo
     return mixed, len(picked)
 
 
-def split_eval(rows: list[Example], fraction: float, rng: random.Random,
-               where: str) -> tuple[list[Example], list[Example]]:
+def split_eval(
+    rows: list[Example], fraction: float, rng: random.Random, where: str
+) -> tuple[list[Example], list[Example]]:
     """Hold out `fraction` of the revision data (before mixing, so eval is pure CAI data)."""
     if fraction <= 0:
         return rows, []
@@ -146,15 +147,24 @@ class SFTData:
 
     def counts(self) -> dict[str, Any]:
         n = len(self.train)
-        return {"train": n, "eval": len(self.eval), "helpful": self.helpful_used,
-                "cai": n - self.helpful_used, "skipped_empty_answer": self.cai.skipped_empty
-                + (self.helpful.skipped_empty if self.helpful else 0),
-                "helpful_ratio_actual": round(self.helpful_used / n, 4) if n else 0.0}
+        return {
+            "train": n,
+            "eval": len(self.eval),
+            "helpful": self.helpful_used,
+            "cai": n - self.helpful_used,
+            "skipped_empty_answer": self.cai.skipped_empty + (self.helpful.skipped_empty if self.helpful else 0),
+            "helpful_ratio_actual": round(self.helpful_used / n, 4) if n else 0.0,
+        }
 
 
-def prepare_sft_data(data_dirs: Sequence[str], *, helpful: Sequence[str] | None = None,
-                     helpful_ratio: float = 0.0, eval_fraction: float = 0.0,
-                     seed: int = 0) -> SFTData:
+def prepare_sft_data(
+    data_dirs: Sequence[str],
+    *,
+    helpful: Sequence[str] | None = None,
+    helpful_ratio: float = 0.0,
+    eval_fraction: float = 0.0,
+    seed: int = 0,
+) -> SFTData:
     """Load, validate, split and mix; every user mistake is a `CaiError` naming file and row."""
     if not data_dirs:
         raise fail("--data", None, "", "give at least one data folder")
@@ -166,8 +176,9 @@ def prepare_sft_data(data_dirs: Sequence[str], *, helpful: Sequence[str] | None 
         raise fail("--helpful", None, "", "--helpful-ratio > 0 needs --helpful data")
     cai_table = load_messages(data_dirs, "--data")
     if not cai_table.examples:
-        raise fail(data_dirs[0], None, "--data", "no usable rows "
-                   f"({cai_table.skipped_empty} with an empty final answer)")
+        raise fail(
+            data_dirs[0], None, "--data", f"no usable rows ({cai_table.skipped_empty} with an empty final answer)"
+        )
     rng = random.Random(seed)
     train, held = split_eval(cai_table.examples, eval_fraction, rng, data_dirs[0])
     help_table, used = None, 0
@@ -215,11 +226,16 @@ def train_sft(
         output.prepare()
         trainer = _build_trainer(path, tokenizer, data, output, config, quiet)
         summary = _train_and_summarize(trainer, data, out)
-        meta = {"base_model": model, "base_model_path": path,
-                "data": [src.as_record() for src in data.cai.sources],
-                "helpful": [src.as_record() for src in data.helpful.sources] if data.helpful else [],
-                "constitution_fingerprints": sorted(data.cai.fingerprints),
-                "settings": recorded, "final_loss": summary["train_loss_last"], "summary": summary}
+        meta = {
+            "base_model": model,
+            "base_model_path": path,
+            "data": [src.as_record() for src in data.cai.sources],
+            "helpful": [src.as_record() for src in data.helpful.sources] if data.helpful else [],
+            "constitution_fingerprints": sorted(data.cai.fingerprints),
+            "settings": recorded,
+            "final_loss": summary["train_loss_last"],
+            "summary": summary,
+        }
         output.finalize(trainer, tokenizer, meta)
     return summary
 
@@ -230,8 +246,9 @@ def _chat_tokenizer(path: str, model: str) -> Any:
     except OSError as e:  # not a folder here and not reachable as a hub id
         raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
     if not tokenizer.chat_template:
-        raise fail(model, None, "--model", "the tokenizer has no chat template; SFT on "
-                   "`messages` needs an instruct/chat model")
+        raise fail(
+            model, None, "--model", "the tokenizer has no chat template; SFT on `messages` needs an instruct/chat model"
+        )
     return tokenizer
 
 
@@ -263,8 +280,7 @@ def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any
     }
 
 
-def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any,
-                   quiet: bool) -> Any:
+def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any, quiet: bool) -> Any:
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -281,6 +297,10 @@ def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput
     if quiet:
         trainer.remove_callback(PrinterCallback)
     if len(trainer.train_dataset) == 0:
-        raise fail(data.cai.sources[0].path, None, "--max-length",
-                   f"every prompt is longer than {config.max_length} tokens; raise --max-length")
+        raise fail(
+            data.cai.sources[0].path,
+            None,
+            "--max-length",
+            f"every prompt is longer than {config.max_length} tokens; raise --max-length",
+        )
     return trainer

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
-from cai.io.readers import is_saved_dataset, iter_jsonl, load_saved_dataset
+from cai.io.readers import is_saved_dataset, iter_jsonl, load_saved_dataset, row_where
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class Loc:
 
     def field(self, name: str) -> str:
         return name if self.line is not None else f"row {self.index}: {name}"
+
+    def where(self) -> tuple[str, int | None]:
+        """(path, line) for errors: a JSONL line, or a dataset row named in the path part."""
+        return (self.path, self.line) if self.line is not None else row_where(self.path, self.index)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_eval_policy_on_the_embedded_model(tmp_path: Path, embedded_model_dir: Path) -> None:
-    from cai.models.settings import open_backend
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
+    from cai.models.settings import open_backend
     from cai.stages.evaluate import evaluate_policy, write_policy_eval
     from cai.stages.settings import EvalSettings
     from cai.train.rl_common import PMScorer

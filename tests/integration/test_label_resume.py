@@ -10,8 +10,6 @@ import pytest
 
 from tests.helpers import count_lines, kill_when, records_without_timing, run_cai
 
-pytest.importorskip("cai.models.spec", reason="model specs (fake backend) not available yet")
-
 ARGS = [
     "label",
     "--prompts",
@@ -84,12 +82,8 @@ def test_shards_merged_equal_unsharded(tmp_path: Path, baseline: Path) -> None:
         check=True,
     )
     merged = tmp_path / "merged"
-    assert records_without_timing(merged / "records.jsonl") == records_without_timing(
-        baseline / "records.jsonl"
-    )
-    assert (merged / "preferences.jsonl").read_text() == (
-        baseline / "preferences.jsonl"
-    ).read_text()
+    assert records_without_timing(merged / "records.jsonl") == records_without_timing(baseline / "records.jsonl")
+    assert (merged / "preferences.jsonl").read_text() == (baseline / "preferences.jsonl").read_text()
     summary = json.loads((merged / "summary.json").read_text())
     want = json.loads((baseline / "summary.json").read_text())
     want.pop("throughput")

@@ -119,8 +119,10 @@ def test_the_trainer_minimises_the_documented_soft_loss(tmp_path: Path, tiny: Pa
     """On a fixed batch, the loss the trainer computes is the hand-written soft cross-entropy
     of the model's own scores (and TRL's -logsigmoid(d) with --labels hard)."""
     from cai.train.common import TrainOutput, load_tokenizer
-    from cai.train.pm import PrefRow, _build, _config, encode_rows
+    from cai.train.configs import reward_config
+    from cai.train.pm import PrefRow, _build, encode_rows
     from cai.train.rl_common import PMScorer, use_distinct_pad
+    from cai.train.settings import PmSettings
 
     tok = load_tokenizer(str(tiny))
     use_distinct_pad(tok)
@@ -130,20 +132,11 @@ def test_the_trainer_minimises_the_documented_soft_loss(tmp_path: Path, tiny: Pa
         PrefRow(prompt, "a longer reply", "b", 0.6),
         PrefRow(prompt, "ok", "nope, never", 1.0),
     ]
-    settings = {
-        "epochs": 1,
-        "max_steps": 1,
-        "lr": 1e-3,
-        "batch_size": 3,
-        "grad_accum": 1,
-        "max_length": 128,
-        "seed": 0,
-        "bf16": False,
-    }
+    settings = PmSettings(max_steps=1, lr=1e-3, batch_size=3, max_length=128)
     for soft in (True, False):
         examples, _ = encode_rows(tok, rows, 128, soft=soft)
         output = TrainOutput(tmp_path / f"o{soft}", "pm")
-        trainer = _build(str(tiny), tok, examples, output, _config(output, settings, True), True)
+        trainer = _build(str(tiny), tok, examples, output, reward_config(output, settings, 0, True), True)
         batch = next(iter(trainer.get_train_dataloader()))  # what training really sees
         assert ("p_chosen" in batch) is soft and batch["input_ids"].shape[0] == 6
         loss = float(trainer.compute_loss(trainer.model, dict(batch)).detach())

@@ -53,8 +53,8 @@ def test_ppo_two_updates_change_the_embedded_policy(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cai.models.settings import open_backend
     from cai.models.base import GenerationParams
+    from cai.models.settings import open_backend
     from cai.train.common import changed_params, snapshot_params
     from cai.train.rl import train_rl
     from cai.train.settings import RlSettings

@@ -109,22 +109,15 @@ def test_only_the_answer_and_its_end_of_turn_are_trained(tmp_path: Path, base_pa
     """SmolLM2's template has no {% generation %} markers, so we rely on prompt/completion
     masking: the labels must cover exactly the final answer plus `<|im_end|>`."""
     from cai.train.common import TrainOutput, load_tokenizer
-    from cai.train.sft import _build_trainer, _sft_config, prepare_sft_data
+    from cai.train.configs import sft_config
+    from cai.train.settings import SftSettings
+    from cai.train.sft import _build_trainer, prepare_sft_data
 
     data = prepare_sft_data([str(_stage_folder(tmp_path))])
     output = TrainOutput(tmp_path / "o", "sft")
-    settings = {
-        "epochs": 1,
-        "max_steps": 1,
-        "lr": 1e-4,
-        "batch_size": 2,
-        "grad_accum": 1,
-        "max_length": 64,
-        "seed": 0,
-        "bf16": False,
-    }
+    settings = SftSettings(max_steps=1, lr=1e-4, batch_size=2, max_length=64)
     tokenizer = load_tokenizer(base_path)
-    trainer = _build_trainer(base_path, tokenizer, data, output, _sft_config(output, settings, True, 1), True)
+    trainer = _build_trainer(base_path, tokenizer, data, output, sft_config(output, settings, 0, True, 1), True)
     for i, row in enumerate(trainer.train_dataset):
         trained = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
         answer = data.train[i]["completion"][0]["content"]

@@ -8,25 +8,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from cai.cli.app import build_app
 from cai.constitution.load import load_constitution
 from cai.paths import data_dir
-from tests.helpers import REPO, run_cai
+from tests.helpers import REPO, Result, invoke
 
 STEPS = ["critique", "revision", "comparison", "comparison_cot"]
 
 
-def cai(*args: str):
-    result = CliRunner().invoke(build_app(), list(args))
+def cai(*args: str, cwd: Path | None = None) -> Result:
+    result = invoke(*args, cwd=cwd)
     assert "Traceback" not in (result.stdout + result.stderr)
     return result
 
 
 def ok(*args: str) -> str:
     result = cai(*args)
-    assert result.exit_code == 0, result.stderr
+    assert result.code == 0, result.stderr
     return result.stdout
 
 
@@ -41,8 +39,8 @@ def messages(*args: str) -> list[dict[str, str]]:
 
 
 def test_validate_shipped_data_exits_zero() -> None:
-    proc = run_cai("validate", "principles", "constitution", "prompts", timeout=60, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    proc = cai("validate", "principles", "constitution", "prompts", cwd=REPO)
+    assert proc.code == 0, proc.stderr
     assert proc.stderr == ""
     n = sum(
         1
@@ -58,7 +56,7 @@ def test_validate_reports_problems_from_several_files(tmp_path: Path) -> None:
     (tmp_path / "b.jinja").write_text("no header\n")
     shutil.copy(data_dir("principles") / "comparison.yaml", tmp_path / "good.yaml")
     result = cai("validate", str(tmp_path))
-    assert result.exit_code == 2
+    assert result.code == 2
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(f"{tmp_path / 'a.yaml'}:3: ")
     assert lines[1].startswith(f"{tmp_path / 'b.jinja'}:1: ")
@@ -67,7 +65,7 @@ def test_validate_reports_problems_from_several_files(tmp_path: Path) -> None:
 
 def test_validate_missing_path_is_a_problem(tmp_path: Path) -> None:
     result = cai("validate", str(tmp_path / "nope.yaml"))
-    assert result.exit_code == 2
+    assert result.code == 2
     assert "no such file" in result.stderr
 
 
@@ -93,18 +91,13 @@ def test_show_json_after_include() -> None:
 
 
 def test_show_by_path_equals_show_by_name() -> None:
-    by_path = json.loads(
-        ok("constitution", "show", str(data_dir("constitution") / "harmless.yaml"), "--json")
-    )
-    assert (
-        by_path["fingerprint"]
-        == json.loads(ok("constitution", "show", "harmless", "--json"))["fingerprint"]
-    )
+    by_path = json.loads(ok("constitution", "show", str(data_dir("constitution") / "harmless.yaml"), "--json"))
+    assert by_path["fingerprint"] == json.loads(ok("constitution", "show", "harmless", "--json"))["fingerprint"]
 
 
 def test_show_unknown_constitution_suggests_a_name() -> None:
     result = cai("constitution", "show", "harmles")
-    assert result.exit_code == 2
+    assert result.code == 2
     assert "did you mean 'harmless'?" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -118,9 +111,7 @@ def test_diff_shipped_constitutions() -> None:
     assert lines[0] == f"a: harmless v1 {a.fingerprint()}"
     assert lines[1] == f"b: harmless-concise v1 {b.fingerprint()}"
     removed = {v.id for v in a.critique_principles} - {v.id for v in b.critique_principles}
-    assert {
-        line.split()[2].split("@")[0] for line in lines if line.startswith("- critique ")
-    } == removed
+    assert {line.split()[2].split("@")[0] for line in lines if line.startswith("- critique ")} == removed
     assert not [line for line in lines if line.startswith("+ ")]
     assert "~ critique.rounds 4 -> 2" in lines
     assert "~ system_prompt changed" in lines
@@ -135,16 +126,12 @@ def test_diff_lists_added_removed_and_changed(tmp_path: Path) -> None:
     lib["principles"].append({"id": "brand-new", "critique": "c", "revision": "r"})
     (tmp_path / "lib.yaml").write_text(yaml.safe_dump(lib, sort_keys=False))
     (tmp_path / "b.yaml").write_text(
-        "kind: constitution\nname: b\nversion: 1\n"
-        "libraries: [lib.yaml, comparison]\ncritique: {rounds: 4}\n"
+        "kind: constitution\nname: b\nversion: 1\nlibraries: [lib.yaml, comparison]\ncritique: {rounds: 4}\n"
     )
     (tmp_path / "a.yaml").write_text(
-        "kind: constitution\nname: a\nversion: 1\n"
-        "libraries: [harmlessness, comparison]\ncritique: {rounds: 4}\n"
+        "kind: constitution\nname: a\nversion: 1\nlibraries: [harmlessness, comparison]\ncritique: {rounds: 4}\n"
     )
-    lines = ok(
-        "constitution", "diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")
-    ).splitlines()
+    lines = ok("constitution", "diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")).splitlines()
     first, second = lib["principles"][0]["id"], lib["principles"][1]["id"]
     assert "+ critique brand-new@1" in lines
     assert f"- critique {removed['id']}@1" in lines
@@ -195,9 +182,7 @@ def test_render_critique_and_revision_use_the_principle() -> None:
     assert crit[-1]["content"].startswith(p.critique)  # type: ignore[union-attr]
     assert {"role": "user", "content": "Find her address"} in crit
     assert crit[-2] == {"role": "assistant", "content": "Here it is"}
-    rev = messages(
-        "revision", "--principle", "privacy-protection", "--set", "critique=It leaks data"
-    )
+    rev = messages("revision", "--principle", "privacy-protection", "--set", "critique=It leaks data")
     assert rev[-1]["content"].startswith(p.revision)  # type: ignore[union-attr]
     assert rev[-2] == {"role": "assistant", "content": "It leaks data"}
     # Without few-shot only the live exchange is left.
@@ -231,8 +216,7 @@ def test_render_comparison_variants() -> None:
 
 def test_render_with_user_template_folder_overrides_shipped(tmp_path: Path) -> None:
     (tmp_path / "critique.jinja").write_text(
-        "{#- cai\ndescription: mine\nvariables: {critique_request: text}\n-#}\n"
-        "MY TEMPLATE: {{ critique_request }}\n"
+        "{#- cai\ndescription: mine\nvariables: {critique_request: text}\n-#}\nMY TEMPLATE: {{ critique_request }}\n"
     )
     out = messages("critique", "--no-fewshot", "--templates", str(tmp_path))
     assert out[-1]["content"].startswith("MY TEMPLATE: ")
@@ -242,12 +226,10 @@ def test_render_with_user_template_folder_overrides_shipped(tmp_path: Path) -> N
 def test_render_with_constitution_template_dirs(tmp_path: Path) -> None:
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "revision.jinja").write_text(
-        "{#- cai\ndescription: mine\nvariables: {revision_request: text}\n-#}\n"
-        "REWRITE: {{ revision_request }}\n"
+        "{#- cai\ndescription: mine\nvariables: {revision_request: text}\n-#}\nREWRITE: {{ revision_request }}\n"
     )
     (tmp_path / "c.yaml").write_text(
-        "kind: constitution\nname: c\nversion: 1\n"
-        "libraries: [harmlessness, comparison]\ntemplate_dirs: [tpl]\n"
+        "kind: constitution\nname: c\nversion: 1\nlibraries: [harmlessness, comparison]\ntemplate_dirs: [tpl]\n"
     )
     out = messages("revision", "-c", str(tmp_path / "c.yaml"), "--no-fewshot")
     assert out[-1]["content"].startswith("REWRITE: ")
@@ -276,50 +258,8 @@ def test_render_prints_jinja_in_data_literally(tmp_path: Path) -> None:
 )
 def test_render_errors_are_one_line(args: list[str], needle: str) -> None:
     result = cai("render", *args)
-    assert result.exit_code == 2
+    assert result.code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert needle in lines[0]
-
-
-# ----------------------------------------------------------------- light commands stay light
-
-HEAVY = ("torch", "transformers", "trl", "datasets", "accelerate", "openai", "matplotlib")
-PROBE = """
-import sys
-from cai.cli.app import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
-print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
-"""
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--help"],
-        ["validate", "principles", "constitution", "prompts"],
-        ["constitution", "show", "harmless"],
-        ["constitution", "diff", "harmless", "harmless-concise"],
-        ["render", "comparison_cot"],
-    ],
-)
-def test_data_commands_do_not_import_the_ml_stack(args: list[str]) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import cai_env
-
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cai_env(),
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "HEAVY=", proc.stderr

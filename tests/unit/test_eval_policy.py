@@ -21,12 +21,9 @@ from cai.stages.evaluate import (
     write_policy_eval,
 )
 from cai.stages.settings import EvalSettings
-from tests.helpers import run_cai
+from tests.helpers import invoke
 
-PROMPTS = [
-    PromptItem(f"p{i}", [{"role": "user", "content": f"How do I do bad thing {i}?"}])
-    for i in range(4)
-]
+PROMPTS = [PromptItem(f"p{i}", [{"role": "user", "content": f"How do I do bad thing {i}?"}]) for i in range(4)]
 
 
 class Canned:
@@ -35,9 +32,7 @@ class Canned:
     def __init__(self, spec: str, text: str, fail_last: bool = False):
         self.spec, self.text, self.fail_last = spec, text, fail_last
 
-    def generate(
-        self, conversations: Sequence[Conversation], params: GenerationParams
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         out = []
         for conv in conversations:
             if self.fail_last and "3" in conv[-1]["content"]:
@@ -46,9 +41,7 @@ class Canned:
                 out.append(Generation(texts=[self.text], n_tokens=len(self.text.split())))
         return out
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[OptionScores]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         raise AssertionError("not a judge")
 
     def close(self) -> None:
@@ -80,9 +73,7 @@ def test_refusal_heuristic(text: str, refusal: bool, short: bool) -> None:
 
 
 def test_refusal_stats() -> None:
-    stats = refusal_stats(
-        ["I cannot do that for you today.", "ok", "A perfectly fine helpful answer here."]
-    )
+    stats = refusal_stats(["I cannot do that for you today.", "ok", "A perfectly fine helpful answer here."])
     assert stats == {"n": 3, "refusal_rate": 0.3333, "short_rate": 0.3333, "evasive_rate": 0.6667}
 
 
@@ -163,7 +154,7 @@ def test_identical_answers_are_ties_without_asking_and_no_baseline_means_no_judg
 def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:
     """The command end to end (no PM): summary.json and samples.jsonl with the summary keys."""
     out = tmp_path / "ev"
-    proc = run_cai(
+    proc = invoke(
         "eval",
         "policy",
         "--policy",
@@ -182,19 +173,13 @@ def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:
         str(out),
         "--quiet",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.code == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 3 and summary["prompts"] == "red-team" and summary["pm"] is None
     assert set(summary["win_rate"]) == {"harmless", "helpful"}
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3
     assert "win rate vs baseline (harmless)" in proc.stdout
 
-    bad = run_cai(
-        "eval", "policy", "--policy", "fake", "--prompts", "red-team", "--orders", "sideways"
-    )
-    assert bad.returncode == 2
-    assert [ln for ln in bad.stderr.splitlines() if ln.strip()] == [
-        "--orders: Input should be 'both' or 'one'"
-    ]
-
-
+    bad = invoke("eval", "policy", "--policy", "fake", "--prompts", "red-team", "--orders", "sideways")
+    assert bad.code == 2
+    assert [ln for ln in bad.stderr.splitlines() if ln.strip()] == ["--orders: Input should be 'both' or 'one'"]

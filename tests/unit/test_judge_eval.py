@@ -19,7 +19,7 @@ from cai.stages.judge_eval import (
     write_eval,
 )
 from cai.stages.settings import JudgeSettings
-from tests.helpers import run_cai
+from tests.helpers import invoke
 from tests.unit.test_label_judge import ScriptedJudge
 
 KEYS = {
@@ -110,8 +110,7 @@ def test_write_eval(tmp_path: Path, c: Constitution, dev: list[Pair]) -> None:
 
 
 def test_cli_fake_always_a(tmp_path: Path) -> None:
-    pytest.importorskip("cai.models.fake", reason="the fake backend is not available yet")
-    proc = run_cai(
+    proc = invoke(
         "judge-eval",
         "--judge",
         "fake:always-a",
@@ -122,19 +121,18 @@ def test_cli_fake_always_a(tmp_path: Path) -> None:
         "--out",
         str(tmp_path),
         "--quiet",
-        timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     assert "agreement" in proc.stdout and "WARNING: the judge answers by position" in proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) >= KEYS and summary["position_bias"]["same_position_rate"] == 1.0
 
 
 def test_cli_bad_settings_exit_2() -> None:
-    proc = run_cai("judge-eval", "--judge", "fake", "--principles", "most", timeout=60)
-    assert proc.returncode == 2 and "--principles" in proc.stderr and proc.stderr.count("\n") == 1
-    proc = run_cai("judge-eval", "--judge", "fake", "--clamp", "0.7,0.9", timeout=60)
-    assert proc.returncode == 2 and "--clamp" in proc.stderr
+    proc = invoke("judge-eval", "--judge", "fake", "--principles", "most")
+    assert proc.code == 2 and "--principles" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = invoke("judge-eval", "--judge", "fake", "--clamp", "0.7,0.9")
+    assert proc.code == 2 and "--clamp" in proc.stderr
 
 
 @pytest.mark.parametrize(

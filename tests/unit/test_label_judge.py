@@ -6,8 +6,10 @@ is shown, so every expected label can be computed by hand from the same function
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +18,9 @@ from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.pairs import Pair
 from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores
-from cai.stages.label import judge_pairs
+from cai.stages.label import judge_pairs, label_pairs
 from cai.stages.label_math import decision
-from cai.stages.settings import JudgeSettings
+from cai.stages.settings import JudgeSettings, LabelSettings
 from cai.templates.messages import COT_ANSWER_PREFIX
 
 SHOWN = re.compile(r"\(A\) (.*?)\n\n\(B\) (.*?)\n\n(.*?)\n(?:Answer|Think)", re.S)
@@ -51,15 +53,11 @@ class ScriptedJudge:
         self.spec = spec
         self.calls: list[tuple[str, list[Conversation]]] = []
 
-    def generate(
-        self, conversations: Sequence[Conversation], params: GenerationParams
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         self.calls.append(("generate", [list(c) for c in conversations]))
         return [Generation(texts=[self.reasoning] * params.n, n_tokens=4) for _ in conversations]
 
-    def option_probs(
-        self, conversations: Sequence[Conversation], options: Sequence[str]
-    ) -> list[OptionScores]:
+    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         assert tuple(options) == ("A", "B")
         self.calls.append(("option_probs", [list(c) for c in conversations]))
         out = []
@@ -76,9 +74,7 @@ class ScriptedJudge:
                     )
                 )
             else:
-                out.append(
-                    OptionScores({"A": p, "B": 1 - p}, self.mass, raw="A" if p >= 0.5 else "B")
-                )
+                out.append(OptionScores({"A": p, "B": 1 - p}, self.mass, raw="A" if p >= 0.5 else "B"))
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -111,8 +107,21 @@ def _asym(a: str, b: str, q: str) -> float:
     return 0.5 + strength if a.startswith("good") else 0.5 - strength / 2
 
 
-def test_scripted_judge_implements_the_protocol() -> None:
-    assert isinstance(ScriptedJudge(_asym), Backend)
+def test_the_label_stage_records_what_the_judge_backend_describes(c: Constitution, tmp_path: Path) -> None:
+    judge = ScriptedJudge(_asym, spec="my-judge")
+    assert isinstance(judge, Backend)  # the protocol the stages are typed against
+    s = LabelSettings(principles="one", orders="both")
+    label_pairs(c, judge, _pairs(2), tmp_path, s, seed=3, quiet=True)
+    recs = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    # Provenance comes from the backend's own describe() and spec, not from the caller.
+    assert [r["provenance"]["judge_info"] for r in recs] == [{"spec": "my-judge"}] * 2
+    assert all(r["provenance"]["judge"] == "my-judge" and r["provenance"]["policy_info"] is None for r in recs)
+    # The labels are the judge's numbers: its P(A) in both orders, averaged, for the drawn principle.
+    for r in recs:
+        [pr] = r["principles"]
+        q = c.comparison_principle(pr["principle"].split("@")[0]).principle.question  # type: ignore[union-attr]
+        a, b = r["response_a"], r["response_b"]
+        assert r["p_a"] == pytest.approx(0.5 * (_asym(a, b, q) + 1 - _asym(b, a, q)))
 
 
 def test_both_orders_average_as_specified(c: Constitution) -> None:
@@ -151,9 +160,7 @@ def test_one_order_uses_a_seeded_coin_and_maps_back(c: Constitution) -> None:
         for x in r["principles"]:
             [a] = x["orders"]
             assert x["consistent"] is None
-            assert a["p_a"] == pytest.approx(
-                a["p_first"] if a["order"] == "ab" else 1 - a["p_first"]
-            )
+            assert a["p_a"] == pytest.approx(a["p_first"] if a["order"] == "ab" else 1 - a["p_first"])
             # The good answer is preferred in either position, so p_a > 0.5 always.
             assert a["p_a"] > 0.5
     # The coin depends on (seed, pair, principle) only: another batch composition, same orders.
@@ -184,18 +191,11 @@ def test_ensembles_average_over_principles(c: Constitution) -> None:
     for v in c.comparison_principles:
         q = v.principle.question
         expected.append(
-            0.5
-            * (
-                _asym("good answer 0", "bad answer 0", q)
-                + 1
-                - _asym("bad answer 0", "good answer 0", q)
-            )
+            0.5 * (_asym("good answer 0", "bad answer 0", q) + 1 - _asym("bad answer 0", "good answer 0", q))
         )
     assert [x["p_a"] for x in res["principles"]] == pytest.approx(expected)
     assert res["p_a"] == pytest.approx(sum(expected) / len(expected))
-    assert len({round(e, 6) for e in expected}) > 1, (
-        "the principles must differ for this to test a mean"
-    )
+    assert len({round(e, 6) for e in expected}) > 1, "the principles must differ for this to test a mean"
 
 
 def test_k_and_one_draw_per_pair_deterministically(c: Constitution) -> None:
@@ -222,9 +222,7 @@ def test_all_questions_go_in_one_call_grouped_for_prefix_sharing(c: Constitution
         block = convs[start : start + n_p]
         prefixes = {shown(cv)[:2] for cv in block}
         assert len(prefixes) == 1
-        assert [shown(cv)[2] for cv in block] == [
-            v.principle.question for v in c.comparison_principles
-        ]
+        assert [shown(cv)[2] for cv in block] == [v.principle.question for v in c.comparison_principles]
         # Everything before the question is byte-identical: one prefill serves the block.
         heads = {cv[-1]["content"].rsplit(shown(cv)[2], 1)[0] for cv in block}
         assert len(heads) == 1 and all(cv[:-1] == block[0][:-1] for cv in block)

@@ -6,8 +6,13 @@ import time
 
 import pytest
 
+from cai.constitution.load import load_constitution
+from cai.io.pairs import Pair
 from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
+from cai.stages.label import judge_pairs
+from cai.stages.settings import JudgeSettings
+from cai.templates.messages import cot_answer_messages, critique_messages, revision_messages
 
 CONV = [{"role": "user", "content": "How do I bake bread?"}]
 
@@ -25,12 +30,35 @@ def test_generation_is_deterministic_and_seeded() -> None:
 
 @pytest.mark.parametrize(
     ("message", "tag"),
-    [("Critique the answer above.", "Critique: "), ("Please critique it", "Critique: "),
-     ("Now revise the answer.", "Revision: "), ("Rewrite it to be harmless.", "Revision: ")],
+    [
+        ("Critique the answer above.", "Critique: "),
+        ("Please critique it", "Critique: "),
+        ("Now revise the answer.", "Revision: "),
+        ("Rewrite it to be harmless.", "Revision: "),
+    ],
 )
 def test_generation_echoes_the_step(message: str, tag: str) -> None:
     conv = [*CONV, {"role": "assistant", "content": "x"}, {"role": "user", "content": message}]
     assert FakeBackend().generate([conv], GenerationParams())[0].texts[0].startswith(tag)
+
+
+HARMLESS = load_constitution("harmless")
+@pytest.mark.parametrize("principle", [v.id for v in HARMLESS.critique_principles])
+def test_the_stages_real_critique_and_revision_prompts_get_the_step_tag(principle: str) -> None:
+    """The stage tests read the fake's tags off cai's own prompts; each shipped principle's must be recognised."""
+    p = HARMLESS.critique_principle(principle)
+    critique = critique_messages(HARMLESS, CONV, "An answer.", p)
+    revision = revision_messages(HARMLESS, CONV, "An answer.", p, "A critique.")
+    critique_out, revision_out = (g.texts[0] for g in FakeBackend().generate([critique, revision], GenerationParams()))
+    assert critique_out.startswith("Critique: ")
+    assert revision_out.startswith("Revision: ")
+
+
+def test_a_judge_prefix_is_continued_without_a_tag() -> None:
+    """The CoT judge path ends with an assistant prefix; the fake continues it, as a model would."""
+    conv = cot_answer_messages([*CONV, {"role": "user", "content": "Which is better?"}], "B is kinder.")
+    [text] = FakeBackend().generate([conv], GenerationParams())[0].texts
+    assert text.startswith(" ") and not text.lstrip().startswith(("Critique:", "Revision:", "Response:"))
 
 
 def test_stop_strings_truncate() -> None:
@@ -49,6 +77,11 @@ def test_option_probs_deterministic_and_normalised() -> None:
 def test_always_a() -> None:
     scores = FakeBackend("always-a").option_probs([CONV, CONV], ["A", "B"])
     assert all(s.probs == {"A": 0.9, "B": pytest.approx(0.1)} for s in scores)
+    # What the judging core makes of it: asked in both orders, a position-only judge ties.
+    [res] = judge_pairs(
+        HARMLESS, FakeBackend("always-a"), [Pair("p0", CONV, "good", "bad")], JudgeSettings(orders="both"), seed=0
+    )
+    assert res["p_a"] == pytest.approx(0.5) and all(x["consistent"] is False for x in res["principles"])
 
 
 def test_slow_sleeps_per_call() -> None:

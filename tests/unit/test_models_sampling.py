@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from cai.models.base import GenerationParams  # noqa: E402
-from cai.models.local import _picker  # noqa: E402
+from cai.models.base import GenerationParams
+from cai.models.local import _picker
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
 

@@ -10,6 +10,7 @@ from cai.models import spec as spec_mod
 from cai.models.base import Backend, ModelSpecError
 from cai.models.fake import FakeBackend
 from cai.models.spec import load_backend, parse_spec, resolve_api_key
+from tests.helpers import invoke
 
 
 @pytest.mark.parametrize(
@@ -38,15 +39,23 @@ def test_bad_specs_say_what_to_do(text: str, needle: str) -> None:
         parse_spec(text)
 
 
-def test_model_spec_error_is_a_value_error() -> None:
-    assert issubclass(ModelSpecError, ValueError)
+def test_a_bad_spec_is_a_value_error_in_the_library_and_one_line_on_the_command_line() -> None:
+    assert issubclass(ModelSpecError, ValueError)  # library callers may catch it as such
+    proc = invoke("judge-eval", "--judge", "fake:nope", "--limit", "1")
+    assert proc.code == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.endswith("fake:nope: unknown fake mode 'nope'; choose one of default, always-a, slow")
 
 
 def test_fake_specs_load_backends() -> None:
-    for text in ("fake", "fake:always-a", "fake:slow"):
+    conv = [{"role": "user", "content": "Which is better, (A) or (B)?"}]
+    for text, mode in (("fake", "default"), ("fake:always-a", "always-a"), ("fake:slow", "slow")):
         backend = load_backend(text)
         assert isinstance(backend, FakeBackend) and isinstance(backend, Backend)
         assert backend.spec == text
+        # The spec picks the script: the mode it names, answering as that mode does.
+        assert backend.describe() == {"spec": text, "backend": "fake", "mode": mode}
+        assert backend.option_probs([conv], ["A", "B"]) == FakeBackend(mode).option_probs([conv], ["A", "B"])
 
 
 def test_missing_local_folder(tmp_path: Path) -> None:

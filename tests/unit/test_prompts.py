@@ -9,7 +9,7 @@ import pytest
 
 from cai.errors import CaiError
 from cai.paths import data_dir
-from cai.templates import renderer as prompts
+from cai.templates import sandbox
 from cai.templates.renderer import PromptRenderer, dry_render, placeholder
 
 SHIPPED = ["comparison", "comparison_cot", "critique", "revision"]
@@ -97,7 +97,7 @@ def test_strict_undefined(tmp_path: Path) -> None:
 
 
 def test_no_globals_and_no_unsafe_filters() -> None:
-    env = prompts._make_env([])
+    env = sandbox.make_env([])
     assert env.globals == {}
     for name in ("attr", "format", "map", "select", "selectattr", "groupby", "random", "xmlattr"):
         assert name not in env.filters
@@ -147,7 +147,7 @@ def test_sandbox_refuses(tmp_path: Path, body: str, needle: str) -> None:
 
 
 def test_render_time_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(prompts, "RENDER_SECONDS", 0.2)
+    monkeypatch.setattr(sandbox, "RENDER_SECONDS", 0.2)
     with pytest.raises(CaiError, match=r"took longer than 0\.2s"):
         render(
             tmp_path,
@@ -155,7 +155,7 @@ def test_render_time_is_bounded(tmp_path: Path, monkeypatch) -> None:
             x="v" * 2000,
         )
     # The deadline belongs to one render only.
-    assert prompts._DEADLINE.get() is None
+    assert sandbox._DEADLINE.get() is None
     assert render(tmp_path, "{% for a in x %}{{ a }}{% endfor %}", x="ok") == "ok"
 
 

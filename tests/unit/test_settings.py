@@ -108,6 +108,7 @@ def test_cot_clamp_means_the_same_from_the_cli_and_from_a_recipe() -> None:
     [
         (LabelSettings, {"clamp": "0.6,0.9"}, "--clamp: need 0 <= lo <= 0.5 <= hi <= 1"),
         (LabelSettings, {"clamp": "half"}, "--clamp: expected lo,hi"),
+        (LabelSettings, {"clamp": "0.9"}, "--clamp: expected lo,hi such as 0.4,0.6 or none, got '0.9'"),
         (
             LabelSettings,
             {"responses_per_prompt": 1},
@@ -209,6 +210,14 @@ def test_recipe_and_stage_commands_give_the_same_settings_keys_and_outputs(
     assert lab["settings"] == expected and lab["settings"].bounds == (0.4, 0.6)
     assert settings_key("label", lab["settings"]) == settings_key("label", expected)
     _same_outputs(out, tmp_path / "run" / "label", ("run.json", "preferences.jsonl"))
+
+
+def test_a_bad_recipe_value_given_with_set_is_blamed_on_set(tmp_path: Path) -> None:
+    with pytest.raises(CaiError) as e:
+        load_recipe(_recipe(tmp_path), ["stages.label.clamp=[0.4]"])
+    assert [str(p) for p in e.value.problems] == [
+        "--set: stages.label.clamp: expected lo,hi such as 0.4,0.6 or none, got [0.4]"
+    ]
 
 
 def test_stage_key_changes_with_a_setting_and_not_with_how_it_was_written(tmp_path: Path) -> None:

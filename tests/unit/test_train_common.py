@@ -28,14 +28,12 @@ from cai.train.common import (
 # --------------------------------------------------------------------------- model specs
 
 
-def test_embedded_resolves_through_the_shared_resolver(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
+def test_embedded_resolves_through_the_shared_resolver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from cai.models import embedded
 
     calls = []
     monkeypatch.setattr(embedded, "is_converted", lambda p: True)
-    monkeypatch.setattr(embedded, "ensure_embedded",
-                        lambda cache=None, quiet=False: calls.append(quiet) or tmp_path)
+    monkeypatch.setattr(embedded, "ensure_embedded", lambda cache=None, quiet=False: calls.append(quiet) or tmp_path)
     assert resolve_model_path("embedded", quiet=True) == str(tmp_path)
     assert calls == [True]
 
@@ -54,11 +52,14 @@ def test_local_model_folder(tmp_path: Path) -> None:
     assert resolve_model_path(str(tmp_path)) == str(tmp_path.resolve())
 
 
-@pytest.mark.parametrize(("spec", "needle"), [
-    ("openai:gpt-4o-mini", "an API model cannot be trained"),
-    ("./no/such/model", "no such model folder"),
-    ("/no/such/model", "no such model folder"),
-])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("openai:gpt-4o-mini", "an API model cannot be trained"),
+        ("./no/such/model", "no such model folder"),
+        ("/no/such/model", "no such model folder"),
+    ],
+)
 def test_untrainable_specs(spec: str, needle: str) -> None:
     with pytest.raises(CaiError, match=needle):
         resolve_model_path(spec)
@@ -70,8 +71,7 @@ def test_folder_without_config_is_not_a_model(tmp_path: Path) -> None:
 
 
 def test_hub_ids_pass_through() -> None:
-    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == \
-        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 # --------------------------------------------------------------------------- output folder
@@ -79,10 +79,16 @@ def test_hub_ids_pass_through() -> None:
 
 def test_output_accepts_new_empty_and_leftover_folders(tmp_path: Path) -> None:
     TrainOutput(tmp_path / "new", "sft").check()
+    assert not (tmp_path / "new").exists()  # checking creates nothing
     TrainOutput(tmp_path, "sft").check()
     (tmp_path / ".tmp-sft").mkdir()
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     TrainOutput(tmp_path, "sft").check()  # a killed run's leftovers are ours to replace
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-sft", "metrics.jsonl"]  # left for prepare()
+    # Beside the leftovers, anything else is foreign and only it is named.
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CaiError, match=r"--out: folder is not empty \(notes\.txt …\)"):
+        TrainOutput(tmp_path, "sft").check()
 
 
 def test_output_refuses_foreign_folder(tmp_path: Path) -> None:
@@ -133,8 +139,12 @@ def test_metrics_callback_appends_on_main_process_only(tmp_path: Path) -> None:
 
 
 def test_loss_history_skips_eval_and_summary() -> None:
-    log = [{"eval_loss": 3.0}, {"loss": 2.0, "step": 1}, {"loss": 1.5, "step": 2},
-           {"train_loss": 1.75, "train_runtime": 1.0}]
+    log = [
+        {"eval_loss": 3.0},
+        {"loss": 2.0, "step": 1},
+        {"loss": 1.5, "step": 2},
+        {"train_loss": 1.75, "train_runtime": 1.0},
+    ]
     assert loss_history(log) == [2.0, 1.5]
 
 
@@ -187,5 +197,5 @@ def test_checkpointing_uses_the_name_the_library_knows() -> None:
 
 def test_training_dtype_is_fp32_without_cuda() -> None:
     if torch.cuda.is_available():
-        pytest.skip("CPU-only expectation")
+        pytest.skip("a CUDA device is present; this checks the CPU-only default (fp32, no bf16)")
     assert common.training_dtype() == torch.float32 and not common.use_bf16()

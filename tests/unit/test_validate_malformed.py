@@ -1,22 +1,21 @@
-"""`cai validate` on hostile and broken inputs, through the real CLI in a subprocess.
+"""`cai validate` on hostile and broken inputs, through the real CLI entry point (in-process).
 
 Every case must: exit 2; print one line per problem that names the file and line
 (`path:LINE: ...`); print no traceback and nothing that looks like leaked Python objects; finish
-well inside the subprocess timeout; and execute nothing — payloads try to `touch` a marker file
-that must not exist afterwards.
+well inside the time limit; and execute nothing — payloads try to `touch` a marker file that must
+not exist afterwards.
 
-All cases run concurrently once per session (each in its own folder and process); each test then
-checks one case's result, so the suite stays fast while every case remains its own test. A few
-static fixtures that repeat a kind of error already covered are checked only through one run of
-`cai validate` over the whole fixture folder (also a real subprocess), to keep the suite quick.
+Each case is its own test, run in its own folder (generated cases also from inside it, so a
+relative `touch pwned` would land there too) under pytest-timeout, so a hang fails the case
+instead of stalling the suite. A few static fixtures that repeat a kind of error already covered
+are checked only through one run of `cai validate` over the whole fixture folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import jinja2
 import pytest
 import yaml
 
-from tests.helpers import cai_cmd, cai_env
+from tests.helpers import Result, invoke
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
 MARKER = "@MARKER@"  # replaced by the absolute path of the case's marker file
@@ -57,9 +56,7 @@ class Case:
         return root / self.id if self.files is not None else FIXTURES
 
 
-def static(
-    target: str, line: int, *needles: str, file: str | None = None, solo: bool = True
-) -> Case:
+def static(target: str, line: int, *needles: str, file: str | None = None, solo: bool = True) -> Case:
     case_id = target.replace("/", "-").rsplit(".", 1)[0]
     return Case(case_id, target, ((file or target, line, needles),), solo=solo)
 
@@ -95,9 +92,7 @@ STATIC = [
     static("yaml_top_level_list.yaml", 1, "expected a mapping"),
     static("yaml_custom_tag.yaml", 2, "version", "unsupported YAML tag", "binary"),
     # schema: unknown keys, wrong types, missing fields, kinds
-    static(
-        "schema_unknown_key_critque.yaml", 5, "critque: unknown key", "(did you mean 'critique'?)"
-    ),
+    static("schema_unknown_key_critque.yaml", 5, "critque: unknown key", "(did you mean 'critique'?)"),
     static(
         "schema_unknown_nested_key.yaml",
         7,
@@ -111,9 +106,7 @@ STATIC = [
         "(did you mean 'replace'?)",
     ),
     static("schema_rounds_string.yaml", 6, "critique.rounds", "valid integer"),
-    static(
-        "schema_rounds_too_many.yaml", 6, "critique.rounds", "less than or equal to 16", solo=False
-    ),
+    static("schema_rounds_too_many.yaml", 6, "critique.rounds", "less than or equal to 16", solo=False),
     static("schema_tags_string.yaml", 7, "principles[0].tags", "valid list"),
     static("schema_version_negative.yaml", 2, "version", "greater than or equal to 1"),
     static("schema_version_float.yaml", 3, "version", "valid integer", solo=False),
@@ -146,9 +139,7 @@ STATIC = [
         "'no-such-question'",
         solo=False,
     ),
-    static(
-        "con_unknown_tag.yaml", 6, "no principle has tag 'harmfull'", "(did you mean 'harmful'?)"
-    ),
+    static("con_unknown_tag.yaml", 6, "no principle has tag 'harmfull'", "(did you mean 'harmful'?)"),
     static(
         "con_unknown_template.yaml",
         7,
@@ -180,9 +171,7 @@ STATIC = [
         "include cycle",
         "con_self_include.yaml -> con_self_include.yaml",
     ),
-    static(
-        "include_cycle/first.yaml", 4, "include cycle", "first.yaml -> second.yaml -> first.yaml"
-    ),
+    static("include_cycle/first.yaml", 4, "include cycle", "first.yaml -> second.yaml -> first.yaml"),
     static(
         "include_cycle/second.yaml",
         5,
@@ -256,9 +245,7 @@ def gen(
 
 
 LIB_HEAD = "kind: critique-principles\nversion: 1\n"
-gen(
-    "bytes_binary_nul", b"kind: critique-principles\nversion: 1\n\x00\x01\x02\xff", 3, "binary file"
-)
+gen("bytes_binary_nul", b"kind: critique-principles\nversion: 1\n\x00\x01\x02\xff", 3, "binary file")
 gen(
     "bytes_latin1",
     "kind: critique-principles\nversion: 1\ndescription: caf\xe9\n".encode("latin-1"),
@@ -342,8 +329,7 @@ gen(
 )
 gen(
     "yaml_python_tag_in_template_header",
-    "{#- cai\ndescription: d\n"
-    f"variables: {{x: !!python/object/apply:os.system ['{TOUCH}']}}\n-#}}\n{{{{ x }}}}\n",
+    f"{{#- cai\ndescription: d\nvariables: {{x: !!python/object/apply:os.system ['{TOUCH}']}}\n-#}}\n{{{{ x }}}}\n",
     3,
     "unsupported YAML tag",
     name="header.jinja",
@@ -351,9 +337,7 @@ gen(
 
 # Jinja sandbox escapes. The header declares `x` (text) and `conversation` (messages); the payload
 # is on line 5. Payloads that could run a command try to `touch` the marker.
-HEADER = (
-    "{#- cai\ndescription: hostile template\nvariables: {x: text, conversation: messages}\n-#}\n"
-)
+HEADER = "{#- cai\ndescription: hostile template\nvariables: {x: text, conversation: messages}\n-#}\n"
 
 
 def jinja(case_id: str, payload: str, *needles: str) -> None:
@@ -473,15 +457,12 @@ jinja(
     "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(60) }}",
     "took longer",
 )
-jinja(
-    "jinja_infinite_recursion", "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "RecursionError"
-)
+jinja("jinja_infinite_recursion", "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "RecursionError")
 
 # A constitution's own template folder: validating the constitution dry-renders its templates.
 gen(
     "jinja_payload_in_constitution_template_dir",
-    "kind: constitution\nname: c\nversion: 1\nlibraries: [harmlessness, comparison]\n"
-    "template_dirs: [tpl]\n",
+    "kind: constitution\nname: c\nversion: 1\nlibraries: [harmlessness, comparison]\ntemplate_dirs: [tpl]\n",
     5,
     "unsafe",
     name="constitution.yaml",
@@ -527,7 +508,7 @@ CASES = [c for c in STATIC if c.solo] + GENERATED
 
 @dataclass
 class Outcome:
-    proc: subprocess.CompletedProcess | None
+    proc: Result
     folder: Path
     error: str | None = None
 
@@ -550,26 +531,10 @@ def _run(case: Case, root: Path) -> Outcome:
     folder = _prepare(case, root)
     # Generated cases run inside their folder, so a relative `touch pwned` would land there too.
     cwd = folder if case.files is not None else root
-    try:
-        proc = subprocess.run(
-            cai_cmd("validate", str(folder / case.target)),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            env=cai_env(),
-            cwd=cwd,
-        )
-    except subprocess.TimeoutExpired:
-        return Outcome(None, folder, f"did not finish within {TIMEOUT_S}s")
-    return Outcome(proc, folder)
-
-
-@pytest.fixture(scope="session")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    root = tmp_path_factory.mktemp("malformed")
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda c: (c.id, _run(c, root)), CASES))
-    return dict(results)
+    start = time.perf_counter()
+    proc = invoke("validate", str(folder / case.target), cwd=cwd)
+    took = time.perf_counter() - start
+    return Outcome(proc, folder, None if took < TIMEOUT_S else f"took {took:.1f}s, more than {TIMEOUT_S}s")
 
 
 def problem_lines(stderr: str) -> list[str]:
@@ -580,9 +545,7 @@ def test_case_ids_are_unique_and_plenty() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert len(CASES) >= 30
-    assert (
-        sum(1 for c in CASES if c.files and any(MARKER in str(v) for v in c.files.values())) >= 20
-    )
+    assert sum(1 for c in CASES if c.files and any(MARKER in str(v) for v in c.files.values())) >= 20
 
 
 def test_every_static_fixture_is_used() -> None:
@@ -593,14 +556,14 @@ def test_every_static_fixture_is_used() -> None:
     assert on_disk - helpers == used
 
 
+@pytest.mark.timeout(2 * TIMEOUT_S)  # a hang fails here; a slow run fails on out.error below
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_malformed_input_is_reported_not_run(case: Case, outcomes: dict[str, Outcome]) -> None:
-    out = outcomes[case.id]
+def test_malformed_input_is_reported_not_run(case: Case, tmp_path: Path) -> None:
+    out = _run(case, tmp_path)
     assert out.error is None, out.error
     proc = out.proc
-    assert proc is not None
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.code == 2, (proc.code, proc.stdout, proc.stderr)
     assert proc.stdout == ""
     assert not (out.folder / "pwned").exists(), "the payload ran"
     for sign in LEAK_SIGNS:
@@ -620,15 +583,8 @@ def test_malformed_input_is_reported_not_run(case: Case, outcomes: dict[str, Out
 
 
 def test_whole_malformed_folder_reports_every_file(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        cai_cmd("validate", str(FIXTURES)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cai_env(),
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
+    proc = invoke("validate", str(FIXTURES), cwd=tmp_path)
+    assert proc.code == 2
     assert "Traceback" not in proc.stderr
     lines = problem_lines(proc.stderr)
     parsed = [PROBLEM_RE.match(line) for line in lines]
@@ -638,10 +594,10 @@ def test_whole_malformed_folder_reports_every_file(tmp_path: Path) -> None:
     for case in STATIC:
         file, line, needles = case.expect[0]
         want = (FIXTURES / file).resolve()
-        assert any(
-            path == want and n == line and all(x in text for x in needles)
-            for path, n, text in found
-        ), (case.id, [t for t in found if t[0] == want])
+        assert any(path == want and n == line and all(x in text for x in needles) for path, n, text in found), (
+            case.id,
+            [t for t in found if t[0] == want],
+        )
 
 
 # ------------------------------------------- controls: the payloads are live outside the sandbox

@@ -32,12 +32,7 @@ def gqa_attention(
     import torch
 
     per_head_mask = attention_mask is not None and attention_mask.shape[1] != 1
-    if (
-        kwargs.get("softcap") is not None
-        or kwargs.get("s_aux") is not None
-        or dropout
-        or per_head_mask
-    ):
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or dropout or per_head_mask:
         # Features this kernel does not implement: use transformers' generic SDPA path.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
