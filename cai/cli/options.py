@@ -78,7 +78,8 @@ def _option(name: str, field: Any) -> inspect.Parameter:
 
 def build_settings(model: type[BaseModel], values: dict[str, Any]) -> Any:
     """The settings model from option values; a bad value is a one-line error naming its flag."""
-    given = {k: ([] if v is None and isinstance(model.model_fields[k].default, list) else v) for k, v in values.items()}
+    # A list option not given arrives as None: leave it out so the field's own default applies.
+    given = {k: v for k, v in values.items() if not (v is None and isinstance(model.model_fields[k].default, list))}
     try:
         return model.model_validate(given)
     except ValidationError as err:

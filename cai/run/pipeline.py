@@ -181,6 +181,7 @@ def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
             pm=str(ctx.model_dir("pm")) if "pm" in ctx.dirs else None,
             seed=ctx.seed,
             quiet=ctx.quiet,
+            named_by=("models.policy", "models.policy", "models.judge"),
         )
     write_policy_eval(out, summary, samples)
     return summary

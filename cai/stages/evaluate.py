@@ -285,9 +285,11 @@ def evaluate_specs(
     pm: str | None = None,
     seed: int = 0,
     quiet: bool = False,
+    named_by: tuple[str, str, str] = ("--policy", "--baseline", "--judge"),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """`evaluate_policy` from model specs, as `cai eval policy` and `cai run` both call it: the
-    judge is asked only when there is a baseline to compare with; `pm` is a PM folder."""
+    judge is asked only when there is a baseline to compare with; `pm` is a PM folder.
+    `named_by` are the options (or recipe keys) that gave policy, baseline and judge, for errors."""
     scorer = None
     if pm is not None:
         from cai.train.common import quiet_libraries
@@ -295,10 +297,10 @@ def evaluate_specs(
 
         with quiet_libraries(quiet):
             scorer = PMScorer.load(pm)
-    base = backends(baseline, "--baseline") if baseline is not None else None
-    jud = backends(judge, "--judge") if baseline is not None and judge is not None else None
+    base = backends(baseline, named_by[1]) if baseline is not None else None
+    jud = backends(judge, named_by[2]) if baseline is not None and judge is not None else None
     summary, samples = evaluate_policy(
-        backends(policy, "--policy"),
+        backends(policy, named_by[0]),
         prompts,
         c,
         baseline=base,

@@ -93,6 +93,16 @@ def test_recipe_sections_are_the_stage_settings_with_the_same_defaults() -> None
     assert Recipe.model_fields["seed"].default == Seed.model_fields["seed"].default
 
 
+def test_a_list_option_not_given_keeps_the_fields_own_default() -> None:
+    from pydantic import Field
+
+    class Files(StageSettings):
+        files: list[str] = Field(["shipped.jsonl"], description="Files.")
+
+    assert build_settings(Files, {"files": None}).files == ["shipped.jsonl"]
+    assert build_settings(Files, {"files": ["mine.jsonl"]}).files == ["mine.jsonl"]
+
+
 def test_cot_clamp_means_the_same_from_the_cli_and_from_a_recipe() -> None:
     """`--cot` alone clamps to 0.4–0.6 in both places (the CLI used to, recipes did not)."""
     assert build_settings(LabelSettings, {"cot": True}).bounds == (0.4, 0.6)
