@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -49,10 +48,14 @@ def critique(
     typer.echo(
         f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
         f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s"
+        + (f"; {summary['retried']} retried" if t["retried"] else "")
+        + (f"; {summary['duplicates_dropped']} duplicate lines dropped" if summary["duplicates_dropped"] else "")
     )
 
 
-@settings_command(settings=CritiqueSettings, run=Seed, backend=BackendSettings, exclude=frozenset({"batch_size"}))
+@settings_command(
+    settings=CritiqueSettings, run=Seed, backend=BackendSettings, exclude=frozenset({"batch_size", "retry_failed"})
+)
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
     settings: CritiqueSettings,
@@ -95,18 +98,18 @@ def merge(
     out: Annotated[Path, typer.Option("--out", "-o")],
 ) -> None:
     """Merge `--shard` folders into one, ordered as an unsharded run, and re-export."""
-    from cai.io.store import MANIFEST, Store, merge_stores
+    from cai.io.store import merge_stores
 
-    n = merge_stores(dirs, out)
-    manifest = json.loads((out / MANIFEST).read_text())
-    if manifest.get("stage") == "critique":
-        from cai.stages.critique_export import export_critique, write_summary
+    n, store = merge_stores(dirs, out)
+    with store:
+        if store.manifest.get("stage") == "critique":
+            from cai.stages.critique_export import export_critique, write_summary
 
-        write_summary(out, export_critique(Store(out, manifest), out))
-    elif manifest.get("stage") == "label":
-        from cai.stages.label_export import export_labels
+            write_summary(out, export_critique(store, out))
+        elif store.manifest.get("stage") == "label":
+            from cai.stages.label_export import export_labels
 
-        export_labels(Store(out, manifest), out)
+            export_labels(store, out)
     typer.echo(f"merged {n} records into {out}")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cai.cli.options import QuietOpt, settings_command
+from cai.cli.options import QuietOpt, check_out, settings_command
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import EvalSettings, Seed, Window
@@ -48,6 +48,7 @@ def eval_policy(
     from cai.io.sources import load_prompts
     from cai.stages.evaluate import evaluate_specs, format_policy_report, write_policy_eval
 
+    check_out(out)
     c = load_constitution(constitution)
     items = window.apply(load_prompts(prompts))
     with Backends(backend, quiet=quiet) as backends:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cai.cli.options import ConstitutionOpt, QuietOpt, ShardOpt, settings_command
+from cai.cli.options import ConstitutionOpt, QuietOpt, ShardOpt, check_out, settings_command
 from cai.errors import fail
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
@@ -44,6 +44,7 @@ def label(
     from cai.io.store import parse_shard
     from cai.stages.label import label_pairs, label_prompts
 
+    check_out(out)
     if (pairs is None) == (prompts is None):
         raise fail("--pairs", None, "pairs", "give either --prompts (with --policy) or --pairs")
     if prompts is not None and policy is None:
@@ -93,6 +94,7 @@ def judge_eval(
     from cai.io.pairs import load_pairs
     from cai.stages.judge_eval import evaluate_judge, format_report, print_warnings, write_eval
 
+    check_out(out)
     c = load_constitution(constitution)
     items = window.apply(load_pairs(pairs))
     if not any(p.human for p in items):

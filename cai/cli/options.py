@@ -9,15 +9,17 @@ checks the values, and a bad one exits 2 naming its flag.
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cai.errors import CaiError, Problem
+from cai.errors import CaiError, Problem, fail
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")
@@ -32,6 +34,22 @@ def die(err: CaiError) -> NoReturn:
     for p in err.problems:
         typer.echo(str(p), err=True)
     raise typer.Exit(2)
+
+
+def check_out(path: Path | None, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be one before any work starts (and before anything
+    is written): an existing file, a path under a file, or a place this user cannot write."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise fail(str(path), None, option, "exists and is not a folder")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise fail(str(path), None, option, f"cannot be made: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise fail(str(path), None, option, f"cannot write in {ancestor} (permission denied)")
 
 
 # ---------------------------------------------------------------------------- settings → options

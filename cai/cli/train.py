@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cai.cli.options import settings_command
+from cai.cli.options import check_out, settings_command
 from cai.models.settings import DEFAULT_MODEL
 from cai.stages.settings import Seed, Window
 from cai.train.settings import PmSettings, RlSettings, SftSettings
@@ -67,6 +67,7 @@ def sft(
     """Supervised fine-tuning on SL-CAI revisions (TRL SFTTrainer); loss on the answers only."""
     from cai.train.sft import train_sft
 
+    check_out(out)
     s = train_sft(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
     rows, steps = s["rows"], s["steps"]
     lines = [
@@ -111,6 +112,7 @@ def pm(
     """Train a preference model on AI labels (TRL RewardTrainer), optionally with human pairs."""
     from cai.train.pm import train_pm
 
+    check_out(out)
     s = train_pm(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
     rows = s["rows"]
     lines = [
@@ -159,6 +161,7 @@ def ppo(
     from cai.io.sources import load_prompts
     from cai.train.rl import train_rl
 
+    check_out(out)
     items = window.apply(load_prompts(prompts))
     s = train_rl(
         policy, pm_, items, str(out), settings, seed=run.seed, source=prompts, quiet=quiet, overwrite=overwrite

@@ -141,7 +141,7 @@ def load_pairs(ref: str, limit: int | None = None) -> list[Pair]:
         path = data_dir("data") / SHIPPED[ref]
     if not path.exists():
         raise fail(ref, None, "pairs", "no such file or folder (shipped: judge-dev)")
-    rows = read_rows(path)
+    rows = read_rows(path, field="pairs")
     pairs: list[Pair] = []
     seen: set[str] = set()
     for row, where in rows:

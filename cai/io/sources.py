@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
-from cai.io.readers import Where, read_rows
+from cai.io.readers import Where, read_rows, read_text_lines
 from cai.io.store import content_hash
 from cai.paths import data_dir
 
@@ -47,12 +47,12 @@ def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
     for key in ("prompt", "messages", "chosen"):
         value = row.get(key)
         if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-            msgs = [{"role": str(m.get("role")), "content": str(m.get("content", ""))} for m in value]
+            msgs = [{"role": str(m.get("role")), "content": m.get("content")} for m in value]
             if key != "prompt":
                 while msgs and msgs[-1]["role"] == "assistant":
                     msgs.pop()
             if msgs and msgs[-1]["role"] == "user":
-                return msgs
+                return _checked_turns(msgs, key, where)
     for key in (*TEXT_FIELDS, "chosen"):
         value = row.get(key)
         if isinstance(value, str) and value.strip():
@@ -71,6 +71,17 @@ def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
     )
 
 
+def _checked_turns(msgs: list[dict[str, Any]], key: str, where: Where) -> list[dict[str, str]]:
+    """A conversation's turns must all say something: a turn without text is a broken row, not
+    an empty prompt (as ``{"prompt": ""}`` is refused too)."""
+    for i, m in enumerate(msgs):
+        content = m["content"]
+        if not isinstance(content, str) or not content.strip():
+            what = "missing" if content is None else "empty" if isinstance(content, str) else "not text"
+            raise fail(where[0], where[1], f"{key}[{i}].content", f"{what} (every turn needs text)")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
 def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
     """Load prompts from a file, a `datasets` folder, or a shipped set's name."""
     path = Path(ref)
@@ -80,12 +91,15 @@ def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
         raise fail(ref, None, "prompts", f"no such file or folder (shipped sets: {', '.join(SHIPPED)})")
     rows: list[tuple[dict[str, Any], Where]] = []
     if path.is_dir() or path.suffix in (".jsonl", ".json"):
-        rows = read_rows(path, strings_as="prompt")
+        rows = read_rows(path, strings_as="prompt", field="prompts")
     elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [(dict(r), (str(path), i + 2)) for i, r in enumerate(csv.DictReader(f))]
+        lines = read_text_lines(path)
+        try:
+            rows = [(dict(r), (str(path), i + 2)) for i, r in enumerate(csv.DictReader(lines))]
+        except csv.Error as e:
+            raise fail(str(path), None, "prompts", f"not valid CSV ({e})") from None
     elif path.suffix == ".txt":
-        text = path.read_text(encoding="utf-8")
+        text = "".join(read_text_lines(path))
         if "\n\nHuman: " in text or text.startswith("Human: "):
             rows = [({"prompt": "\n\nHuman: " + block}, (str(path), None)) for block in text.split("\n\nHuman: ")[1:]]
         else:

@@ -9,6 +9,8 @@ skipped, so nothing is lost and nothing is written twice.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cai import __version__
-from cai.errors import fail
+from cai.errors import CaiError, fail
+from cai.io.lock import FolderLock
 from cai.io.readers import iter_jsonl
 
 RECORDS = "records.jsonl"
@@ -47,22 +50,61 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class Store:
-    """One stage's records in one folder, with its manifest."""
+    """One stage's records in one folder, with its manifest.
 
-    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
+    ``lock=True`` (what the stages use, as ``with Store(..., lock=True) as store``) takes the
+    folder's `FolderLock` before anything is read or repaired, and holds it until `close`.
+
+    Ids are unique in `records`: a line whose id is already present is a duplicate (two writers
+    before the lock existed, or a hand-edited file) and is dropped, counted in `duplicates`; a
+    line with a higher ``retried`` count than the record it repeats replaces it (a failed record
+    redone by a later run, see `append`).
+    """
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any], *, lock: bool = False):
         self.dir = Path(directory)
         self.path = self.dir / RECORDS
         self.manifest = {**manifest, "cai_version": __version__}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._check_manifest()
-        self._repair()
-        self.records: list[dict[str, Any]] = read_jsonl(self.path)
-        self.ids = {r["id"] for r in self.records}
+        self.lock = FolderLock(self.dir) if lock else None
+        try:
+            self._mkdir()
+            self._check_manifest()
+            self._repair()
+            self.records, self.duplicates = dedupe(read_jsonl(self.path))
+        except BaseException:
+            self.close()
+            raise
+        self.ids = {r["id"]: k for k, r in enumerate(self.records)}
+        self.retried = 0  # records this process redid
+
+    def _mkdir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(self.dir, e) from None
+        if not self.dir.is_dir():
+            raise fail(str(self.dir), None, "--out", "exists and is not a folder")
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _check_manifest(self) -> None:
         mpath = self.dir / MANIFEST
         if mpath.exists():
-            old = json.loads(mpath.read_text())
+            try:
+                old = json.loads(mpath.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise fail(str(mpath), None, "", f"not valid JSON ({e}); use another --out folder") from None
+            if not isinstance(old, dict):
+                raise fail(str(mpath), None, "", "not a run manifest; use another --out folder")
             keys = sorted(k for k in self.manifest if k != "cai_version" and old.get(k) != self.manifest[k])
             if keys:
                 raise fail(
@@ -73,9 +115,9 @@ class Store:
                     "use another --out folder to start a new run",
                 )
         else:
-            tmp = mpath.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
-            os.replace(tmp, mpath)
+            from cai.io.atomic import write_json_atomic
+
+            write_json_atomic(mpath, self.manifest)
 
     def _repair(self) -> None:
         """Cut a torn last line so that appends start on a fresh line."""
@@ -84,34 +126,99 @@ class Store:
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as f:
-                f.truncate(keep)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.path, "r+b") as f:
+                    f.truncate(keep)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise write_error(self.path, e) from None
 
     def __contains__(self, record_id: str) -> bool:
         return record_id in self.ids
 
-    def append(self, records: Iterable[dict[str, Any]]) -> int:
-        """Append the records whose ids are new, in one write; returns how many were written."""
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        k = self.ids.get(record_id)
+        return None if k is None else self.records[k]
+
+    def append(self, records: Iterable[dict[str, Any]], *, retry: Iterable[str] = ()) -> int:
+        """Append the records whose ids are new, or listed in `retry` (failed records being
+        redone: written with ``retried`` one higher, replacing the old record), in one write;
+        returns how many were written.
+
+        A failed write (a full disk) is cut back off the file and becomes a one-line error; the
+        store is unchanged, so a rerun after freeing space redoes exactly that work.
+        """
+        redo = set(retry)
         fresh = []
+        seen: set[str] = set()
         for r in records:
-            if r["id"] in self.ids:
+            if r["id"] in seen or (r["id"] in self.ids and r["id"] not in redo):
                 continue
-            self.ids.add(r["id"])
-            fresh.append(r)
+            seen.add(r["id"])
+            old = self.get(r["id"])
+            fresh.append({**r, "retried": int(old.get("retried", 0)) + 1} if old is not None else r)
         if not fresh:
             return 0
-        blob = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh)
-        with open(self.path, "ab") as f:
-            f.write(blob.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        self.records.extend(fresh)
+        blob = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh).encode()
+        append_bytes(self.path, blob)
+        for r in fresh:
+            k = self.ids.get(r["id"])
+            if k is None:
+                self.ids[r["id"]] = len(self.records)
+                self.records.append(r)
+            else:
+                self.records[k] = r
+                self.retried += 1
         return len(fresh)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records)
+
+
+def dedupe(lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Records unique by id, in first-seen order; a retried record replaces the one it redid.
+    Returns (records, duplicates dropped)."""
+    out: list[dict[str, Any]] = []
+    where: dict[str, int] = {}
+    dropped = 0
+    for r in lines:
+        k = where.get(r["id"])
+        if k is None:
+            where[r["id"]] = len(out)
+            out.append(r)
+        elif int(r.get("retried", 0)) > int(out[k].get("retried", 0)):
+            out[k] = r
+        else:
+            dropped += 1
+    return out, dropped
+
+
+def write_error(path: Path, e: OSError) -> CaiError:
+    """A failed write as one line naming the path (a full disk is the usual cause)."""
+    hint = "; free some space and rerun to resume" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return fail(str(path), None, "", f"cannot write: {e.strerror or e}{hint}")
+
+
+def append_bytes(path: Path, blob: bytes) -> None:
+    """Append in one go and fsync; on failure cut the file back to its old length."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise write_error(path, e) from None
+    finally:
+        os.close(fd)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -127,19 +234,62 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def merge_stores(dirs: list[Path], out: Path) -> int:
-    """Merge shard folders into one, ordered as an unsharded run would write them."""
-    manifests = [json.loads((d / MANIFEST).read_text()) for d in dirs]
+def _shard_manifest(d: Path) -> dict[str, Any]:
+    path = d / MANIFEST
+    if not d.is_dir():
+        raise fail(str(d), None, "", "no such shard folder")
+    if not path.is_file():
+        raise fail(str(d), None, "", f"not a run folder (no {MANIFEST})")
+    try:
+        m = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise fail(str(path), None, "", f"not valid JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise fail(str(path), None, "", "not a run manifest")
+    return m
+
+
+def _check_shards(dirs: list[Path], manifests: list[dict[str, Any]]) -> None:
+    """Every shard of one `--shard i/N` run, each once: half a run must not pass for a whole."""
+    seen: dict[int, Path] = {}
+    total = None
+    for d, m in zip(dirs, manifests, strict=True):
+        try:
+            i, n = (int(x) for x in str(m.get("shard", "0/1")).split("/"))
+        except ValueError:
+            raise fail(str(d / MANIFEST), None, "shard", f"not a shard of a run ({m.get('shard')!r})") from None
+        if total is not None and n != total:
+            raise fail(str(d / MANIFEST), None, "shard", f"shard {i}/{n} of a {total}-shard run")
+        total = n
+        if i in seen:
+            raise fail(str(d), None, "shard", f"shard {i}/{n} given twice (also {seen[i]})")
+        seen[i] = d
+    missing = [f"{i}/{total}" for i in range(total or 1) if i not in seen]
+    if missing:
+        raise fail(str(dirs[0]), None, "shard", f"missing shards: {', '.join(missing)}; merge needs all {total}")
+
+
+def merge_stores(dirs: list[Path], out: Path) -> tuple[int, Store]:
+    """Merge shard folders into one, ordered as an unsharded run would write them.
+
+    Returns (records written, the merged store, still locked: the caller exports and closes it).
+    """
+    if not dirs:
+        raise fail("merge", None, "", "give the shard folders to merge")
+    manifests = [_shard_manifest(d) for d in dirs]
+    _check_shards(dirs, manifests)
     base = {k: v for k, v in manifests[0].items() if k not in ("shard",)}
     for d, m in zip(dirs, manifests, strict=True):
         other = {k: v for k, v in m.items() if k not in ("shard",)}
         if other != base:
             diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
             raise fail(str(d / MANIFEST), None, diff[0], "shards were made with different settings")
-    records: dict[str, dict[str, Any]] = {}
-    for d in dirs:
-        for r in read_jsonl(d / RECORDS):
-            records.setdefault(r["id"], r)
-    ordered = sorted(records.values(), key=lambda r: (r.get("order", 0), r["id"]))
-    store = Store(out, {**base, "shard": "merged"})
-    return store.append(ordered)
+    records, _ = dedupe([r for d in dirs for r in read_jsonl(d / RECORDS)])
+    ordered = sorted(records, key=lambda r: (r.get("order", 0), r["id"]))
+    base.pop("cai_version", None)
+    store = Store(out, {**base, "shard": "merged"}, lock=True)
+    try:
+        return store.append(ordered), store
+    except BaseException:
+        store.close()
+        raise

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
 from cai.models.options import match_logprobs, parse_option, truncate_at_stop
+from cai.redact import known_secrets, redact, redact_text
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -106,17 +107,21 @@ class ApiBackend:
         self.top_logprobs = top_logprobs
         self._sleep = sleep
         self._rng = random.Random()  # jitter only; never affects outputs
-        # Kept only to scrub it from error text; never returned by describe().
-        self._secret = api_key
+        # What the server could echo back (the key, the URL's credentials): scrubbed from every
+        # error, text and description this backend returns, since all of it ends up in records.
+        self._secrets = known_secrets(urls=[base_url]) | ({api_key} if api_key else set())
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         self._openai = openai
 
     # ---- plumbing -------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        if self._secret and len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
-        return text
+        return redact_text(text, self._secrets)
+
+    def _scrub_scores(self, score: OptionScores) -> OptionScores:
+        score.raw = None if score.raw is None else self._scrub(score.raw)
+        score.error = None if score.error is None else self._scrub(score.error)
+        return score
 
     def _classify(self, exc: Exception) -> Exception:
         """Map client errors to `_Retryable` or leave them final."""
@@ -206,11 +211,11 @@ class ApiBackend:
                         kwargs["extra_body"] = {"min_tokens": min_new_tokens}
                     resp = self._chat(conv, **kwargs)
                     for choice in resp.choices[:want]:
-                        texts.append(truncate_at_stop(choice.message.content or "", params.stop))
+                        texts.append(self._scrub(truncate_at_stop(choice.message.content or "", params.stop)))
                     usage = getattr(resp, "usage", None)
                     tokens += int(getattr(usage, "completion_tokens", 0) or 0)
             except RuntimeError as exc:
-                return Generation(texts=texts, n_tokens=tokens, error=str(exc))
+                return Generation(texts=texts, n_tokens=tokens, error=self._scrub(str(exc)))
             return Generation(texts=texts, n_tokens=tokens)
 
         return self._map(one, conversations)
@@ -234,27 +239,30 @@ class ApiBackend:
                 )
                 top = _top_logprobs(resp)
                 if top is not None:
-                    return match_logprobs(top, options, raw=json.dumps(top))
+                    return self._scrub_scores(match_logprobs(top, options, raw=json.dumps(top)))
                 resp = self._chat(conv, max_tokens=16, temperature=0.0)
                 text = resp.choices[0].message.content or ""
-                return parse_option(text, options)
+                return self._scrub_scores(parse_option(text, options))
             except RuntimeError as exc:
-                return OptionScores.failed(str(exc))
+                return OptionScores.failed(self._scrub(str(exc)))
 
         return self._map(one, conversations)
 
     # ---- provenance -----------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "backend": "openai",
-            "model": self.model,
-            "base_url": public_url(str(self._client.base_url)),
-            "concurrency": self.concurrency,
-            "timeout": self.timeout,
-            "max_retries": self.retry.max_retries,
-        }
+        return redact(
+            {
+                "spec": self.spec,
+                "backend": "openai",
+                "model": self.model,
+                "base_url": public_url(str(self._client.base_url)),
+                "concurrency": self.concurrency,
+                "timeout": self.timeout,
+                "max_retries": self.retry.max_retries,
+            },
+            self._secrets,
+        )
 
     def close(self) -> None:
         self._client.close()

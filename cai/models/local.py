@@ -144,7 +144,20 @@ class LocalBackend:
         self.batch_size = batch_size
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
+        from cai.io.atomic import check_published
+
+        check_published(self.model_path, "model")  # a killed training run's folder is no model
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if not getattr(self.tokenizer, "chat_template", None):
+            # Every request would fail with transformers' "chat_template is not set": stop first.
+            from cai.errors import fail
+
+            raise fail(
+                self.spec,
+                None,
+                "model",
+                "the tokenizer has no chat template (a base model?); use an instruct/chat model",
+            )
         self.model = self._load_model(AutoModelForCausalLM)
         self.model.eval()
         self.model.requires_grad_(False)

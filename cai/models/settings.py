@@ -4,11 +4,12 @@ place a spec becomes a backend."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cai.constitution.schema import Strict
 from cai.errors import fail
@@ -27,6 +28,36 @@ class BackendSettings(Strict):
     dtype: str = Field("auto", description="auto, fp32, bf16 or fp16 (local models).")
     device: str = Field("auto", description="auto, cpu or cuda (local models).")
     concurrency: int = Field(8, ge=1, description="Parallel requests to an API endpoint.")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        from cai.models.device import normalise_dtype
+
+        normalise_dtype(v)  # its ValueError names what it accepts
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not DEVICE_RE.fullmatch(v.strip().lower()):
+            raise ValueError(f"unknown device {v!r}; choose one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+# What torch accepts as a device here: `cai.models.device.choose_device` passes it on as given.
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_spec(spec: str, named_by: str = "--model") -> None:
+    """Is `spec` a model spec at all (without loading anything)? One line naming `named_by`."""
+    from cai.models.base import ModelSpecError
+    from cai.models.spec import parse_spec
+
+    try:
+        parse_spec(spec)
+    except ModelSpecError as e:
+        raise fail(named_by, None, spec, str(e)) from None
 
 
 @contextmanager

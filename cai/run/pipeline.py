@@ -25,6 +25,7 @@ from cai.constitution.model import Constitution
 from cai.io.atomic import write_json_atomic
 from cai.io.store import content_hash
 from cai.models.settings import Backends, BackendSettings
+from cai.redact import redact, redact_text
 from cai.run.recipe import PromptSlice, Recipe
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
 from cai.train.settings import PmSettings, RlSettings, SftSettings
@@ -38,9 +39,10 @@ class RunLog:
         self.quiet = quiet
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {redact_text(message)}"
+        from cai.io.store import append_bytes
+
+        append_bytes(self.path, (line + "\n").encode())  # a full disk: one line naming log.txt
         if not self.quiet:
             import sys
 
@@ -223,13 +225,21 @@ def stage_key(recipe: Recipe, fingerprint: str, stage: str, upstream: list[str])
 
 
 def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run every enabled stage; returns {stage: summary}."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every enabled stage; returns {stage: summary}.
+
+    One `cai run` per run folder: the folder's lock is held for the whole run."""
+    from cai.io.lock import FolderLock
+
+    with FolderLock(out):
+        return _run_stages(recipe, base, out, quiet)
+
+
+def _run_stages(recipe: Recipe, base: Path, out: Path, quiet: bool) -> dict[str, Any]:
     const_ref = str(base / recipe.constitution) if (base / recipe.constitution).is_file() else recipe.constitution
     c = load_constitution(const_ref)
     log = RunLog(out / "log.txt", quiet)
     ctx = RunContext(recipe, base, out, c, quiet, log)
-    write_json_atomic(out / "recipe.json", recipe.model_dump())
+    write_json_atomic(out / "recipe.json", redact(recipe.model_dump()))
     summaries: dict[str, Any] = {}
     upstream: list[str] = []
     for stage in recipe.enabled():
@@ -257,9 +267,9 @@ def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False) -> di
         summary = STAGES[stage](ctx, getattr(recipe.stages, stage), d)
         seconds = round(time.perf_counter() - t0, 1)
         write_json_atomic(
-            state_path, {"stage": stage, "key": key, "status": "done", "seconds": seconds, "summary": summary}
+            state_path, {"stage": stage, "key": key, "status": "done", "seconds": seconds, "summary": redact(summary)}
         )
         log(f"{stage}: done in {seconds}s")
         summaries[stage] = summary
-    write_json_atomic(out / "run_summary.json", summaries)
+    write_json_atomic(out / "run_summary.json", redact(summaries))
     return summaries

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from cai.constitution.schema import Strict, problems_from_validation
 from cai.constitution.yamlio import YamlDoc, load_yaml
@@ -25,9 +25,25 @@ from cai.train.settings import PmSettings, RlSettings, SftSettings
 STAGE_ORDER = ("critique", "sft", "label", "pm", "ppo", "eval")
 
 
+def _parseable_spec(v: str | None) -> str | None:
+    """A model spec must parse (``fake:nonsense`` is refused here, not when a stage opens it);
+    nothing is loaded."""
+    if v is not None:
+        from cai.models.base import ModelSpecError
+        from cai.models.spec import parse_spec
+
+        try:
+            parse_spec(v)
+        except ModelSpecError as e:
+            raise ValueError(str(e)) from None
+    return v
+
+
 class Models(BackendSettings):
     policy: str = Field(DEFAULT_MODEL, description="The helpful model that SL-CAI starts from (model spec).")
     judge: str = Field(DEFAULT_MODEL, description="The feedback model for labels and evaluation (model spec).")
+
+    _specs = field_validator("policy", "judge")(_parseable_spec)
 
 
 class PromptSlice(Window):
@@ -44,6 +60,8 @@ class CritiqueStage(CritiqueSettings, PromptSlice):
         description="Model that writes answers, critiques and revisions "
         "(default: models.policy, which is also the SFT base).",
     )
+
+    _spec = field_validator("model")(_parseable_spec)
 
 
 class SftStage(SftSettings):
@@ -124,6 +142,20 @@ def _deep_copy(d: Any) -> Any:
 
 def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:
     """Parse and validate a recipe (with overrides); returns it and its folder."""
+    recipe, base, _ = _load(path, sets)
+    return recipe, base
+
+
+def _from_set(field: str, sets: list[str]) -> bool:
+    """Did a ``--set key=value`` give (or add the key above) this field?"""
+    for s in sets:
+        key = s.split("=", 1)[0].strip()
+        if key == field or key.startswith(field + ".") or field.startswith(key + "."):
+            return True
+    return False
+
+
+def _load(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path, YamlDoc]:
     p = Path(path)
     if not p.is_file():
         from cai.paths import data_dir
@@ -140,7 +172,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe
     except ValidationError as err:
         problems = problems_from_validation(YamlDoc(str(p), data, doc.lines), err, Recipe)
         for prob in problems:
-            if sets and any(s.split("=", 1)[0].strip() == prob.field for s in sets):
+            if sets and _from_set(prob.field, sets):
                 prob.path, prob.line = "--set", None
         raise CaiError(problems) from None
     if not recipe.enabled():
@@ -151,24 +183,85 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe
             raise fail(
                 str(p), doc.line(("stages", stage)), f"stages.{stage}", f"needs the {before} stage in the same recipe"
             )
-    return recipe, p.resolve().parent
+    return recipe, p.resolve().parent, YamlDoc(str(p), data, doc.lines)
 
 
-def validate_recipe_file(path: Path) -> list[Problem]:
-    """`cai validate` hook: schema, stage dependencies, and the constitution it names."""
-    try:
-        recipe, base = load_recipe(path)
-        from cai.constitution.load import load_constitution
+PROMPT_STAGES = ("critique", "label", "ppo", "eval")
 
-        ref = recipe.constitution
+
+def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem]:
+    """What a run would find wrong only once it got there, checked before any stage starts: the
+    constitution loads and each stage's prompts are readable and leave something after `skip`.
+    `data` is the recipe as a mapping (valid or not: every problem is reported at once)."""
+    from cai.constitution.load import load_constitution
+    from cai.io.sources import SHIPPED, load_prompts
+
+    problems: list[Problem] = []
+    ref = data.get("constitution", DEFAULT_CONSTITUTION)
+    if isinstance(ref, str):
         local = base / ref
         try:
             load_constitution(str(local) if local.is_file() else ref)
         except CaiError as e:
-            doc = load_yaml(path)
             p = e.problems[0]
             hint = p.hint or did_you_mean(ref, [])
-            return [Problem(str(path), doc.line(("constitution",)), "constitution", p.message, hint)]
+            problems.append(Problem(doc.path, doc.line(("constitution",)), "constitution", p.message, hint))
+    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+    for stage in PROMPT_STAGES:
+        cfg = stages.get(stage)
+        if not isinstance(cfg, dict):
+            continue
+        prompts = cfg.get("prompts", "red-team")
+        if not isinstance(prompts, str):
+            continue  # the schema says so
+        loc = ("stages", stage, "prompts")
+        path = base / prompts
+        if not path.exists() and prompts not in SHIPPED:
+            problems.append(
+                Problem(
+                    doc.path,
+                    doc.line(loc),
+                    ".".join(loc),
+                    f"no such file or folder: {prompts} (relative to the recipe; shipped sets: {', '.join(SHIPPED)})",
+                )
+            )
+            continue
+        skip, limit = cfg.get("skip", 0), cfg.get("limit")
+        window = skip + limit if isinstance(skip, int) and isinstance(limit, int) and limit > 0 else None
+        try:
+            items = load_prompts(str(path) if path.exists() else prompts, limit=window)
+        except CaiError as e:
+            problems += e.problems
+            continue
+        if isinstance(skip, int) and skip >= len(items) > 0:
+            loc = ("stages", stage, "skip")
+            problems.append(
+                Problem(doc.path, doc.line(loc), ".".join(loc), f"{skip} leaves none of the {len(items)} prompts")
+            )
+    return problems
+
+
+def load_checked_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:
+    """`load_recipe` plus everything `check_inputs` checks: what `cai run` does before any stage."""
+    recipe, base, doc = _load(path, sets)
+    problems = check_inputs(recipe.model_dump(mode="json"), base, doc)
+    if problems:
+        raise CaiError(problems)
+    return recipe, base
+
+
+def validate_recipe_file(path: Path) -> list[Problem]:
+    """`cai validate` hook: schema, stage dependencies, model specs, dtype, clamp, and what a run
+    reads first (the constitution, each stage's prompts); every problem in the file, not the first."""
+    try:
+        doc = load_yaml(path)
     except CaiError as e:
         return e.problems
-    return []
+    problems: list[Problem] = []
+    try:
+        load_recipe(path)
+    except CaiError as e:
+        problems += e.problems
+    if isinstance(doc.data, dict):
+        problems += check_inputs(doc.data, Path(path).resolve().parent, YamlDoc(str(path), doc.data, doc.lines))
+    return problems

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.io.store import read_jsonl
+from cai.redact import known_secrets, redact, redact_text
 
 
 def _read_json(path: Path) -> Any:
@@ -239,19 +240,24 @@ padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eef3f8}
 
 
 def build_report(run: Path) -> str:
+    """The page, with credentials stripped from everything on it: the recipe's models (a run
+    folder written before redaction may still hold a key in `recipe.json`) and every record
+    text shown."""
+    secrets = known_secrets()
     data: dict[str, Any] = {}
-    recipe = _read_json(run / "recipe.json") or {}
+    recipe = redact(_read_json(run / "recipe.json") or {}, secrets)
     sections = [f(run, data) for f in (_critique, _labels, _pm, _ppo, _eval)]
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
-    blob = json.dumps(data, sort_keys=True).replace("</", "<\\/")
-    return (
+    blob = json.dumps(redact(data, secrets), sort_keys=True).replace("</", "<\\/")
+    page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body><h1>{title}</h1>"
         f"<p>Constitution <b>{html.escape(str(recipe.get('constitution', '')))}</b>; "
         f"models {html.escape(json.dumps(recipe.get('models', {})))}.</p>{body}"
         f"<script type='application/json' id='cai-data'>{blob}</script></body></html>"
     )
+    return redact_text(page, secrets)
 
 
 def write_report(run: str | Path) -> Path:

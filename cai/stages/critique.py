@@ -15,6 +15,7 @@ from typing import Any
 
 from cai import __version__
 from cai.constitution.model import Constitution, Versioned
+from cai.errors import fail
 from cai.io.sources import PromptItem
 from cai.io.store import Store, content_hash, derive_seed
 from cai.models.base import Backend, Conversation, Generation, GenerationParams
@@ -152,7 +153,26 @@ def run_critique(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the SL-CAI data stage into `out`; returns the summary."""
-    store = Store(out, manifest(c, backend, prompts, settings, seed, shard))
+    with Store(out, manifest(c, backend, prompts, settings, seed, shard), lock=True) as store:
+        return _run(c, prompts, backend, store, out, settings, seed, shard, quiet)
+
+
+def failed(record: dict[str, Any] | None) -> bool:
+    """A record whose generation failed: `--retry-failed` redoes it on the next run."""
+    return record is not None and record.get("error") is not None
+
+
+def _run(
+    c: Constitution,
+    prompts: list[PromptItem],
+    backend: Backend,
+    store: Store,
+    out: str | Path,
+    settings: CritiqueSettings,
+    seed: int,
+    shard: Shard,
+    quiet: bool,
+) -> dict[str, Any]:
     rounds = settings.rounds or c.spec.critique.rounds
     fixed = {
         "constitution": c.name,
@@ -175,28 +195,38 @@ def run_critique(
     with StepProgress("critique", total * steps_per_chunk, quiet) as prog:
         for ci, offset, chunk in chunks_for_shard(prompts, settings.batch_size, shard):
             ids = [content_hash("critique", fixed, it.id, it.messages) for it in chunk]
-            if all(i in store for i in ids):
-                prog.advance(items=len(chunk) * steps_per_chunk)
+            todo = [k for k, i in enumerate(ids) if i not in store or (settings.retry_failed and failed(store.get(i)))]
+            prog.advance(items=(len(chunk) - len(todo)) * steps_per_chunk)
+            if not todo:
                 continue
+            items = [chunk[k] for k in todo]
             t0 = time.perf_counter()
-            batch = CritiqueBatch(c, list(chunk), rounds, seed)
+            batch = CritiqueBatch(c, items, rounds, seed)
             batch.run(
                 backend,
                 settings.params,
                 rounds,
                 derive_seed(seed, "chunk", ci),
-                on_step=lambda tok, n=len(chunk): prog.advance(items=n, tokens=tok),  # noqa: B008
+                on_step=lambda tok, n=len(items): prog.advance(items=n, tokens=tok),  # noqa: B008
             )
             timing = {"chunk_seconds": round(time.perf_counter() - t0, 3), "chunk_tokens": batch.tokens}
+            redo = [ids[k] for k in todo]
             store.append(
-                _records(batch, ids, offset, ci, {**provenance, "timing": {**timing, "chunk_size": len(chunk)}})
+                _records(
+                    batch,
+                    redo,
+                    [offset + k for k in todo],
+                    ci,
+                    {**provenance, "timing": {**timing, "chunk_size": len(items)}},
+                ),
+                retry=[i for i in redo if i in store],
             )
-            new_prompts += len(chunk)
+            new_prompts += len(items)
     return _finish(store, out, new_prompts, prog)
 
 
 def _records(
-    batch: CritiqueBatch, ids: list[str], offset: int, chunk: int, provenance: dict[str, Any]
+    batch: CritiqueBatch, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
 ) -> list[dict[str, Any]]:
     records = []
     for k, it in enumerate(batch.items):
@@ -204,7 +234,7 @@ def _records(
         records.append(
             {
                 "id": ids[k],
-                "order": offset + k,
+                "order": orders[k],
                 "chunk": chunk,
                 "prompt_id": it.id,
                 "prompt": it.messages,
@@ -228,6 +258,26 @@ def _finish(store: Store, out: str | Path, new_prompts: int, prog: StepProgress)
         "tokens": prog.tokens,
         "tok_s": round(prog.tokens / max(prog.elapsed, 1e-9), 1),
         "prompts_s": round(new_prompts / max(prog.elapsed, 1e-9), 3),
+        "retried": store.retried,
     }
     write_summary(out, summary)
+    check_usable(summary, out)
     return summary
+
+
+def check_usable(summary: dict[str, Any], out: str | Path) -> None:
+    """A run that produced records but nothing to train on is a failure (exit 2), not a result.
+    Everything is written first, so the records can be inspected and a rerun retries them."""
+    if summary["records"] == 0 or summary["exported"] > 0:
+        return
+    path = str(Path(out) / "records.jsonl")
+    n, errors = summary["records"], summary["errors"]
+    if errors:
+        raise fail(
+            path,
+            None,
+            "error",
+            f"{errors} of {n} records failed and none could be exported (first error: {summary['first_error']}); "
+            "rerun to retry them",
+        )
+    raise fail(path, None, "flags", f"all {n} revisions were flagged ({summary['flags']}); nothing exported")

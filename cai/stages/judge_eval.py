@@ -23,6 +23,7 @@ from typing import Any
 
 from cai.constitution.load import load_library
 from cai.constitution.model import Constitution, Versioned
+from cai.errors import fail
 from cai.io.atomic import write_json_atomic, write_jsonl_atomic
 from cai.io.pairs import Pair
 from cai.models.base import Backend
@@ -189,7 +190,22 @@ def evaluate_judge(
     """Judge every pair; returns (summary, per-pair items with the judge's answers)."""
     t0 = time.perf_counter()
     items = judge_items(c, backend, pairs, s, seed, batch_size, quiet)
-    return summarize(items, backend.spec, s, seed, time.perf_counter() - t0), items
+    summary = summarize(items, backend.spec, s, seed, time.perf_counter() - t0)
+    check_usable(summary)
+    return summary, items
+
+
+def check_usable(summary: dict[str, Any]) -> None:
+    """No pair judged at all is a failed evaluation (exit 2), not a report of empty figures."""
+    f = summary["failures"]
+    if summary["n"] and f["questions"] and f["failed_questions"] == f["questions"]:
+        first = f["examples"][0]["error"] if f["examples"] else None
+        raise fail(
+            summary["judge"],
+            None,
+            "--judge",
+            f"all {f['questions']} judge questions failed (first error: {first}); nothing to evaluate",
+        )
 
 
 def format_report(summary: dict[str, Any]) -> str:
@@ -232,7 +248,12 @@ def format_report(summary: dict[str, Any]) -> str:
 
 def write_eval(out: str | Path, summary: dict[str, Any], items: list[dict[str, Any]]) -> None:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise fail(str(out), None, "--out", "exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(str(out), None, "--out", f"cannot create this folder: {e.strerror or e}") from None
     write_json_atomic(out / "summary.json", summary)
     write_jsonl_atomic(out / "judgements.jsonl", items)
 

@@ -260,6 +260,15 @@ def label_pairs(
     return run.execute(list(pairs), out, shard, quiet, units, None)
 
 
+def failed(record: dict[str, Any] | None) -> bool:
+    """A record whose generation or some judge question failed: `--retry-failed` redoes it."""
+    if record is None:
+        return False
+    if record.get("error") is not None:
+        return True
+    return any(a.get("p_first") is None for x in record.get("principles", []) for a in x.get("orders", []))
+
+
 @dataclass
 class _Tally:
     new: int = 0
@@ -314,22 +323,37 @@ class _LabelRun:
         per_prompt: Any,
     ) -> dict[str, Any]:
         s = self.settings
-        store = Store(out, manifest(self.fixed, inputs, s, shard))
-        provenance = self.provenance()
-        tally = _Tally()
-        with StepProgress("label", shard_size(len(inputs), s.batch_size, shard), quiet) as prog:
-            for ci, offset, chunk in chunks_for_shard(inputs, s.batch_size, shard):
-                if not all(i in store for i in unit_ids(chunk, self.fixed, per_prompt)):
-                    t0 = time.perf_counter()
-                    units = make_units(ci, offset, chunk)
-                    gen_s = time.perf_counter() - t0
-                    tally.gen_s += gen_s
-                    store.append(
-                        self._judged(units, ci, {**provenance, "timing": {"generate_seconds": round(gen_s, 3)}}, tally)
-                    )
-                prog.advance(items=len(chunk))
-        summary = export_labels(store, out, throughput=tally.throughput(prog.elapsed))
+        with Store(out, manifest(self.fixed, inputs, s, shard), lock=True) as store:
+            provenance = self.provenance()
+            tally = _Tally()
+            with StepProgress("label", shard_size(len(inputs), s.batch_size, shard), quiet) as prog:
+                for ci, offset, chunk in chunks_for_shard(inputs, s.batch_size, shard):
+                    todo = {
+                        i
+                        for i in unit_ids(chunk, self.fixed, per_prompt)
+                        if i not in store or (s.retry_failed and failed(store.get(i)))
+                    }
+                    if todo:
+                        t0 = time.perf_counter()
+                        units = [u for u in make_units(ci, offset, chunk) if u.id in todo]
+                        gen_s = time.perf_counter() - t0
+                        tally.gen_s += gen_s
+                        timing = {"generate_seconds": round(gen_s, 3)}
+                        store.append(
+                            self._judged(units, ci, {**provenance, "timing": timing}, tally),
+                            retry=[u.id for u in units if u.id in store],
+                        )
+                    prog.advance(items=len(chunk))
+            summary = export_labels(store, out, throughput={**tally.throughput(prog.elapsed), "retried": store.retried})
         self._check_failures(summary["failures"], out)
+        if summary["records"] and summary["errors"] == summary["records"]:
+            first = next((r["error"] for r in store.records if r.get("error")), None)
+            raise fail(
+                str(Path(out) / "records.jsonl"),
+                None,
+                "error",
+                f"all {summary['records']} pairs failed (first error: {first}); nothing exported; rerun to retry them",
+            )
         return summary
 
     def _judged(

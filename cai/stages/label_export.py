@@ -259,6 +259,8 @@ def export_labels(store: Store, out: str | Path, throughput: dict[str, Any] | No
         "records": len(records),
         "exported": len(rows),
         "errors": sum(1 for r in records if r.get("error")),
+        "retried": sum(1 for r in records if r.get("retried")),
+        "duplicates_dropped": store.duplicates,
         "identical": sum(1 for r in records if "identical" in r.get("flags", [])),
         "unlabelled": sum(1 for r in judged if r["p_a"] is None),
         "labels": label_distribution(records),

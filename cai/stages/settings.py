@@ -34,8 +34,9 @@ class StageSettings(Strict):
     """Frozen, no unknown keys, no type coercion (a recipe's ``lr: 1e-5`` string is an error)."""
 
     def record(self) -> dict[str, Any]:
-        """JSON-shaped settings, as hashed into stage keys and written into manifests."""
-        return self.model_dump(mode="json")
+        """JSON-shaped settings, as hashed into stage keys and written into manifests.
+        ``retry_failed`` says how a rerun treats failed records, not what a record holds."""
+        return self.model_dump(mode="json", exclude={"retry_failed"})
 
 
 class Sampling:
@@ -65,6 +66,11 @@ class Window(StageSettings):
     limit: int | None = Field(None, ge=1, description="Use at most N prompts (after --skip).")
 
     def apply(self, items: Sequence[T]) -> list[T]:
+        """The window's items; a window past the end is an error, not a run over nothing."""
+        if items and self.skip >= len(items):
+            from cai.errors import fail
+
+            raise fail("--skip", None, "", f"{self.skip} leaves none of the {len(items)} inputs; use a smaller --skip")
         end = None if self.limit is None else self.skip + self.limit
         return list(items[self.skip : end])
 
@@ -75,6 +81,10 @@ class CritiqueSettings(Sampling, StageSettings):
     max_new_tokens: int = Field(160, ge=1, description="Length limit of each answer, critique and revision.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling: keep the top tokens up to this mass.")
+    retry_failed: bool = Field(
+        True,
+        description="On a rerun, redo records whose requests failed (they are replaced, marked retried).",
+    )
 
 
 Clamp = tuple[float, float] | Literal["none"] | None
@@ -168,6 +178,10 @@ class LabelSettings(Sampling, JudgeSettings):
     top_p: float = Field(0.95, gt=0, le=1, description="Policy nucleus sampling mass.")
     max_failures: float = Field(
         0.2, ge=0, le=1, description="Fail (exit 2) when more than this share of questions gives no probabilities."
+    )
+    retry_failed: bool = Field(
+        True,
+        description="On a rerun, redo records whose requests failed (they are replaced, marked retried).",
     )
 
 

@@ -29,7 +29,7 @@ from jinja2.sandbox import SecurityError
 from cai.constitution.yamlio import load_yaml, read_text
 from cai.errors import CaiError, Problem, did_you_mean, fail
 from cai.paths import data_dir
-from cai.templates import sandbox
+from cai.templates import budget, sandbox
 
 HEADER_RE = re.compile(r"\A\{#-?\s*cai[ \t]*\n(?P<body>.*?)-?#\}", re.DOTALL)
 VAR_TYPES = ("text", "messages", "list", "number")
@@ -205,6 +205,8 @@ def _as_template_error(where: str) -> Iterator[None]:
     """Turn whatever a template makes Jinja or Python raise into one user-facing line."""
     try:
         yield
+    except budget.TooLarge as e:  # a size limit, not an escape attempt: say which limit
+        raise fail(where, template_lineno(e, where), "template", str(e)) from None
     except SecurityError as e:
         raise fail(where, template_lineno(e, where), "template", f"unsafe operation: {e}") from None
     except jinja2.UndefinedError as e:
@@ -229,7 +231,11 @@ def compile_file(path: Path, env: jinja2.Environment) -> jinja2.Template:
 
 
 def render_template(template: jinja2.Template, variables: dict[str, Any]) -> str:
-    """Render a compiled template under the per-render time limit."""
+    """Render a compiled template under the per-render time and size budgets.
+
+    The rendered text is at most `budget.MAX_PROMPT_CHARS` characters: the output is refused while
+    it grows past that, not measured afterwards.
+    """
     where = str(template.filename)
     with sandbox.time_limit(), _as_template_error(where):
         return template.render(**variables)

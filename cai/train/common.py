@@ -22,11 +22,12 @@ from transformers import TrainerCallback
 
 import cai
 from cai.errors import fail
+from cai.io.atomic import PUBLISHED_MARKER, WORK_PREFIX, check_published
+from cai.io.lock import LOCK_FILE
 from cai.io.readers import iter_jsonl
 
-TRAIN_META = "cai_train.json"
+TRAIN_META = PUBLISHED_MARKER
 METRICS_FILE = "metrics.jsonl"
-WORK_PREFIX = ".tmp-"
 # Files the Trainer writes next to a model that a model folder does not need (a pickled
 # TrainingArguments is not loadable without our exact library versions anyway).
 _NOT_MODEL_FILES = {"training_args.bin"}
@@ -56,6 +57,7 @@ def resolve_model_path(spec: str, *, quiet: bool = False) -> str:
         raise fail("--model", None, spec, "an API model cannot be trained; give a local path, a hub id or 'embedded'")
     path = Path(spec).expanduser()
     if path.exists():
+        check_published(path, "--model")
         if not (path / "config.json").is_file():
             raise fail(spec, None, "--model", "not a model folder (no config.json)")
         return str(path.resolve())
@@ -188,8 +190,9 @@ class JsonlMetricsCallback(TrainerCallback):
             return
         row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
         row.update({k: jsonable(v) for k, v in logs.items()})
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        from cai.io.store import append_bytes
+
+        append_bytes(self.path, (json.dumps(row, ensure_ascii=False) + "\n").encode())  # full disk: one line
 
 
 def jsonable(v: Any) -> Any:
@@ -251,8 +254,15 @@ def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[
 class TrainOutput:
     """The output folder of one training run, written so that a killed run leaves no fake model.
 
-    Training (and checkpoints) happen in `OUT/.tmp-<kind>`; at the end the model files move into
-    OUT and `cai_train.json` is written last, so its presence means "a complete model is here".
+    Training (and checkpoints) happen in `OUT/.tmp-<kind>`. Publishing assembles the complete
+    model in a sibling folder (``.OUT.publishing``: model files, metrics, then `cai_train.json`
+    last, all fsynced), then swaps it in with renames (OUT → ``.OUT.old``, sibling → OUT). So OUT
+    either has no model files or a complete model with its marker; a kill at any step leaves
+    leftovers that `prepare` recognises as ours and clears, without --overwrite. Readers refuse
+    a cai training folder without the marker (`check_published`).
+
+    The main process holds OUT's `FolderLock` from `prepare` to the end of `finalize` (the
+    published folder gets its own lock before the swap), so two runs never share one --out.
     The work folder name is fixed (not per-process) so every `accelerate` process agrees on it.
     """
 
@@ -263,10 +273,16 @@ class TrainOutput:
         self.work = self.out / f"{WORK_PREFIX}{kind}"
         self.final = self.work / "final"
         self.metrics = self.out / METRICS_FILE
+        here = self.out.resolve()
+        self.staging = here.with_name(f".{here.name}.publishing")
+        self.old = here.with_name(f".{here.name}.old")
+        self.lock: Any = None
 
     def check(self) -> None:
         """Refuse folders that hold something other than our own leftovers (e.g. a data dir)."""
         if not self.out.exists():
+            if self.out.is_symlink() or (self.out.parent.exists() and not self.out.parent.is_dir()):
+                raise fail(str(self.out), None, "--out", "cannot create this folder (its parent is not a folder)")
             return
         if not self.out.is_dir():
             raise fail(str(self.out), None, "--out", "exists and is not a folder")
@@ -279,7 +295,9 @@ class TrainOutput:
                     "already holds a trained model; choose another folder or pass --overwrite",
                 )
             return
-        foreign = [p.name for p in self.out.iterdir() if p.name != METRICS_FILE and not p.name.startswith(WORK_PREFIX)]
+        if self.final.is_dir():
+            return  # killed while saving or publishing (an older cai moved files out of here): ours
+        foreign = [p.name for p in self.out.iterdir() if not _ours(p.name)]
         if foreign:
             shown = ", ".join(sorted(foreign)[:3])
             raise fail(str(self.out), None, "--out", f"folder is not empty ({shown} …); choose a new one")
@@ -289,42 +307,116 @@ class TrainOutput:
         self.check()
         wait_for_everyone()  # every process checks the folder as it was, before anyone changes it
         if is_main_process():
-            if self.overwrite and (self.out / TRAIN_META).exists():
-                shutil.rmtree(self.out)
-            self.out.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(self.work, ignore_errors=True)
-            self.work.mkdir(parents=True)
-            self.metrics.write_text("")  # a fresh log per run; a resumed log would mix runs
+            from cai.io.lock import FolderLock
+
+            self.lock = FolderLock(self.out)
+            try:
+                for leftover in (self.staging, self.old):
+                    _remove(leftover)
+                for item in self.out.iterdir():
+                    if item.name != LOCK_NAME:
+                        _remove(item)  # an --overwrite'n model, or a killed run's leftovers
+                self.work.mkdir(parents=True)
+                self.metrics.write_text("")  # a fresh log per run; a resumed log would mix runs
+            except OSError as e:
+                self.close()
+                from cai.io.store import write_error
+
+                raise write_error(self.out, e) from None
+            except BaseException:
+                self.close()
+                raise
         wait_for_everyone()
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def finalize(self, trainer: Any, tokenizer: Any, meta: dict[str, Any]) -> None:
         """Save on every process (ZeRO-3 gathers shards inside `save_model`), publish on main."""
-        from cai.io.atomic import write_json_atomic
+        try:
+            trainer.save_model(str(self.final))
+        except OSError as e:
+            from cai.io.store import write_error
 
-        trainer.save_model(str(self.final))
+            self.close()
+            raise write_error(self.final, e) from None
         wait_for_everyone()
         if is_main_process():
-            tokenizer.save_pretrained(str(self.final))  # idempotent; keeps the chat template
-            for item in sorted(self.final.iterdir()):
-                if item.name in _NOT_MODEL_FILES:
-                    continue
-                target = self.out / item.name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                os.replace(item, target)
-                if target.is_file():
-                    # Some writers create private temp files; a model folder is meant to be shared.
-                    os.chmod(target, 0o644)
-            meta = {
-                "cai_version": cai.__version__,
-                "kind": self.kind,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "libraries": library_versions(),
-                **meta,
-            }
-            write_json_atomic(self.out / TRAIN_META, meta)
-            shutil.rmtree(self.work, ignore_errors=True)
+            try:
+                tokenizer.save_pretrained(str(self.final))  # idempotent; keeps the chat template
+                self.publish(meta)
+            except OSError as e:
+                from cai.io.store import write_error
+
+                _remove(self.staging)
+                raise write_error(self.out, e) from None
+            finally:
+                self.close()
         wait_for_everyone()
+
+    def publish(self, meta: dict[str, Any]) -> None:
+        """Move the saved model from the work folder into OUT atomically (see the class doc)."""
+        from cai.io.atomic import fsync_tree, write_json_atomic
+        from cai.io.lock import FolderLock
+
+        _remove(self.staging)
+        self.staging.mkdir()
+        for item in sorted(self.final.iterdir()):
+            if item.name in _NOT_MODEL_FILES:
+                continue
+            target = self.staging / item.name
+            os.replace(item, target)
+            if target.is_file():
+                # Some writers create private temp files; a model folder is meant to be shared.
+                os.chmod(target, 0o644)
+        if self.metrics.exists():
+            shutil.copy2(self.metrics, self.staging / METRICS_FILE)
+        meta = {
+            "cai_version": cai.__version__,
+            "kind": self.kind,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "libraries": library_versions(),
+            **meta,
+        }
+        write_json_atomic(self.staging / TRAIN_META, meta)  # the completion marker, last
+        fsync_tree(self.staging)
+        new_lock = FolderLock(self.staging)  # OUT stays locked through the swap
+        try:
+            _remove(self.old)
+            os.replace(self.out, self.old)
+            os.replace(self.staging, self.out)
+            _fsync_dir(self.out.parent)
+        except BaseException:
+            new_lock.close()
+            raise
+        self.close()
+        self.lock = new_lock
+        _remove(self.old)
+
+
+LOCK_NAME = LOCK_FILE
+
+
+def _ours(name: str) -> bool:
+    """Names a training run itself puts into its --out folder."""
+    return name in (METRICS_FILE, LOCK_NAME) or name.startswith(WORK_PREFIX)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _fsync_dir(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def library_versions() -> dict[str, str]:

@@ -98,6 +98,7 @@ def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefT
             ["chosen", "rejected"],
             jsonl_names=PREF_JSONL,
             option=option,
+            stage="label",
             optional=["prompt", "p_chosen", "id", "aspect", "fingerprint"],
         )
         used: list[PrefRow] = []
@@ -265,7 +266,10 @@ def train_pm(
 
 
 def _pm_tokenizer(path: str, model: str) -> Any:
-    tokenizer = load_tokenizer(path)
+    try:
+        tokenizer = load_tokenizer(path)
+    except OSError as e:  # not a folder here and not reachable as a hub id
+        raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
     if not tokenizer.chat_template:
         raise fail(
             model,

@@ -134,7 +134,10 @@ def check_same_tokenizer(policy_path: str, pm_path: str) -> None:
 
 def check_pm_folder(path: str) -> str:
     """A PM folder: a transformers model with a one-output sequence-classification head."""
+    from cai.io.atomic import check_published
+
     p = Path(path).expanduser()
+    check_published(p, "--pm")
     cfg_path = p / "config.json"
     if not cfg_path.is_file():
         raise fail(

@@ -82,7 +82,7 @@ def load_messages(paths: Sequence[str], option: str) -> MessageTable:
     table = MessageTable()
     for path in paths:
         rows, locs, source, kind = load_table(
-            path, ["messages"], jsonl_names=SFT_JSONL, option=option, optional=["fingerprint"]
+            path, ["messages"], jsonl_names=SFT_JSONL, option=option, optional=["fingerprint"], stage="critique"
         )
         used = []
         for row, loc in zip(rows, locs, strict=True):

@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
-from cai.io.readers import is_saved_dataset, iter_jsonl, load_saved_dataset, row_where
+from cai.io.readers import (
+    check_rows_folder,
+    is_saved_dataset,
+    iter_jsonl,
+    load_saved_dataset,
+    read_json_file,
+    row_where,
+)
+
+# What each stage's output folder is for, to name the right command when a folder is given to
+# the wrong one (its `run.json` says which stage wrote it).
+STAGE_USE = {"critique": "cai train sft", "label": "cai train pm"}
 
 
 @dataclass(frozen=True)
@@ -47,14 +58,33 @@ class TableSource:
         return asdict(self)
 
 
-def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tuple[Path, str]:
+def check_stage_folder(p: Path, stage: str | None, option: str) -> None:
+    """A stage's output folder given to the command that reads the other stage's output (a
+    critique folder to `train pm`) is refused, naming what it is and where it belongs."""
+    if stage is None or not (p / "run.json").is_file():
+        return
+    found = read_json_file(p / "run.json", kind="run manifest").get("stage")
+    if isinstance(found, str) and found != stage and found in STAGE_USE:
+        raise fail(
+            str(p),
+            None,
+            option,
+            f"a {found} run folder; this command reads a {stage} run folder ({found} output is for {STAGE_USE[found]})",
+        )
+
+
+def find_table(
+    path: str | Path, jsonl_names: Sequence[str], option: str, *, stage: str | None = None
+) -> tuple[Path, str]:
     """Locate the data in `path`: DIR/dataset, DIR/<jsonl>, a saved dataset, or a .jsonl file.
 
     The `datasets` folder wins over JSONL when both exist: it is what the stage wrote last, and
-    reading it keeps Arrow types rather than re-parsing text.
+    reading it keeps Arrow types rather than re-parsing text. A folder another stage wrote
+    (``stage``: the one expected) is an error.
     """
     p = Path(path)
     if p.is_dir():
+        check_stage_folder(p, stage, option)
         if is_saved_dataset(p / "dataset"):
             return p / "dataset", "dataset"
         for name in jsonl_names:
@@ -62,6 +92,8 @@ def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tup
                 return p / name, "jsonl"
         if is_saved_dataset(p):
             return p, "dataset"
+        if not any(p.iterdir()):
+            check_rows_folder(p, option)
         raise fail(str(p), None, option, f"no dataset/ folder or {' / '.join(jsonl_names)} in this folder")
     if p.is_file():
         if p.suffix in (".jsonl", ".json"):
@@ -71,14 +103,20 @@ def find_table(path: str | Path, jsonl_names: Sequence[str], option: str) -> tup
 
 
 def load_table(
-    path: str | Path, columns: Sequence[str], *, jsonl_names: Sequence[str], option: str, optional: Sequence[str] = ()
+    path: str | Path,
+    columns: Sequence[str],
+    *,
+    jsonl_names: Sequence[str],
+    option: str,
+    optional: Sequence[str] = (),
+    stage: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Loc], Path, str]:
     """Rows of `path` restricted to `columns` (required) and `optional` ones (kept if present).
 
     Other columns are dropped here: the stage exports carry many (the public CAI dataset's),
     and some share names with TRL's formats (`prompt`, `chosen`) that would change its behaviour.
     """
-    source, kind = find_table(path, jsonl_names, option)
+    source, kind = find_table(path, jsonl_names, option, stage=stage)
     if kind == "jsonl":
         rows, locs = _read_jsonl(source, columns, optional)
     else:

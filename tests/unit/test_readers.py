@@ -103,7 +103,11 @@ def test_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CaiError) as e:
         load_prompts(str(tmp_path / "empty"))
-    assert "cannot read the saved dataset" in one_line(e.value)
+    assert f"{tmp_path / 'empty'}: prompts: an empty folder" in one_line(e.value)
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(CaiError) as e:
+        load_prompts(str(tmp_path / "empty"))
+    assert "prompts: not a saved datasets folder" in one_line(e.value)
 
 
 def test_summary_figures() -> None:
