@@ -38,7 +38,7 @@ def derive_seed(*parts: Any) -> int:
     return int(content_hash(*parts, length=8), 16) & 0x7FFFFFFF
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, require: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """A store file's complete records ([] before the first write).
 
     The torn last line a killed writer leaves is not an error: see `iter_jsonl`'s
@@ -46,7 +46,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     if not path.exists():
         return []
-    return [rec for _, rec in iter_jsonl(path, committed_only=True)]
+    return [rec for _, rec in iter_jsonl(path, committed_only=True, require=require)]
 
 
 class Store:
@@ -70,7 +70,7 @@ class Store:
             self._mkdir()
             self._check_manifest()
             self._repair()
-            self.records, self.duplicates = dedupe(read_jsonl(self.path))
+            self.records, self.duplicates = dedupe(read_jsonl(self.path, require=("id",)))
         except BaseException:
             self.close()
             raise
