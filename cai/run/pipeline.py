@@ -200,6 +200,16 @@ STAGE_SETTINGS: dict[str, type[StageSettings]] = {
     "eval": EvalSettings,
 }
 
+# What a finished stage leaves behind: a stage marked done without it is done again.
+STAGE_OUTPUT = {
+    "critique": "records.jsonl",
+    "sft": "model/cai_train.json",
+    "label": "records.jsonl",
+    "pm": "model/cai_train.json",
+    "ppo": "model/cai_train.json",
+    "eval": "summary.json",
+}
+
 STAGES: dict[str, Callable[[RunContext, Any, Path], dict[str, Any]]] = {
     "critique": _critique,
     "sft": _sft,
@@ -255,6 +265,9 @@ def _run_stages(recipe: Recipe, base: Path, out: Path, quiet: bool) -> dict[str,
                 shutil.rmtree(aside)
             os.replace(d, aside)
             log(f"{stage}: inputs changed; previous output moved to {aside.name}")
+            state = None
+        if state and state.get("status") == "done" and not (d / STAGE_OUTPUT[stage]).exists():
+            log(f"{stage}: marked done but {STAGE_OUTPUT[stage]} is missing; redoing it")
             state = None
         if state and state.get("status") == "done":
             log(f"{stage}: done already (key {key[:8]}), skipped")
