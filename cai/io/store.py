@@ -21,7 +21,7 @@ from typing import Any
 from cai import __version__
 from cai.errors import CaiError, fail
 from cai.io.lock import FolderLock
-from cai.io.readers import iter_jsonl
+from cai.io.readers import iter_jsonl, read_json_file
 
 RECORDS = "records.jsonl"
 MANIFEST = "run.json"
@@ -99,12 +99,7 @@ class Store:
     def _check_manifest(self) -> None:
         mpath = self.dir / MANIFEST
         if mpath.exists():
-            try:
-                old = json.loads(mpath.read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise fail(str(mpath), None, "", f"not valid JSON ({e}); use another --out folder") from None
-            if not isinstance(old, dict):
-                raise fail(str(mpath), None, "", "not a run manifest; use another --out folder")
+            old = read_json_file(mpath, kind="run manifest")
             keys = sorted(k for k in self.manifest if k != "cai_version" and old.get(k) != self.manifest[k])
             if keys:
                 raise fail(
@@ -240,13 +235,7 @@ def _shard_manifest(d: Path) -> dict[str, Any]:
         raise fail(str(d), None, "", "no such shard folder")
     if not path.is_file():
         raise fail(str(d), None, "", f"not a run folder (no {MANIFEST})")
-    try:
-        m = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise fail(str(path), None, "", f"not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise fail(str(path), None, "", "not a run manifest")
-    return m
+    return read_json_file(path, kind="run manifest")
 
 
 def _check_shards(dirs: list[Path], manifests: list[dict[str, Any]]) -> None:

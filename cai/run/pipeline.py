@@ -9,7 +9,6 @@ and it moves a stage whose inputs changed aside to ``RUN/<stage>.old-<key>`` bef
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.atomic import write_json_atomic
+from cai.io.readers import read_json_file
 from cai.io.store import content_hash
 from cai.models.settings import Backends, BackendSettings
 from cai.redact import redact, redact_text
@@ -258,7 +258,7 @@ def _run_stages(recipe: Recipe, base: Path, out: Path, quiet: bool) -> dict[str,
         d = out / stage
         ctx.dirs[stage] = d
         state_path = d / "stage.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        state = read_json_file(state_path, kind="stage state") if state_path.exists() else None
         if state and state.get("key") != key:
             aside = out / f"{stage}.old-{state.get('key', 'unknown')[:8]}"
             if aside.exists():

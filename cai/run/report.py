@@ -15,12 +15,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cai.io.readers import read_json_file
 from cai.io.store import read_jsonl
 from cai.redact import known_secrets, redact, redact_text
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_file(path) if path.is_file() else None
 
 
 def _png(fig: Any) -> str:

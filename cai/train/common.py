@@ -120,6 +120,18 @@ def load_tokenizer(path: str, *, padding_side: str = "right") -> Any:
     return tokenizer
 
 
+def load_chat_tokenizer(path: str, model: str, why: str) -> Any:
+    """The tokenizer of a model trained on chat data: one that cannot load, or has no chat
+    template, is a one-line `--model` error saying `why` a template is needed."""
+    try:
+        tokenizer = load_tokenizer(path)
+    except OSError as e:  # not a folder here and not reachable as a hub id
+        raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
+    if not tokenizer.chat_template:
+        raise fail(model, None, "--model", f"the tokenizer has no chat template; {why}")
+    return tokenizer
+
+
 def load_causal_lm(path: str, dtype: torch.dtype | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 

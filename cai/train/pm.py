@@ -27,7 +27,7 @@ from cai.train.common import (
     JsonlMetricsCallback,
     TrainOutput,
     changed_params,
-    load_tokenizer,
+    load_chat_tokenizer,
     loss_history,
     param_checksums,
     quiet_libraries,
@@ -235,7 +235,10 @@ def train_pm(
     soft = s.labels == "soft"
     recorded = {**s.record(), "seed": seed, "loss": SOFT_LOSS if soft else HARD_LOSS, "bf16": use_bf16()}
     with quiet_libraries(quiet):
-        tokenizer = _pm_tokenizer(path, model)
+        tokenizer = load_chat_tokenizer(
+            path, model, "the PM scores chat replies, so start it from the (instruct) policy model"
+        )
+        use_distinct_pad(tokenizer)
         examples, dropped = encode_rows(tokenizer, ai.rows + hum.rows, s.max_length, soft=soft)
         if not examples:
             raise fail(
@@ -263,23 +266,6 @@ def train_pm(
         }
         output.finalize(trainer, tokenizer, meta)
     return summary
-
-
-def _pm_tokenizer(path: str, model: str) -> Any:
-    try:
-        tokenizer = load_tokenizer(path)
-    except OSError as e:  # not a folder here and not reachable as a hub id
-        raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
-    if not tokenizer.chat_template:
-        raise fail(
-            model,
-            None,
-            "--model",
-            "the tokenizer has no chat template; the PM scores chat replies, "
-            "so start it from the (instruct) policy model",
-        )
-    use_distinct_pad(tokenizer)
-    return tokenizer
 
 
 def _row_counts(ai: PrefTable, hum: PrefTable, held: PrefTable, train: int, dropped: int) -> dict[str, int]:

@@ -16,7 +16,6 @@ shares with the policy).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from cai.errors import fail
+from cai.io.readers import read_json_file
 
 Conversation = list[dict[str, str]]
 
@@ -146,7 +146,7 @@ def check_pm_folder(path: str) -> str:
             "--pm",
             "not a model folder (no config.json); give the --out folder of `cai train pm`",
         )
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg = read_json_file(cfg_path, kind="model config")
     archs = cfg.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise fail(

@@ -23,7 +23,7 @@ from cai.train.common import (
     JsonlMetricsCallback,
     TrainOutput,
     changed_params,
-    load_tokenizer,
+    load_chat_tokenizer,
     loss_history,
     param_checksums,
     quiet_libraries,
@@ -218,7 +218,7 @@ def train_sft(
     path = resolve_model_path(model, quiet=quiet)
     recorded = {**s.record(), "seed": seed, "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
     with quiet_libraries(quiet):
-        tokenizer = _chat_tokenizer(path, model)
+        tokenizer = load_chat_tokenizer(path, model, "SFT on `messages` needs an instruct/chat model")
         # The config comes first: building it sets up the process group (DDP, DeepSpeed) the
         # way transformers expects, before anything else asks which process this is.
         config = sft_config(output, s, seed, quiet, logging_steps)
@@ -238,18 +238,6 @@ def train_sft(
         }
         output.finalize(trainer, tokenizer, meta)
     return summary
-
-
-def _chat_tokenizer(path: str, model: str) -> Any:
-    try:
-        tokenizer = load_tokenizer(path)
-    except OSError as e:  # not a folder here and not reachable as a hub id
-        raise fail(model, None, "--model", f"cannot load a tokenizer: {e}") from None
-    if not tokenizer.chat_template:
-        raise fail(
-            model, None, "--model", "the tokenizer has no chat template; SFT on `messages` needs an instruct/chat model"
-        )
-    return tokenizer
 
 
 def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any]:
