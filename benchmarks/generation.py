@@ -58,10 +58,7 @@ TOPICS = [
 
 
 def prompts(n: int) -> list[list[dict[str, str]]]:
-    return [
-        [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]
-        for i in range(n)
-    ]
+    return [[{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}] for i in range(n)]
 
 
 def local_tok_s(backend: object, batch: int, new_tokens: int, repeats: int) -> float:
@@ -109,9 +106,7 @@ def main() -> None:
     ap.add_argument("--no-llamacpp", action="store_true")
     ap.add_argument("--decoder", default="auto", choices=["auto", "cai", "transformers"])
     ap.add_argument("--no-baseline", action="store_true", help="skip the transformers-generate figure")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch and llama.cpp alike"
-    )
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and llama.cpp alike")
     args = ap.parse_args()
     if args.threads:
         import torch

@@ -94,9 +94,7 @@ def clamped(items: list[dict[str, Any]], lo: float, hi: float) -> list[dict[str,
     return out
 
 
-def passes(
-    c: Constitution, judge: Backend, pairs: list[Pair], seed: int
-) -> tuple[list[dict], dict]:
+def passes(c: Constitution, judge: Backend, pairs: list[Pair], seed: int) -> tuple[list[dict], dict]:
     rows, timing = [], {}
     for fewshot in (True, False):
         s = JudgeSettings(principles="all", orders="both", fewshot=fewshot)
@@ -175,9 +173,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", default="embedded")
     ap.add_argument("--dtype", default="fp32", help="fp32 by default: bf16 quantises P(A) coarsely")
     ap.add_argument("--every", type=int, default=4, help="use every N-th pair of judge-dev")
@@ -233,8 +229,7 @@ def main() -> None:
         json.dumps(
             {
                 "agreement": {
-                    f"{r['config']}{'' if r['fewshot'] else ' (no few-shot)'}": r["agreement"]
-                    for r in rows + cot
+                    f"{r['config']}{'' if r['fewshot'] else ' (no few-shot)'}": r["agreement"] for r in rows + cot
                 },
                 "seconds": result["seconds"],
             }

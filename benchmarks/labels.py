@@ -41,9 +41,7 @@ CONFIGS = {
 }
 
 
-def measure(
-    c: Constitution, judge: Backend, pairs: list[Pair], s: JudgeSettings, share: bool
-) -> dict[str, Any]:
+def measure(c: Constitution, judge: Backend, pairs: list[Pair], s: JudgeSettings, share: bool) -> dict[str, Any]:
     judge.prefix_sharing = share  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     results = judge_pairs(c, judge, pairs, s, seed=0)
@@ -59,9 +57,7 @@ def measure(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", default="embedded")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--pairs", type=int, default=4, help="judge-dev pairs per shared measurement")
@@ -92,9 +88,7 @@ def main() -> None:
         stage = {**summary["throughput"], "wall_seconds": round(time.perf_counter() - t0, 2)}
     judge.close()
 
-    print(
-        f"{'config':<8}{'sharing':>9}{'pairs':>7}{'questions':>11}{'seconds':>9}{'labels/s':>10}{'q/s':>8}"
-    )
+    print(f"{'config':<8}{'sharing':>9}{'pairs':>7}{'questions':>11}{'seconds':>9}{'labels/s':>10}{'q/s':>8}")
     for r in rows:
         print(
             f"{r['config']:<8}{'on' if r['prefix_sharing'] else 'off':>9}{r['pairs']:>7}"

@@ -122,9 +122,7 @@ def main() -> None:
         ref = load_backend("embedded", dtype="fp32", device=args.device)
         exact = ref.option_probs(convs, ["A", "B"])
         ref.close()
-        diff_fp32 = max(
-            abs(s.probs["A"] - e.probs["A"]) for s, e in zip(shared, exact, strict=True)
-        )
+        diff_fp32 = max(abs(s.probs["A"] - e.probs["A"]) for s, e in zip(shared, exact, strict=True))
         print(f"max |p_A - p_A(fp32)| = {diff_fp32:.3f}")
     a_first = sum(s.probs["A"] for s in shared[: len(QUESTIONS)]) / len(QUESTIONS)
     a_second = sum(s.probs["A"] for s in shared[len(QUESTIONS) :]) / len(QUESTIONS)

@@ -96,7 +96,8 @@ def constitution_show(
 
 
 def constitution_diff(a: str, b: str) -> None:
-    """Principles added, removed and changed between two constitutions."""
+    """Principles added, removed and changed between two constitutions; warns (on stderr) about a
+    principle whose text changed without a version bump."""
     from cai.constitution.diff import diff_constitutions
     from cai.constitution.load import load_constitution
 
@@ -105,14 +106,25 @@ def constitution_diff(a: str, b: str) -> None:
     except CaiError as e:
         die(e)
     for line in lines:
-        typer.echo(line)
+        typer.echo(line, err=line.startswith("warning:"))
 
 
-def models() -> None:
-    """List the models cai can use here and where they live."""
-    from cai.models.spec import list_models
+def models(
+    under: Annotated[
+        list[Path] | None,
+        typer.Option("--under", help="Also list the models trained into folders under DIR (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """List the models cai can use here and where they live; with --under, the trained ones too
+    (kind, base model, date; the spec column is what --model/--policy/--pm take)."""
+    from cai.models.spec import list_models, list_trained
 
-    for m in list_models():
+    rows = list_models() + [row for root in under or [] for row in list_trained(root)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for m in rows:
         typer.echo("  ".join(f"{k}={v}" for k, v in m.items()))
 
 

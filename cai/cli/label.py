@@ -33,6 +33,9 @@ def label(
     pairs: Annotated[
         str | None, typer.Option("--pairs", help="Label these pairs instead of sampling (JSONL/TRL/HH-RLHF).")
     ] = None,
+    critique: Annotated[
+        str | None, typer.Option("--critique", help="--method revision: a `cai critique` output folder.")
+    ] = None,
     constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
@@ -42,10 +45,16 @@ def label(
     from cai.io.pairs import load_pairs
     from cai.io.sources import load_prompts
     from cai.io.store import parse_shard
-    from cai.stages.label import label_pairs, label_prompts
+    from cai.stages.label import label_pairs, label_prompts, revision_pairs
+    from cai.stages.settings import SCORERS
 
     check_out(out)
-    if (pairs is None) == (prompts is None):
+    if settings.method == "revision":
+        if critique is None or pairs is not None or prompts is not None or policy is not None:
+            raise fail("--critique", None, "critique", "--method revision reads only --critique DIR (a critique run)")
+    elif critique is not None:
+        raise fail("--critique", None, "critique", "--critique is the input of --method revision only")
+    elif (pairs is None) == (prompts is None):
         raise fail("--pairs", None, "pairs", "give either --prompts (with --policy) or --pairs")
     if prompts is not None and policy is None:
         raise fail("--policy", None, "policy", "--prompts needs a --policy model to sample responses")
@@ -53,23 +62,33 @@ def label(
         raise fail("--policy", None, "policy", "--pairs are labelled as given; drop --policy")
     c = load_constitution(constitution)
     where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
+    needs_judge = settings.method in SCORERS or settings.rescore is not None
     with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
-        if policy is None:
-            summary = label_pairs(
-                c, backends(judge, "--judge"), window.apply(load_pairs(str(pairs))), out, settings, **where
-            )
+        scorer = backends(judge, "--judge") if needs_judge else None
+        if critique is not None:
+            summary = label_pairs(c, scorer, window.apply(revision_pairs(critique)), out, settings, **where)
+        elif policy is None:
+            summary = label_pairs(c, scorer, window.apply(load_pairs(str(pairs))), out, settings, **where)
         else:
             items = window.apply(load_prompts(str(prompts)))
-            summary = label_prompts(
-                c, backends(judge, "--judge"), backends(policy, "--policy"), items, out, settings, **where
-            )
+            summary = label_prompts(c, scorer, backends(policy, "--policy"), items, out, settings, **where)
     t, pos = summary["throughput"], summary["position_bias"]
+    judged = (
+        f"; order consistency {summary['order_consistency']}, option mass {summary['option_mass']}, "
+        f"P(first) {pos['p_first_mean']}"
+        if settings.judge.method != "contrast" and needs_judge
+        else ""
+    )
+    rescored = (
+        f"; {settings.rescore} agrees with the construction on {summary['rescore_agreement']}"
+        if settings.rescore
+        else ""
+    )
     typer.echo(
-        f"{summary['records']} pairs ({summary['exported']} exported, "
+        f"{summary['records']} pairs by {settings.method} ({summary['exported']} exported, "
         f"{summary['unlabelled']} unlabelled, {summary['errors']} errors, "
-        f"{summary['identical']} identical) in {out}; "
-        f"order consistency {summary['order_consistency']}, option mass {summary['option_mass']}, "
-        f"P(first) {pos['p_first_mean']}; {t['labels_s']} labels/s"
+        f"{summary['identical']} identical) in {out}{judged}{rescored}"
+        + (f"; {t['labels_s']} labels/s" if needs_judge else "")
     )
 
 
@@ -91,14 +110,41 @@ def judge_eval(
 ) -> None:
     """Measure a judge against human-labelled pairs: agreement, position bias, calibration."""
     from cai.constitution.load import load_constitution
+    from cai.io.atomic import write_json_atomic
     from cai.io.pairs import load_pairs
-    from cai.stages.judge_eval import evaluate_judge, format_report, print_warnings, write_eval
+    from cai.stages.judge_eval import (
+        compare_methods,
+        evaluate_judge,
+        format_comparison,
+        format_report,
+        print_warnings,
+        select_split,
+        write_eval,
+    )
 
     check_out(out)
     c = load_constitution(constitution)
-    items = window.apply(load_pairs(pairs))
+    items = window.apply(select_split(load_pairs(pairs), settings.split, pairs))
     if not any(p.human for p in items):
         raise fail(pairs, None, "chosen", "judge-eval needs human-labelled pairs (chosen/rejected)")
+    if settings.compare:
+        with Backends(backend, quiet=quiet) as backends:
+            result = compare_methods(
+                c,
+                backends(judge, "--judge"),
+                items,
+                settings.judge,
+                seed=run.seed,
+                batch_size=settings.batch_size,
+                quiet=quiet,
+            )
+        result["split"] = settings.split
+        typer.echo(format_comparison(result))
+        if out is not None:
+            write_eval(out, result, [])
+            write_json_atomic(out / "summary.json", result)
+            typer.echo(f"wrote {out / 'summary.json'}")
+        return
     with Backends(backend, quiet=quiet) as backends:
         summary, judged = evaluate_judge(
             c,

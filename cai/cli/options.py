@@ -27,6 +27,11 @@ ModelOpt = Annotated[
 ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="Constitution: a path or a shipped name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/N: process the i-th of N shards.")]
+VERBOSE_HELP = "Show what the libraries print (logs, deprecation warnings, raw training metrics); muted by default."
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)]
+# Where the root command keeps its `cai.verbosity.LibraryOutput` (in click's per-run ctx.meta).
+LIBRARY_OUTPUT = "cai.library_output"
+_CONTEXT = "cai_context"  # the parameter `settings_command` adds to receive typer's context
 
 
 def die(err: CaiError) -> NoReturn:
@@ -34,6 +39,16 @@ def die(err: CaiError) -> NoReturn:
     for p in err.problems:
         typer.echo(str(p), err=True)
     raise typer.Exit(2)
+
+
+def apply_verbose(ctx: typer.Context | None, verbose: bool) -> None:
+    """A command's own ``--verbose``: end the muting the root command started (`cai.cli.app`).
+
+    Library output is muted for every command from the start (before its options are even
+    read), so a command-level flag can only turn it back on, never off."""
+    output = ctx.meta.get(LIBRARY_OUTPUT) if verbose and ctx is not None else None
+    if output is not None:
+        output.unmute()
 
 
 def check_out(path: Path | None, option: str = "--out") -> None:
@@ -118,7 +133,8 @@ def settings_command(
     """Decorate a command whose parameters named in `models` take settings models: the command
     typer sees has one option per field instead, and receives the validated models. Fields in
     `exclude` mean nothing for this command (e.g. a batch size for one prompt): no option, and
-    the model's default."""
+    the model's default. Every such command also gets ``--verbose`` (`apply_verbose`), unless it
+    takes a `verbose` parameter itself."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
@@ -134,8 +150,16 @@ def settings_command(
         if clash:
             raise TypeError(f"{fn.__name__}: option names used twice: {clash}")
         params = own + [_option(name, field) for name, (_, field) in fields.items()]
+        own_verbose = "verbose" in taken
+        if not own_verbose:
+            option = typer.Option("--verbose", help=VERBOSE_HELP)
+            keyword = inspect.Parameter.KEYWORD_ONLY
+            params.append(inspect.Parameter("verbose", keyword, default=False, annotation=Annotated[bool, option]))
+            params.append(inspect.Parameter(_CONTEXT, keyword, annotation=typer.Context))  # typer fills it in
 
         def command(**kwargs: Any) -> Any:
+            if not own_verbose:
+                apply_verbose(kwargs.pop(_CONTEXT, None), kwargs.pop("verbose", False))
             for arg, m in models.items():
                 kwargs[arg] = build_settings(m, {k: kwargs.pop(k) for k in list(kwargs) if k in m.model_fields})
             return fn(**kwargs)

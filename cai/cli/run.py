@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from cai.cli.options import check_out
+from cai.cli.options import VerboseOpt, apply_verbose, check_out
 from cai.errors import fail
 
 STATE_FILES = ("stage.json", "run.json")
 
 
 def run(
+    ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Recipe file (or a shipped recipe's name, e.g. quickstart).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<recipe name>).")] = None,
     set_: Annotated[
@@ -21,8 +22,10 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; log only to the run folder.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""
+    apply_verbose(ctx, verbose)
     from cai.run.pipeline import run_recipe
     from cai.run.recipe import load_checked_recipe
 

@@ -1,4 +1,4 @@
-"""`cai train sft|pm|ppo`: training commands, each a thin call into `cai.train`.
+"""`cai train sft|pm|dpo|ppo`: training commands, each a thin call into `cai.train`.
 
 Every setting comes from `cai.train.settings` (the recipe's sections are the same models).
 torch/transformers/TRL are imported inside the commands, so `cai --help` stays fast. Every
@@ -17,7 +17,7 @@ import typer
 from cai.cli.options import check_out, settings_command
 from cai.models.settings import DEFAULT_MODEL
 from cai.stages.settings import Seed, Window
-from cai.train.settings import PmSettings, RlSettings, SftSettings
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained model (new or empty).")]
 OverwriteOpt = Annotated[
@@ -135,6 +135,66 @@ def pm(
     _echo_summary(s, as_json, lines)
 
 
+def _lora_line(settings: Any) -> list[str]:
+    if not settings.lora:
+        return []
+    saved = "merged into the base" if settings.lora_merge else "adapter only (load it with peft)"
+    return [f"LoRA r={settings.lora_r}: {saved}"]
+
+
+@settings_command(settings=DpoSettings, run=Seed)
+def dpo(
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            "-d",
+            help="Label run folder (`cai label --out`), saved dataset or preference JSONL (TRL format with "
+            "p_chosen). Repeat to combine.",
+        ),
+    ],
+    out: OutOpt,
+    settings: DpoSettings,
+    run: Seed,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Policy to train (the SL-CAI model); also the DPO reference.")
+    ] = DEFAULT_MODEL,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """DPO on AI labels (TRL DPOTrainer) in place of pm + ppo; soft labels by default."""
+    from cai.train.dpo import train_dpo
+
+    check_out(out)
+    s = train_dpo(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
+    rows = s["rows"]
+    lines = [
+        f"trained {s['steps']} steps on {rows['train']} pairs ({rows['ai']} AI, "
+        f"{rows['human']} human; {settings.labels} labels, beta {settings.beta}) → {s['out']}",
+        f"train loss {_f(s['train_loss_first'])} → {_f(s['train_loss_last'])}; "
+        f"reward accuracy {_f(s['train_reward_accuracy_last'])}",
+        *_lora_line(settings),
+    ]
+    if rows["eval"]:
+        lines.append(
+            f"held-out reward accuracy {_f(s['eval_accuracy'])}, margin {_f(s['eval_reward_margin'])} "
+            f"on {rows['eval']} pairs"
+        )
+    if rows["eval_overlap_with_train"]:
+        lines.append(
+            f"warning: {rows['eval_overlap_with_train']} --eval pairs are also training pairs; "
+            "that accuracy is not held-out"
+        )
+    if rows["dropped_prompt_too_long"]:
+        lines.append(f"dropped {rows['dropped_prompt_too_long']} pairs whose prompt exceeds --max-length")
+    if rows["truncated"]:
+        lines.append(f"cut {rows['truncated']} pairs' answers at --max-length")
+    if s["params_changed"] is False:
+        lines.append("warning: no parameter changed (learning rate 0?)")
+    _echo_summary(s, as_json, lines)
+
+
 @settings_command(settings=RlSettings, window=Window, run=Seed)
 def ppo(
     policy: Annotated[
@@ -177,9 +237,12 @@ def ppo(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `train` group: sft (SL-CAI), pm and ppo (RL-CAI)."""
-    train_app = typer.Typer(no_args_is_help=True, help="Train models with TRL: sft (SL-CAI), pm, ppo (RL-CAI).")
+    """Add the `train` group: sft (SL-CAI), pm and ppo (RL-CAI), or dpo in place of pm + ppo."""
+    train_app = typer.Typer(
+        no_args_is_help=True, help="Train models with TRL: sft (SL-CAI), pm, ppo (RL-CAI), or dpo instead of pm+ppo."
+    )
     train_app.command("sft")(sft)
     train_app.command("pm")(pm)
+    train_app.command("dpo")(dpo)
     train_app.command("ppo")(ppo)
     app.add_typer(train_app, name="train")

@@ -1,4 +1,9 @@
-"""`cai constitution diff`: what changed between two constitutions, principle by principle."""
+"""`cai constitution diff`: what changed between two constitutions, principle by principle.
+
+Records name a principle as ``id@version``; a principle whose text changed but kept its version
+makes records from both texts look alike, so the diff warns about it (tags alone do not change
+what a model is asked, so they do not need a bump).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,11 @@ def _by_id(items: list[Versioned]) -> dict[str, Versioned]:
     return {v.id: v for v in items}
 
 
-def _section(title: str, a: list[Versioned], b: list[Versioned]) -> list[str]:
+# Fields that only select principles; changing them does not change what a model is asked.
+_SELECTION_ONLY = frozenset({"tags"})
+
+
+def _section(title: str, a: list[Versioned], b: list[Versioned], warnings: list[str]) -> list[str]:
     da, db = _by_id(a), _by_id(b)
     lines: list[str] = []
     for pid in db.keys() - da.keys():
@@ -25,16 +34,26 @@ def _section(title: str, a: list[Versioned], b: list[Versioned]) -> list[str]:
         if changed or da[pid].version != db[pid].version:
             what = ", ".join(changed) if changed else "version only"
             lines.append(f"~ {title} {da[pid].ref} -> {db[pid].ref} ({what})")
+            text = [k for k in changed if k not in _SELECTION_ONLY]
+            if text and da[pid].version == db[pid].version:
+                warnings.append(
+                    f"warning: {title} principle {pid!r} changed ({', '.join(text)}) but kept version "
+                    f"{db[pid].version}: records of both texts read {db[pid].ref}; bump its version "
+                    f"(version: {db[pid].version + 1} on the principle or its library)"
+                )
     return sorted(lines, key=lambda s: (s[2:], s[0]))
 
 
 def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
+    """The diff, one change per line; lines starting ``warning:`` (last) are changed principles
+    whose version was not bumped."""
+    warnings: list[str] = []
     lines = [
         f"a: {a.name} v{a.spec.version} {a.fingerprint()}",
         f"b: {b.name} v{b.spec.version} {b.fingerprint()}",
     ]
-    lines += _section("critique", a.critique_principles, b.critique_principles)
-    lines += _section("comparison", a.comparison_principles, b.comparison_principles)
+    lines += _section("critique", a.critique_principles, b.critique_principles, warnings)
+    lines += _section("comparison", a.comparison_principles, b.comparison_principles, warnings)
     for key in ("system_prompt",):
         if getattr(a.spec, key) != getattr(b.spec, key):
             lines.append(f"~ {key} changed")
@@ -54,4 +73,4 @@ def diff_constitutions(a: Constitution, b: Constitution) -> list[str]:
         lines.append("~ templates changed")
     if len(lines) == 2:
         lines.append("no differences")
-    return lines
+    return lines + warnings

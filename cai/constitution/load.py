@@ -2,14 +2,16 @@
 
 `cai.constitution.include` reads a constitution with its includes into one mapping; this module
 validates it against the schema and the libraries it lists and builds the `Constitution`.
-Every mistake is reported at the file and line that made it, the included file's if need be.
+Every mistake is reported at the file and line that made it, the included file's if need be,
+and every mistake found is reported, not just the first: a check that can go on after one does
+(the other ids, tags, exemplars and templates) collects its problems and raises them together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -26,11 +28,21 @@ from cai.constitution.schema import (
     problems_from_validation,
 )
 from cai.constitution.yamlio import YamlDoc, dotted, load_yaml
-from cai.errors import CaiError, did_you_mean, fail
+from cai.errors import CaiError, Problem, did_you_mean, fail
 from cai.templates.renderer import PromptRenderer
 
 # A key path in the merged constitution → the file and line that set it (or its nearest parent).
 LineOf = Callable[[tuple[Any, ...]], tuple[str, int | None]]
+T = TypeVar("T")
+
+
+def _gather(problems: list[Problem], step: Callable[[], T], default: T) -> T:
+    """Run one check; its problems join `problems` and `default` stands in for its result."""
+    try:
+        return step()
+    except CaiError as e:
+        problems += e.problems
+        return default
 
 
 def load_library(path: Path) -> CritiqueLibrary | ComparisonLibrary:
@@ -47,15 +59,20 @@ def load_library(path: Path) -> CritiqueLibrary | ComparisonLibrary:
         )
     lib = parse_as(doc, model)
     seen: dict[str, int] = {}
+    problems = []
     for i, p in enumerate(lib.principles):
         if p.id in seen:
-            raise fail(
-                str(path),
-                doc.line(("principles", i, "id")),
-                f"principles[{i}].id",
-                f"duplicate principle id {p.id!r} (first at principles[{seen[p.id]}])",
+            problems.append(
+                Problem(
+                    str(path),
+                    doc.line(("principles", i, "id")),
+                    f"principles[{i}].id",
+                    f"duplicate principle id {p.id!r} (first at principles[{seen[p.id]}])",
+                )
             )
-        seen[p.id] = i
+        seen.setdefault(p.id, i)
+    if problems:
+        raise CaiError(problems)
     return lib
 
 
@@ -65,17 +82,25 @@ def _select(
     if not sel.ids and not sel.tags:
         return list(available.values())
     chosen: dict[str, Versioned] = {}
+    problems = []
     for pid in sel.ids:
         if pid not in available:
-            raise fail(*where, f"{field_path}.ids", f"unknown principle id {pid!r}", did_you_mean(pid, available))
+            problems.append(
+                Problem(*where, f"{field_path}.ids", f"unknown principle id {pid!r}", did_you_mean(pid, available))
+            )
+            continue
         chosen[pid] = available[pid]
     known_tags = {t for v in available.values() for t in v.principle.tags}
     for tag in sel.tags:
         if tag not in known_tags:
-            raise fail(*where, f"{field_path}.tags", f"no principle has tag {tag!r}", did_you_mean(tag, known_tags))
+            problems.append(
+                Problem(*where, f"{field_path}.tags", f"no principle has tag {tag!r}", did_you_mean(tag, known_tags))
+            )
         for pid, v in available.items():
             if tag in v.principle.tags:
                 chosen.setdefault(pid, v)
+    if problems:
+        raise CaiError(problems)
     # Keep library order so that sampling does not depend on how the selection was written.
     return [v for pid, v in available.items() if pid in chosen]
 
@@ -90,17 +115,23 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
     except ValidationError as err:
         raise CaiError(problems_from_validation(YamlDoc(str(top), data), err, ConstitutionSpec, line_of)) from None
     critique, comparison = _load_libraries(spec, line_of)
-    return Constitution(
-        spec,
-        top,
-        [str(p) for p in chain],
-        critique_principles=_select(
-            spec.critique.principles, critique, "critique.principles", line_of(("critique", "principles"))
-        ),
-        comparison_principles=_select(
+    # Each check below stands alone: run them all, then report every problem together.
+    problems: list[Problem] = []
+    critique_principles = _gather(
+        problems,
+        lambda: _select(spec.critique.principles, critique, "critique.principles", line_of(("critique", "principles"))),
+        [],
+    )
+    comparison_principles = _gather(
+        problems,
+        lambda: _select(
             spec.comparison.principles, comparison, "comparison.principles", line_of(("comparison", "principles"))
         ),
-        critique_exemplars=_exemplars(
+        [],
+    )
+    critique_exemplars = _gather(
+        problems,
+        lambda: _exemplars(
             "critique",
             spec.critique,
             CritiqueExemplarFile,
@@ -108,7 +139,11 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
             line_of,
             lambda ex: [(("rounds", j, "principle"), r.principle) for j, r in enumerate(ex.rounds)],
         ),
-        comparison_exemplars=_exemplars(
+        [],
+    )
+    comparison_exemplars = _gather(
+        problems,
+        lambda: _exemplars(
             "comparison",
             spec.comparison,
             ComparisonExemplarFile,
@@ -116,7 +151,20 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
             line_of,
             lambda ex: [(("principle",), ex.principle)],
         ),
-        renderer=_renderer(spec, extra_template_dirs, line_of),
+        [],
+    )
+    renderer = _gather(problems, lambda: _renderer(spec, extra_template_dirs, line_of), None)
+    if problems or renderer is None:
+        raise CaiError(problems)
+    return Constitution(
+        spec,
+        top,
+        [str(p) for p in chain],
+        critique_principles=critique_principles,
+        comparison_principles=comparison_principles,
+        critique_exemplars=critique_exemplars,
+        comparison_exemplars=comparison_exemplars,
+        renderer=renderer,
         _all_critique=critique,
         _all_comparison=comparison,
     )
@@ -138,6 +186,7 @@ def _load_libraries(spec: ConstitutionSpec, line_of: LineOf) -> tuple[dict[str, 
     """Every principle of the listed libraries by id: (critique, comparison)."""
     critique: dict[str, Versioned] = {}
     comparison: dict[str, Versioned] = {}
+    problems: list[Problem] = []
     for i, lib_path in enumerate(spec.libraries):
         where = (*line_of(("libraries", i)), f"libraries[{i}]")
         try:
@@ -145,17 +194,24 @@ def _load_libraries(spec: ConstitutionSpec, line_of: LineOf) -> tuple[dict[str, 
         except CaiError as e:
             wrong = e.problems[0]
             if wrong.field != "kind":
-                raise
+                problems += e.problems
+                continue
             # Not a library at all (say, a constitution): blame the line that lists it.
-            raise fail(*where, f"{Path(lib_path).name}: {wrong.message}") from None
+            problems.append(Problem(*where, f"{Path(lib_path).name}: {wrong.message}"))
+            continue
         target = critique if isinstance(lib, CritiqueLibrary) else comparison
         for p in lib.principles:
             if p.id in target:
-                raise fail(
-                    *where,
-                    f"principle id {p.id!r} in {Path(lib_path).name} is also in {Path(target[p.id].source).name}",
+                problems.append(
+                    Problem(
+                        *where,
+                        f"principle id {p.id!r} in {Path(lib_path).name} is also in {Path(target[p.id].source).name}",
+                    )
                 )
+                continue
             target[p.id] = Versioned(p, p.version or lib.version, lib_path)
+    if problems:  # selections and exemplars name these principles: checking them now would mislead
+        raise CaiError(problems)
     if not critique:
         raise fail(*line_of(("libraries",)), "libraries", "no critique-principles library listed")
     if not comparison:
@@ -178,6 +234,7 @@ def _exemplars(
     inline = list(settings.exemplars)
     from_file, doc = _load_exemplars(settings.exemplars_file, file_model)
     exemplars = inline + from_file
+    problems = []
     for i, ex in enumerate(exemplars):
         for tail, pid in refs(ex):
             if pid in known:
@@ -188,7 +245,11 @@ def _exemplars(
             else:
                 loc = ("exemplars", i - len(inline), *tail)
                 path, line = doc.path, doc.line(loc)
-            raise fail(path, line, dotted(loc), f"unknown {section} principle {pid!r}", did_you_mean(pid, known))
+            problems.append(
+                Problem(path, line, dotted(loc), f"unknown {section} principle {pid!r}", did_you_mean(pid, known))
+            )
+    if problems:
+        raise CaiError(problems)
     return exemplars
 
 
@@ -203,9 +264,13 @@ def _renderer(spec: ConstitutionSpec, extra_dirs: list[str] | None, line_of: Lin
     """The renderer over the constitution's template folders, every template it names checked."""
     renderer = PromptRenderer([*(extra_dirs or []), *spec.template_dirs])
     known = renderer.names()
+    problems: list[Problem] = []
     for role, name in spec.templates.model_dump().items():
         if name not in known:
             where = (*line_of(("templates", role)), f"templates.{role}")
-            raise fail(*where, f"unknown template {name!r}", did_you_mean(name, known))
-        renderer.info(name)  # parses and checks the header now, not mid-run
+            problems.append(Problem(*where, f"unknown template {name!r}", did_you_mean(name, known)))
+            continue
+        _gather(problems, lambda name=name: renderer.info(name), None)  # parses and checks the header now
+    if problems:
+        raise CaiError(problems)
     return renderer

@@ -41,6 +41,12 @@ class ComparisonPrinciple(Strict):
     id: str = Field(description="Stable identifier, used in records as id@version.")
     version: int | None = Field(None, ge=1, description="Overrides the library's version.")
     question: str = Field(min_length=1, description="The multiple-choice question for the judge.")
+    positive: str | None = Field(
+        None, min_length=1, description="Guidance an assistant following the principle would be given (contrast)."
+    )
+    negative: str | None = Field(
+        None, min_length=1, description="Guidance to violate the principle, the contrast's other side (contrast)."
+    )
     tags: list[str] = Field([], description="Labels for selecting principles by tag.")
 
     _id = field_validator("id")(_check_id)
@@ -116,11 +122,17 @@ class ComparisonSection(Strict):
     exemplars_file: str | None = None
 
 
+class PairPrompts(Strict):
+    positive: str = Field(min_length=1, description="System prompt for the answer a pair prefers.")
+    negative: str = Field(min_length=1, description="System prompt for the answer a pair rejects.")
+
+
 class Templates(Strict):
     critique: str = "critique"
     revision: str = "revision"
     comparison: str = "comparison"
     comparison_cot: str = "comparison_cot"
+    contrast: str = "contrast"
 
 
 class ConstitutionSpec(Strict):
@@ -130,6 +142,9 @@ class ConstitutionSpec(Strict):
     description: str = ""
     include: str | None = Field(None, description="Another constitution (name or path) to extend.")
     system_prompt: str | None = None
+    rlcd: PairPrompts | None = Field(
+        None, description="Pairs by construction (--method rlcd): the policy answers under each prompt."
+    )
     libraries: list[str] = Field(min_length=1, description="Principle library files.")
     template_dirs: list[str] = Field([], description="Template folders overriding the shipped ones.")
     critique: CritiqueSection = Field(default_factory=CritiqueSection)
@@ -171,7 +186,15 @@ def problems_from_validation(
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
         out.append(Problem(path, line, dotted(loc), msg, hint))
-    return out
+    return _typo_explains_missing(out)
+
+
+def _typo_explains_missing(problems: list[Problem]) -> list[Problem]:
+    """A misspelt required key is one mistake, not two: drop the "missing" line for a field an
+    "unknown key" next to it suggests (``critque`` → did you mean ``critique``)."""
+    suggested = {p.field.rsplit(".", 1)[0] + "." + p.hint for p in problems if p.hint and "." in p.field}
+    suggested |= {p.hint for p in problems if p.hint and "." not in p.field}
+    return [p for p in problems if not (p.message == "missing required field" and p.field in suggested)]
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

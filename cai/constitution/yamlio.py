@@ -3,7 +3,8 @@
 We compose the node graph with PyYAML's safe loader and build Python values ourselves so that
 we can (1) reject duplicate keys, (2) remember the line of every key and item, (3) refuse any
 non-standard tag such as ``!!python/object`` before anything is constructed, and (4) stop alias
-expansion bombs by counting constructed nodes.
+expansion bombs by counting constructed nodes. Duplicate keys are collected (every one is
+reported, so `cai validate` lists them all); anything unsafe stops at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from cai.errors import fail
+from cai.errors import CaiError, Problem, fail
 
 MAX_FILE_BYTES = 5_000_000
 MAX_NODES = 200_000
@@ -99,6 +100,7 @@ class _Builder:
         self.loader = loader
         self.lines: dict[Loc, int] = {}
         self.count = 0
+        self.duplicates: list[Problem] = []
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.count += 1
@@ -130,12 +132,15 @@ class _Builder:
                     )
                 key = str(key)
                 if key in out:
-                    raise fail(
-                        self.path,
-                        key_node.start_mark.line + self.first_line,
-                        _dotted((*loc, key)),
-                        f"duplicate key (first on line {self.lines[(*loc, key)]})",
+                    self.duplicates.append(
+                        Problem(
+                            self.path,
+                            key_node.start_mark.line + self.first_line,
+                            _dotted((*loc, key)),
+                            f"duplicate key (first on line {self.lines[(*loc, key)]})",
+                        )
                     )
+                    continue
                 self.lines[(*loc, key)] = key_node.start_mark.line + self.first_line
                 out[key] = self.build(value_node, (*loc, key))
             return out
@@ -198,4 +203,6 @@ def load_yaml(path: str | Path, text: str | None = None, first_line: int = 1) ->
         raise fail(p, first_line, "", "empty file")
     builder = _Builder(p, loader, first_line)
     data = builder.build(node, ())
+    if builder.duplicates:
+        raise CaiError(builder.duplicates)
     return YamlDoc(p, data, builder.lines)

@@ -51,6 +51,11 @@ def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    with _replacing(path) as f:
+        f.write(text)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     with _replacing(path) as f:
         f.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))

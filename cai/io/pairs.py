@@ -42,6 +42,7 @@ class Pair:
     b: str
     human: str | None = None  # "a" when a person preferred `a`; None when unlabelled
     aspect: str | None = None  # e.g. "harmless" or "helpful": which principles fit the pair
+    split: str | None = None  # "dev" (tune on it) or "test" (report it); None when the file has none
 
 
 def pairs_from_responses(n: int, how: str = "all") -> list[tuple[int, int]]:
@@ -131,7 +132,8 @@ def _hh_reply(text: str, where: Where) -> str:
 
 def _make(row: dict[str, Any], prompt: Conversation, a: str, b: str, human: str | None, aspect: str | None) -> Pair:
     pid = str(row.get("id") or content_hash(prompt, a, b, length=12))
-    return Pair(pid, prompt, a, b, human, aspect)
+    split = row.get("split") if isinstance(row.get("split"), str) else None
+    return Pair(pid, prompt, a, b, human, aspect, split)
 
 
 def load_pairs(ref: str, limit: int | None = None) -> list[Pair]:

@@ -18,6 +18,9 @@ from cai.errors import fail
 Where = tuple[str, int | None]
 
 DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+# Next to a stage's TRL-facing export: line i is the provenance (id, prompt_id, principles,
+# fingerprint) of export row i. TRL-facing files hold only TRL's columns, so it lives apart.
+PROVENANCE_FILE = "provenance.jsonl"
 
 
 def iter_jsonl(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
+from cai.models.base import Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.models.options import match_logprobs, parse_option, truncate_at_stop
 from cai.redact import known_secrets, redact, redact_text
 
@@ -247,6 +247,23 @@ class ApiBackend:
                 return OptionScores.failed(self._scrub(str(exc)))
 
         return self._map(one, conversations)
+
+    # ---- sequence log-probabilities --------------------------------------------------------
+
+    def sequence_logprobs(self, requests: Sequence[tuple[Conversation, str]]) -> list[SequenceScore]:
+        """Not available: chat-completions endpoints return log-probabilities of the tokens they
+        *generate*, never of a reply they are given (prompt log-probabilities would need the
+        legacy completions endpoint with ``echo`` plus the model's chat template on this side,
+        which an OpenAI-compatible server does not expose). Stop before any work is recorded."""
+        from cai.errors import fail
+
+        raise fail(
+            self.spec,
+            None,
+            "--method",
+            "this OpenAI-compatible endpoint cannot score given replies (no prompt log-probabilities); "
+            "use a local judge (embedded, a model folder) for likelihood contrast",
+        )
 
     # ---- provenance -----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The one interface every stage uses to talk to a model, local or remote.
 
-Stages only ever see `Backend`: batched chat generation and option probabilities. A
+Stages only ever see `Backend`: batched chat generation, option probabilities and the
+log-probability of given replies. A
 conversation is a list of ``{"role": ..., "content": ...}`` messages. When the last message
 has role ``assistant`` it is a *prefix to continue* (used for chain-of-thought judging, where
 the answer probability is read after the judge's own reasoning).
@@ -75,6 +76,19 @@ class OptionScores:
         return cls(probs={}, mass=0.0, path=path, raw=raw, error=error)
 
 
+@dataclass
+class SequenceScore:
+    """Log-probability of a given assistant reply after a conversation (likelihood contrast).
+
+    ``logprob`` sums the reply's tokens, the end-of-turn token included (so "the reply ends
+    here" is part of its score); ``n_tokens`` counts them, for length-normalised scores.
+    """
+
+    logprob: float | None
+    n_tokens: int = 0
+    error: str | None = None
+
+
 @runtime_checkable
 class Backend(Protocol):
     spec: str
@@ -85,6 +99,11 @@ class Backend(Protocol):
 
     def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         """Probability of each option label (e.g. "A", "B") as the next answer token."""
+        ...
+
+    def sequence_logprobs(self, requests: Sequence[tuple[Conversation, str]]) -> list[SequenceScore]:
+        """log p(reply | conversation) for each (conversation ending with a user or system
+        turn, assistant reply); a backend that cannot score given text says so per request."""
         ...
 
     def describe(self) -> dict[str, Any]:

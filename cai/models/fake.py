@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
+from cai.models.base import Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 
 MODES = ("default", "always-a", "slow")
 
@@ -108,6 +108,16 @@ class FakeBackend:
                 probs = {o: w / total for o, w in zip(options, weights, strict=True)}
             mass = 0.5 + (_digest(conv)[0] / 255) * 0.5
             out.append(OptionScores(probs=probs, mass=mass, path="logprobs"))
+        return out
+
+    def sequence_logprobs(self, requests: Sequence[tuple[Conversation, str]]) -> list[SequenceScore]:
+        """Per word of the reply, a hash-derived log-probability in [-4, -1) of (context, word)."""
+        self._pause()
+        out = []
+        for conv, reply in requests:
+            words = reply.split() or [""]
+            total = sum(-1.0 - 3.0 * _digest(conv, w)[0] / 256 for w in words)
+            out.append(SequenceScore(total, n_tokens=len(words)))
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
+from cai.models.base import Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.models.device import choose_device, choose_dtype, torch_dtype
 from cai.models.options import truncate_at_stop
 
@@ -353,7 +353,7 @@ class LocalBackend:
         *,
         prefix_sharing: bool | None = None,
     ) -> list[OptionScores]:
-        from cai.models.engine.prefix import grouped_last_logits
+        from cai.models.engine.prefix import grouped_option_scores
 
         torch = self._torch
         option_ids = {o: self.option_token_ids(o) for o in options}
@@ -371,7 +371,67 @@ class LocalBackend:
             return results
         try:
             with torch.inference_mode():
-                logits = grouped_last_logits(
+                scores = grouped_option_scores(
+                    self.model,
+                    [encoded[i] for i in ok],  # type: ignore[misc]
+                    list(option_ids.values()),
+                    pad_id=self.pad_id,
+                    batch_size=self.batch_size,
+                    share=share,
+                    min_prefix=self.min_shared_prefix,
+                )
+        except Exception as exc:
+            for i in ok:
+                results[i].error = f"scoring failed: {type(exc).__name__}: {exc}"
+            return results
+        for i, (probs, mass) in zip(ok, scores, strict=True):
+            # Not the model's own logits (bf16 gives a small judge a handful of distinct gaps):
+            # the last hidden state through the lm_head in float32/float64 (`option_scores`).
+            results[i] = OptionScores(probs=dict(zip(option_ids, probs, strict=True)), mass=mass, path="logprobs")
+        return results
+
+    # ---- sequence log-probabilities --------------------------------------------------------
+
+    def encode_reply(self, conversation: Conversation, reply: str) -> tuple[list[int], list[int]]:
+        """(context ids ending with the generation prompt, the reply's ids through end-of-turn).
+
+        The reply's ids are cut from the templated whole conversation, so they are exactly the
+        tokens a chat model would have produced (tokenising the reply alone can differ at its
+        first token); trailing template text after the end-of-turn token is not scored.
+        """
+        context = self.encode(conversation)
+        whole = self.tokenizer.apply_chat_template(
+            [*conversation, {"role": "assistant", "content": reply}],
+            add_generation_prompt=False,
+            tokenize=True,
+            return_dict=False,
+        )
+        whole = list(whole)
+        if whole[: len(context)] != context:
+            raise ValueError("the chat template renders the reply's context differently from the prompt")
+        reply_ids = whole[len(context) :]
+        ends = [i for i, t in enumerate(reply_ids) if t in self.eos_ids]
+        return context, reply_ids[: ends[0] + 1] if ends else reply_ids
+
+    def sequence_logprobs(
+        self, requests: Sequence[tuple[Conversation, str]], *, prefix_sharing: bool | None = None
+    ) -> list[SequenceScore]:
+        from cai.models.engine.sequence import grouped_sequence_logprobs
+
+        encoded: list[tuple[list[int], list[int]] | str] = []
+        for conv, reply in requests:
+            try:
+                encoded.append(self.encode_reply(conv, reply))
+            except Exception as exc:  # a template error is one request's value
+                encoded.append(f"cannot render conversation: {type(exc).__name__}: {exc}")
+        ok = [i for i, e in enumerate(encoded) if not isinstance(e, str)]
+        results = [SequenceScore(None, error=e if isinstance(e, str) else None) for e in encoded]
+        if not ok:
+            return results
+        share = self.prefix_sharing if prefix_sharing is None else prefix_sharing
+        try:
+            with self._torch.inference_mode():
+                scores = grouped_sequence_logprobs(
                     self.model,
                     [encoded[i] for i in ok],  # type: ignore[misc]
                     pad_id=self.pad_id,
@@ -383,12 +443,8 @@ class LocalBackend:
             for i in ok:
                 results[i].error = f"scoring failed: {type(exc).__name__}: {exc}"
             return results
-        for i, row in zip(ok, logits, strict=True):
-            probs = torch.softmax(row, dim=-1)
-            raw = {o: float(probs[ids].sum()) for o, ids in option_ids.items()}
-            mass = sum(raw.values())
-            norm = {o: (p / mass if mass > 0 else 1.0 / len(raw)) for o, p in raw.items()}
-            results[i] = OptionScores(probs=norm, mass=mass, path="logprobs")
+        for i, sc in zip(ok, scores, strict=True):
+            results[i] = SequenceScore(sc, n_tokens=len(encoded[i][1]))  # type: ignore[index]
         return results
 
     # ---- provenance -----------------------------------------------------------------------

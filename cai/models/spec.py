@@ -166,3 +166,44 @@ def list_models() -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def list_trained(root: str | Path) -> list[dict[str, Any]]:
+    """What `cai models --under DIR` adds: every trained model folder under `root`.
+
+    A folder counts once its completion marker is there (`cai_train.json`, written last when a
+    training run publishes); its `spec` is the folder as found from `root`, so it can be passed
+    to ``--model`` / ``--policy`` (or ``--pm`` for a preference model) as printed. A folder a run
+    is still writing, or one a killed run left, is listed as unfinished so it is not mistaken for
+    a missing model. Hidden folders (work and publishing folders) are not searched.
+    """
+    from cai.errors import CaiError, fail
+    from cai.io.atomic import PUBLISHED_MARKER, is_unfinished_training
+    from cai.io.readers import read_json_file
+
+    base = Path(root)
+    if not base.is_dir():
+        raise fail(str(base), None, "--under", "no such folder" if not base.exists() else "not a folder")
+    rows: list[dict[str, Any]] = []
+    for here, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        folder = Path(here)
+        if PUBLISHED_MARKER in files:
+            dirs[:] = []  # a model folder holds no other models
+            try:
+                meta = read_json_file(folder / PUBLISHED_MARKER, kind="training record")
+                status = "complete"
+            except CaiError:
+                meta, status = {}, f"unreadable {PUBLISHED_MARKER}"
+            rows.append(
+                {
+                    "spec": str(folder),
+                    "kind": meta.get("kind", "?"),
+                    "base_model": meta.get("base_model", "?"),
+                    "created": meta.get("created", "?"),
+                    "status": status,
+                }
+            )
+        elif is_unfinished_training(folder):
+            rows.append({"spec": str(folder), "kind": "?", "base_model": "?", "created": "?", "status": "unfinished"})
+    return rows

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
+from cai.errors import fail
 from cai.io.atomic import write_json_atomic
 from cai.io.readers import read_json_file
 from cai.io.store import content_hash
@@ -28,7 +29,7 @@ from cai.models.settings import Backends, BackendSettings
 from cai.redact import redact, redact_text
 from cai.run.recipe import PromptSlice, Recipe
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
-from cai.train.settings import PmSettings, RlSettings, SftSettings
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 
 class RunLog:
@@ -86,7 +87,11 @@ class RunContext:
         return str(self.model_dir("sft")) if "sft" in self.dirs else self.recipe.models.policy
 
     def final_policy_spec(self) -> str:
-        return str(self.model_dir("ppo")) if "ppo" in self.dirs else self.policy_spec()
+        """The policy the run ends with: PPO's or DPO's (a recipe has at most one), else SL-CAI's."""
+        for stage in ("ppo", "dpo"):
+            if stage in self.dirs:
+                return str(self.model_dir(stage))
+        return self.policy_spec()
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -124,11 +129,19 @@ def _sft(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 
 
 def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
-    from cai.stages.label import label_prompts
+    from cai.stages.label import label_pairs, label_prompts, revision_pairs
+    from cai.stages.settings import SCORERS
 
+    settings = settings_of(cfg, LabelSettings)
     with ctx.backends() as backends:
-        judge, policy = backends(ctx.recipe.models.judge, "models.judge"), backends(ctx.policy_spec(), "models.policy")
-        settings = settings_of(cfg, LabelSettings)
+        needs_judge = settings.method in SCORERS or settings.rescore is not None
+        judge = backends(ctx.recipe.models.judge, "models.judge") if needs_judge else None
+        if settings.method == "revision":  # the SL-CAI stage's own pairs: revision over first answer
+            if "critique" not in ctx.dirs:
+                raise fail("stages.label.method", None, "method", "revision needs the recipe's critique stage")
+            pairs = revision_pairs(ctx.dirs["critique"])
+            return label_pairs(ctx.constitution, judge, pairs, out, settings, seed=ctx.seed, quiet=ctx.quiet)
+        policy = backends(ctx.policy_spec(), "models.policy")
         return label_prompts(
             ctx.constitution, judge, policy, ctx.prompts(cfg), out, settings, seed=ctx.seed, quiet=ctx.quiet
         )
@@ -144,6 +157,19 @@ def _pm(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
     settings = settings_of(cfg, PmSettings).model_copy(update=local)
     return train_pm(
+        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+    )
+
+
+def _dpo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """DPO in place of pm + ppo: the SL-CAI policy (also the reference) on the label run's pairs."""
+    from cai.train.common import resolve_model_path
+    from cai.train.dpo import train_dpo
+
+    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
+    settings = settings_of(cfg, DpoSettings).model_copy(update=local)
+    return train_dpo(
         [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
     )
 
@@ -196,6 +222,7 @@ STAGE_SETTINGS: dict[str, type[StageSettings]] = {
     "sft": SftSettings,
     "label": LabelSettings,
     "pm": PmSettings,
+    "dpo": DpoSettings,
     "ppo": RlSettings,
     "eval": EvalSettings,
 }
@@ -206,6 +233,7 @@ STAGE_OUTPUT = {
     "sft": "model/cai_train.json",
     "label": "records.jsonl",
     "pm": "model/cai_train.json",
+    "dpo": "model/cai_train.json",
     "ppo": "model/cai_train.json",
     "eval": "summary.json",
 }
@@ -215,6 +243,7 @@ STAGES: dict[str, Callable[[RunContext, Any, Path], dict[str, Any]]] = {
     "sft": _sft,
     "label": _label,
     "pm": _pm,
+    "dpo": _dpo,
     "ppo": _ppo,
     "eval": _eval,
 }

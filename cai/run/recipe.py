@@ -4,6 +4,13 @@ Defaults (the field defaults below) < the recipe file < ``--set key=value`` on t
 Unknown keys are errors, at any depth, with the file and line. A stage section is the stage's
 settings model (`cai.stages.settings`, `cai.train.settings`), so its keys, defaults and ranges are
 the stage command's options (with ``_`` for ``-``).
+
+Which stages may go together (`check_stages`, run on every load):
+* each stage needs the one it reads: sft ← critique, pm ← label, ppo ← pm, dpo ← label;
+* ``dpo`` *replaces* ``pm`` + ``ppo`` (it trains the policy on the labels directly): a recipe
+  with ``stages.dpo`` and either of them is refused rather than one being silently skipped;
+* a LoRA stage that saves only its adapter (``lora_merge: false``) cannot feed a later stage,
+  which loads a full model folder.
 """
 
 from __future__ import annotations
@@ -20,9 +27,17 @@ from cai.errors import CaiError, Problem, did_you_mean, fail
 from cai.models.settings import DEFAULT_MODEL, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Seed, Window
-from cai.train.settings import PmSettings, RlSettings, SftSettings
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
-STAGE_ORDER = ("critique", "sft", "label", "pm", "ppo", "eval")
+STAGE_ORDER = ("critique", "sft", "label", "pm", "dpo", "ppo", "eval")
+NEEDS = {"sft": "critique", "pm": "label", "ppo": "pm", "dpo": "label"}
+# The stages that load the model a training stage saves (sft's is the policy of every later one).
+MODEL_READERS = {
+    "sft": ("label", "pm", "dpo", "ppo", "eval"),
+    "pm": ("ppo", "eval"),
+    "dpo": ("eval",),
+    "ppo": ("eval",),
+}
 
 
 def _parseable_spec(v: str | None) -> str | None:
@@ -76,6 +91,10 @@ class PmStage(PmSettings):
     pass
 
 
+class DpoStage(DpoSettings):
+    pass
+
+
 class PpoStage(RlSettings, PromptSlice):
     pass
 
@@ -89,6 +108,7 @@ class Stages(Strict):
     sft: SftStage | None = None
     label: LabelStage | None = None
     pm: PmStage | None = None
+    dpo: DpoStage | None = None
     ppo: PpoStage | None = None
     eval: EvalStage | None = None
 
@@ -177,13 +197,40 @@ def _load(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path
         raise CaiError(problems) from None
     if not recipe.enabled():
         raise fail(str(p), doc.line(("stages",)), "stages", f"no stage enabled (any of {', '.join(STAGE_ORDER)})")
-    needs = {"sft": "critique", "pm": "label", "ppo": "pm"}
-    for stage, before in needs.items():
-        if getattr(recipe.stages, stage) is not None and getattr(recipe.stages, before) is None:
-            raise fail(
-                str(p), doc.line(("stages", stage)), f"stages.{stage}", f"needs the {before} stage in the same recipe"
-            )
+    try:
+        check_stages(recipe, str(p), doc)
+    except CaiError as err:
+        for prob in err.problems:
+            if sets and _from_set(prob.field, sets):
+                prob.path, prob.line = "--set", None
+        raise
     return recipe, p.resolve().parent, YamlDoc(str(p), data, doc.lines)
+
+
+def check_stages(recipe: Recipe, path: str, doc: YamlDoc) -> None:
+    """The rules of the module docstring; the first broken one is a one-line error."""
+    on = set(recipe.enabled())
+
+    def refuse(stage: str, key: str, message: str) -> None:
+        loc = ("stages", stage, key) if key else ("stages", stage)
+        raise fail(path, doc.line(loc) or doc.line(("stages", stage)), ".".join(loc), message)
+
+    for stage, before in NEEDS.items():
+        if stage in on and before not in on:
+            refuse(stage, "", f"needs the {before} stage in the same recipe")
+    clash = sorted(on & {"pm", "ppo"})
+    if "dpo" in on and clash:
+        refuse(
+            "dpo",
+            "",
+            f"replaces pm and ppo; remove stages.{' and stages.'.join(clash)} "
+            f"(or --set {' --set '.join(f'stages.{c}=null' for c in clash)})",
+        )
+    for stage, readers in MODEL_READERS.items():
+        cfg = getattr(recipe.stages, stage)
+        later = [r for r in readers if r in on]
+        if cfg is not None and cfg.lora and not cfg.lora_merge and later:
+            refuse(stage, "lora_merge", f"false saves only an adapter, which {later[0]} cannot load; set it true")
 
 
 PROMPT_STAGES = ("critique", "label", "ppo", "eval")

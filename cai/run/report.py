@@ -143,6 +143,33 @@ def _pm(run: Path, data: dict[str, Any]) -> str:
     return "<h2>Preference model</h2>" + _table(["metric", "value"], [[k, summary[k]] for k in keys])
 
 
+def _dpo(run: Path, data: dict[str, Any]) -> str:
+    """DPO (in place of PM + RL): its loss and implicit-reward margin per step, and the summary."""
+    info = _read_json(run / "dpo" / "model" / "cai_train.json")
+    if info is None:
+        return ""
+    summary = info.get("summary", info)
+    keys = [k for k in summary if any(w in k for w in ("loss", "accuracy", "margin"))]
+    rows = [m for m in read_jsonl(run / "dpo" / "model" / "metrics.jsonl") if "loss" in m and "train_loss" not in m]
+    loss = [m.get("loss") for m in rows]
+    margin = [m.get("rewards/margins") for m in rows]
+    loss_name = (info.get("settings") or {}).get("loss", "")
+    data["dpo"] = {**{k: summary[k] for k in keys}, "loss": loss, "reward_margin": margin}
+    out = f"<h2>DPO</h2><p>Loss: {html.escape(str(loss_name))}.</p>"
+    if rows:
+        steps = [m.get("step") for m in rows]
+        fig, ax = _figure()
+        ax.plot(steps, [v if v is not None else float("nan") for v in loss], label="loss", color="#b5584a")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [v if v is not None else float("nan") for v in margin], label="margin", color="#4a7fb5")
+        ax.set_xlabel("step")
+        ax.set_ylabel("DPO loss", color="#b5584a")
+        ax2.set_ylabel("implicit reward margin β·h", color="#4a7fb5")
+        ax.set_title("DPO: loss and reward margin")
+        out += f"<img src='{_png(fig)}' alt='DPO loss and margin curves'>"
+    return out + _table(["metric", "value"], [[k, summary[k]] for k in keys])
+
+
 def _ppo(run: Path, data: dict[str, Any]) -> str:
     metrics = read_jsonl(run / "ppo" / "model" / "metrics.jsonl")
     rows = [m for m in metrics if "reward" in m or "kl" in m]
@@ -247,7 +274,7 @@ def build_report(run: Path) -> str:
     secrets = known_secrets()
     data: dict[str, Any] = {}
     recipe = redact(_read_json(run / "recipe.json") or {}, secrets)
-    sections = [f(run, data) for f in (_critique, _labels, _pm, _ppo, _eval)]
+    sections = [f(run, data) for f in (_critique, _labels, _pm, _dpo, _ppo, _eval)]
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
     blob = json.dumps(redact(data, secrets), sort_keys=True).replace("</", "<\\/")

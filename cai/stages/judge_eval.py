@@ -5,11 +5,11 @@ the labels a run with the same settings would produce. In ``--orders one`` mode 
 question decides whether the human-chosen reply is shown first; otherwise a judge that always
 answers "A" would score 100% on a file that lists the chosen reply first.
 
-Principles per pair: pairs whose ``aspect`` is ``helpful`` are judged with the comparison
-principles tagged ``helpful`` (from the constitution's selection when it has some, else from its
-libraries — the harmless constitution leaves them out of its selection on purpose), because a
-harmlessness question says little about which of two harmless answers is more useful. All other
-pairs use the constitution's own selection.
+Principles per pair: pairs whose ``aspect`` is ``helpful`` or ``honest`` are judged with the
+comparison principles carrying that tag (from the constitution's selection when it has some, else
+from its libraries — the harmless constitution leaves them out of its selection on purpose),
+because a harmlessness question says little about which of two harmless answers is more useful or
+more truthful. All other pairs use the constitution's own selection.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from cai.stages.label import (
     PoolFn,
     draw_for,
     judge_pairs,
+    option_priors,
     order_coin,
 )
 from cai.stages.label_export import human_credit, judge_stats, reliability
@@ -40,28 +41,33 @@ from cai.stages.settings import JudgeSettings
 from cai.stats import mean, pct
 
 HELPFUL_TAG = "helpful"
+ASPECT_TAGS = (HELPFUL_TAG, "honest")  # aspects judged by their own tagged principles
 # Thresholds for the loud warnings; see `warnings_for`.
 POSITION_WARN = 0.8
 CONSISTENCY_WARN = 0.6
 MASS_WARN = 0.5
 
 
-def helpful_principles(c: Constitution) -> list[Versioned]:
-    selected = [v for v in c.comparison_principles if HELPFUL_TAG in v.principle.tags]
+def tagged_principles(c: Constitution, tag: str) -> list[Versioned]:
+    selected = [v for v in c.comparison_principles if tag in v.principle.tags]
     if selected:
         return selected
     ids: list[str] = []
     for lib in c.spec.libraries:
         library = load_library(Path(lib))
         if getattr(library, "kind", None) == "comparison-principles":
-            ids += [p.id for p in library.principles if HELPFUL_TAG in p.tags]
+            ids += [p.id for p in library.principles if tag in p.tags]
     return [c.comparison_principle(i) for i in ids]
 
 
+def helpful_principles(c: Constitution) -> list[Versioned]:
+    return tagged_principles(c, HELPFUL_TAG)
+
+
 def pool_by_aspect(c: Constitution) -> PoolFn:
-    helpful = helpful_principles(c)
+    pools = {tag: tagged_principles(c, tag) for tag in ASPECT_TAGS}
     default = list(c.comparison_principles)
-    return lambda p: helpful if p.aspect == HELPFUL_TAG and helpful else default
+    return lambda p: pools.get(p.aspect or "") or default
 
 
 def warnings_for(summary: dict[str, Any]) -> list[str]:
@@ -106,18 +112,26 @@ def judge_items(
 ) -> list[dict[str, Any]]:
     """The judge's answers for every pair, with the human label and aspect alongside."""
     pool = pool_by_aspect(c)
+    priors = None
+    if s.method == "mc-calibrated":  # the option prior of every principle a pair may draw, once
+        everything = list(c.comparison_principles) + [v for t in ASPECT_TAGS for v in tagged_principles(c, t)]
+        priors = option_priors(c, backend, everything, s)
+    if s.method == "contrast":
+        from cai.stages.contrast import preflight
+
+        preflight(c, backend, list({v.ref: v for p in pairs for v in pool(p)}.values()))
     items: list[dict[str, Any]] = []
     with StepProgress("judge-eval", len(pairs), quiet) as prog:
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
-            for p, j in zip(batch, judge_pairs(c, backend, batch, s, seed, pool), strict=True):
+            for p, j in zip(batch, judge_pairs(c, backend, batch, s, seed, pool, priors), strict=True):
                 items.append(_item(p, j))
             prog.advance(items=len(batch))
     return items
 
 
 def _item(p: Pair, judgement: dict[str, Any]) -> dict[str, Any]:
-    return {"id": p.id, "aspect": p.aspect, "human": p.human, **judgement}
+    return {"id": p.id, "aspect": p.aspect, "split": p.split, "human": p.human, **judgement}
 
 
 def narrow(
@@ -261,3 +275,88 @@ def write_eval(out: str | Path, summary: dict[str, Any], items: list[dict[str, A
 def print_warnings(warnings: list[str]) -> None:
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+
+
+def select_split(pairs: Sequence[Pair], split: str, where: str) -> list[Pair]:
+    """The pairs of one split (``all``: every pair); a split the file lacks is an error."""
+    if split == "all":
+        return list(pairs)
+    chosen = [p for p in pairs if p.split == split]
+    if not chosen:
+        raise fail(where, None, "--split", f"no pairs with split {split!r} (the file's pairs need a `split` field)")
+    return chosen
+
+
+# The configurations `--compare` runs, in table order: (method, what differs from the settings).
+COMPARED: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("mc", {"method": "mc"}),
+    ("mc-calibrated", {"method": "mc-calibrated"}),
+    ("contrast (sum)", {"method": "contrast", "contrast_norm": "sum"}),
+    ("contrast (mean)", {"method": "contrast", "contrast_norm": "mean"}),
+)
+CONSTRUCTED = {
+    "rlcd": "labels by construction (positive vs negative prompt); not measurable on given pairs",
+    "revision": "labels by construction (revision over first answer); not measurable on given pairs",
+}
+
+
+def compare_methods(
+    c: Constitution,
+    backend: Backend,
+    pairs: Sequence[Pair],
+    s: JudgeSettings,
+    seed: int = 0,
+    batch_size: int = 16,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Every method on the same pairs, ranked by agreement with the human labels."""
+    from cai.stages.contrast import rederive
+
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, Any] = {}
+    contrast_items: list[dict[str, Any]] | None = None
+    contrast_seconds = 0.0  # the scoring time, which the rederived norm shares
+    for name, change in COMPARED:
+        settings = s.model_copy(update={**change, "cot": False} if change["method"] != "mc" else change)
+        if contrast_items is not None and change["method"] == "contrast":  # same scores, other norm
+            items = rederive(contrast_items, settings)
+            summary = summarize(items, backend.spec, settings, seed, contrast_seconds)
+        else:
+            t0 = time.perf_counter()
+            summary, items = evaluate_judge(c, backend, pairs, settings, seed=seed, batch_size=batch_size, quiet=quiet)
+            if change["method"] == "contrast":
+                contrast_items, contrast_seconds = items, time.perf_counter() - t0
+        summaries[name] = summary
+        rows.append(
+            {
+                "method": name,
+                "n": summary["labelled"],
+                "agreement": summary["agreement"],
+                "per_aspect": {a: v["agreement"] for a, v in summary["per_aspect"].items()},
+                "ece": summary["ece"],
+                "order_consistency": summary["order_consistency"],
+                "labels_s": summary["labels_s"],
+            }
+        )
+    rows.sort(key=lambda r: -(r["agreement"] or 0.0))
+    rows += [{"method": m, "n": None, "agreement": None, "note": note} for m, note in CONSTRUCTED.items()]
+    return {"judge": backend.spec, "n": len(pairs), "ranking": rows, "summaries": summaries, "seed": seed}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    rows = result["ranking"]
+    aspects = sorted({a for r in rows for a in r.get("per_aspect", {})})
+    head = f"{'method':<18}{'n':>5}{'agreement':>11}" + "".join(f"{a:>10}" for a in aspects)
+    head += f"{'ECE':>8}{'order c.':>10}{'labels/s':>10}"
+    lines = [f"judge {result['judge']}: {result['n']} pairs, ranked by agreement with people", head]
+    for r in rows:
+        if r["agreement"] is None and "note" in r:
+            lines.append(f"{r['method']:<18}  {r['note']}")
+            continue
+        lines.append(
+            f"{r['method']:<18}{r['n']:>5}{pct(r['agreement']):>11}"
+            + "".join(f"{pct(r['per_aspect'].get(a)):>10}" for a in aspects)
+            + f"{r['ece'] if r['ece'] is not None else '-':>8}{pct(r['order_consistency']):>10}"
+            + f"{r['labels_s'] if r['labels_s'] is not None else '-':>10}"
+        )
+    return "\n".join(lines)

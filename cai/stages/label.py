@@ -42,17 +42,18 @@ from cai.io.pairs import (
 )
 from cai.io.sources import PromptItem
 from cai.io.store import Store, content_hash, derive_seed
-from cai.models.base import Backend, Conversation, OptionScores
+from cai.models.base import Backend, Conversation, Generation, OptionScores
 from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
 from cai.stages.label_export import export_labels, label_record
-from cai.stages.label_math import aggregate
-from cai.stages.settings import JudgeSettings, LabelSettings, Shard
+from cai.stages.label_math import aggregate, decision
+from cai.stages.settings import SCORERS, JudgeSettings, LabelSettings, Shard
 from cai.templates.messages import (
     comparison_fewshot,
     comparison_messages,
     cot_answer_messages,
     prompt_messages,
+    rlcd_messages,
 )
 
 OPTIONS = ("A", "B")
@@ -107,12 +108,47 @@ def _plan(
     return drawn, questions
 
 
+CONTENT_FREE = "N/A"  # contextual calibration's content-free input (arXiv 2102.09690)
+
+
+def option_priors(
+    c: Constitution, backend: Backend, principles: Sequence[Versioned], s: JudgeSettings
+) -> dict[str, dict[str, float]]:
+    """P(A), P(B) per principle on a content-free question (conversation and both replies "N/A"),
+    asked exactly like a live one (same template and few-shot turns): the judge's option prior."""
+    unique = list({v.ref: v for v in principles}.values())
+    if not unique:
+        return {}
+    head = comparison_fewshot(c, False) if s.fewshot else []
+    blank = [{"role": "user", "content": CONTENT_FREE}]
+    convs = [head + comparison_messages(c, blank, CONTENT_FREE, CONTENT_FREE, v, fewshot=False) for v in unique]
+    priors: dict[str, dict[str, float]] = {}
+    for v, sc in zip(unique, backend.option_probs(convs, OPTIONS), strict=True):
+        pa, pb = sc.probs.get("A"), sc.probs.get("B")
+        if sc.error is not None or not pa or not pb:
+            raise fail(
+                v.source,
+                None,
+                v.ref,
+                f"--method mc-calibrated: the judge gave no usable option prior ({sc.error or 'zero probability'})",
+            )
+        priors[v.ref] = {"A": pa, "B": pb}
+    return priors
+
+
+def calibrated(pa: float, pb: float, prior: dict[str, float]) -> tuple[float, float]:
+    """Divide out the option prior, renormalise: P'(X) ∝ P(X) / prior(X)."""
+    a, b = pa / prior["A"], pb / prior["B"]
+    return a / (a + b), b / (a + b)
+
+
 def _answer(
     q: _Question,
     score: OptionScores | None,
     reasoning: str | None,
     error: str | None,
     s: JudgeSettings,
+    prior: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """One question's record; `p_a` is already mapped back to the pair's response a."""
     out: dict[str, Any] = {
@@ -127,6 +163,9 @@ def _answer(
         out.update(probs=score.probs, mass=score.mass, path=score.path, raw=score.raw, error=score.error)
         pa, pb = score.probs.get("A"), score.probs.get("B")
         if score.error is None and pa is not None and pb is not None and pa + pb > 0 and pa == pa:
+            if prior is not None:
+                out["prior"] = prior
+                pa, pb = calibrated(pa, pb, prior)
             p_first = pa / (pa + pb)
             if s.bounds is not None:
                 p_first = min(max(p_first, s.bounds[0]), s.bounds[1])
@@ -144,14 +183,23 @@ def judge_pairs(
     s: JudgeSettings,
     seed: int,
     pool_for: PoolFn | None = None,
+    priors: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Ask the judge about every pair; one result per pair (see module docstring for fields).
+    """Label every pair with `s.method` (mc, mc-calibrated or contrast); one result per pair
+    (see module docstring for fields). ``priors`` (from `option_priors`) are needed for
+    mc-calibrated; computed here when not given.
 
     Principle draws and display orders depend only on (seed, pair id), so a pair gets the same
     questions whichever batch it lands in.
     """
     pool_for = pool_for or (lambda _p: c.comparison_principles)
+    if s.method == "contrast":
+        from cai.stages.contrast import contrast_pairs
+
+        return contrast_pairs(c, backend, pairs, [draw_for(p, pool_for(p), s, seed) for p in pairs], s)
     drawn, questions = _plan(c, pairs, s, seed, pool_for)
+    if s.method == "mc-calibrated" and priors is None:
+        priors = option_priors(c, backend, [v for d in drawn for v in d], s)
     convs = [q.messages for q in questions]
     reasonings: list[str | None] = [None] * len(questions)
     errors: list[str | None] = [None] * len(questions)
@@ -169,7 +217,10 @@ def judge_pairs(
     if idx:
         for i, sc in zip(idx, backend.option_probs([convs[i] for i in idx], OPTIONS), strict=True):
             scores[i] = sc
-    answers = [_answer(q, scores[i], reasonings[i], errors[i], s) for i, q in enumerate(questions)]
+    answers = [
+        _answer(q, scores[i], reasonings[i], errors[i], s, priors[q.principle.ref] if priors else None)
+        for i, q in enumerate(questions)
+    ]
     return [
         aggregate(
             [v.ref for v in drawn[i]],
@@ -182,13 +233,18 @@ def judge_pairs(
 # ------------------------------------------------------------------------------- the label stage
 
 
-def _fixed(c: Constitution, judge: Backend, policy: Backend | None, s: LabelSettings, seed: int) -> dict[str, Any]:
-    """What determines a record's content, hashed into its id and checked by the manifest."""
+def _fixed(
+    c: Constitution, judge: Backend | None, policy: Backend | None, s: LabelSettings, seed: int
+) -> dict[str, Any]:
+    """What determines a record's content, hashed into its id and checked by the manifest.
+    ``judge`` is None for pairs by construction that nobody rescores."""
     return {
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
-        "judge": judge.spec,
+        "judge": judge.spec if judge else None,
         "policy": policy.spec if policy else None,
+        "method": s.method,
+        "rescore": s.rescore,
         "judge_settings": s.judge.as_record(),
         "params": s.params.as_record() if policy else None,
         "seed": seed,
@@ -213,7 +269,7 @@ def manifest(
 
 def label_prompts(
     c: Constitution,
-    judge: Backend,
+    judge: Backend | None,
     policy: Backend,
     prompts: Sequence[PromptItem],
     out: str | Path,
@@ -230,6 +286,12 @@ def label_prompts(
     probabilities: the records stay for inspection and a rerun resumes.
     """
     run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, policy, settings, seed), policy)
+    if settings.method == "revision":
+        raise fail("--method", None, "method", "revision reads a critique folder: give --critique DIR, not prompts")
+    if settings.method == "rlcd":
+        if c.spec.rlcd is None:
+            raise fail(str(c.path), None, "rlcd", "--method rlcd needs the constitution's rlcd: {positive, negative}")
+        return run.execute(list(prompts), out, shard, quiet, lambda ci, o, ch: run.rlcd_units(ci, o, ch), RLCD_PAIR)
     per_prompt = pairs_from_responses(settings.responses_per_prompt, settings.pairing)
 
     def units(ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
@@ -242,7 +304,7 @@ def label_prompts(
 
 def label_pairs(
     c: Constitution,
-    judge: Backend,
+    judge: Backend | None,
     pairs: Sequence[Pair],
     out: str | Path,
     settings: LabelSettings,
@@ -251,7 +313,10 @@ def label_pairs(
     shard: Shard = (0, 1),
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """RLAIF labels for given pairs (`cai label --pairs`); otherwise as `label_prompts`."""
+    """RLAIF labels for given pairs (`cai label --pairs`, and `--critique` for ``revision``, whose
+    pairs come from `revision_pairs`); otherwise as `label_prompts`."""
+    if settings.method == "rlcd":
+        raise fail("--method", None, "method", "rlcd samples its own pairs: give prompts, not --pairs")
     run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, None, settings, seed), None)
 
     def units(ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
@@ -266,7 +331,37 @@ def failed(record: dict[str, Any] | None) -> bool:
         return False
     if record.get("error") is not None:
         return True
-    return any(a.get("p_first") is None for x in record.get("principles", []) for a in x.get("orders", []))
+    return any(a.get("p_a") is None for x in record.get("principles", []) for a in x.get("orders", []))
+
+
+RLCD_PAIR = [(0, 1)]  # response 0: under the positive prompt, 1: under the negative one
+
+
+def constructed_result() -> dict[str, Any]:
+    """The label of a pair by construction: response a (positive / revision) is preferred."""
+    return {"principles": [], "p_a": 1.0, "parse_error": None}
+
+
+def revision_pairs(critique_out: str | Path) -> list[Pair]:
+    """A `cai critique` folder's pairs: the final revision (a) over the initial answer (b).
+
+    Only records its SFT export would use (no error, not flagged out) whose revision changed
+    the answer; the pair id is the critique record's id, so reruns find their work.
+    """
+    from cai.io.readers import iter_jsonl
+    from cai.stages.critique_export import usable
+
+    path = Path(critique_out) / "records.jsonl"
+    if not path.is_file():
+        raise fail(str(critique_out), None, "--critique", "not a `cai critique` output folder (no records.jsonl)")
+    pairs = [
+        Pair(r["id"], r["prompt"], r["final_revision"].strip(), r["initial_response"].strip())
+        for _line, r in iter_jsonl(path, committed_only=True)
+        if usable(r) and r["final_revision"].strip() != r["initial_response"].strip()
+    ]
+    if not pairs:
+        raise fail(str(path), None, "--critique", "no usable revisions that differ from the first answer")
+    return pairs
 
 
 @dataclass
@@ -296,18 +391,43 @@ class _LabelRun:
     """What every chunk of one label run shares; `execute` is the loop both entry points run."""
 
     c: Constitution
-    judge: Backend
+    judge: Backend | None
     settings: LabelSettings
     seed: int
     fixed: dict[str, Any]
     policy: Backend | None
+    _priors: dict[str, dict[str, float]] | None = None
+
+    def rlcd_units(self, ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
+        """One answer per prompt under each of the constitution's ``rlcd`` prompts (a = positive)."""
+        assert self.policy is not None
+        params = replace(self.settings.params, n=1, seed=derive_seed(self.seed, "chunk", ci))
+        convs = [rlcd_messages(self.c, it.messages, side) for it in chunk for side in ("positive", "negative")]
+        gens = self.policy.generate(convs, params)
+        merged = [
+            Generation(
+                texts=[*pos.texts[:1], *neg.texts[:1]],
+                n_tokens=pos.n_tokens + neg.n_tokens,
+                error=pos.error or neg.error,
+            )
+            for pos, neg in zip(gens[0::2], gens[1::2], strict=True)
+        ]
+        return sampled_units(chunk, offset, self.fixed, RLCD_PAIR, merged)
+
+    def priors(self, pool: Sequence[Versioned]) -> dict[str, dict[str, float]] | None:
+        """The judge's option prior per principle, asked once per run (mc-calibrated only)."""
+        if self.settings.judge.method != "mc-calibrated":
+            return None
+        if self._priors is None and self.judge is not None:
+            self._priors = option_priors(self.c, self.judge, pool, self.settings.judge)
+        return self._priors
 
     def provenance(self) -> dict[str, Any]:
         s = self.settings
         return {
             **self.fixed,
             "templates": self.c.template_hashes(),
-            "judge_info": self.judge.describe(),
+            "judge_info": self.judge.describe() if self.judge else None,
             "policy_info": self.policy.describe() if self.policy else None,
             "fewshot_turns": len(comparison_fewshot(self.c, s.cot)) if s.fewshot else 0,
             "cai_version": __version__,
@@ -323,6 +443,10 @@ class _LabelRun:
         per_prompt: Any,
     ) -> dict[str, Any]:
         s = self.settings
+        if s.judge.method == "contrast" and self.judge is not None and (s.method in SCORERS or s.rescore):
+            from cai.stages.contrast import preflight
+
+            preflight(self.c, self.judge, self.c.comparison_principles)
         with Store(out, manifest(self.fixed, inputs, s, shard), lock=True) as store:
             provenance = self.provenance()
             tally = _Tally()
@@ -363,9 +487,23 @@ class _LabelRun:
         asked). `provenance["timing"]` arrives with the chunk's generation time."""
         t1 = time.perf_counter()
         todo = [u for u in units if u.error is None and u.pair.a != u.pair.b]
-        results = judge_pairs(
-            self.c, self.judge, [u.pair for u in todo], self.settings.judge, derive_seed(self.seed, "judge")
-        )
+        s = self.settings
+        constructed = s.method in ("rlcd", "revision")
+        if constructed and s.rescore is None:
+            results = [constructed_result() for _ in todo]
+        else:
+            assert self.judge is not None, "a scoring method needs a judge"
+            results = judge_pairs(
+                self.c,
+                self.judge,
+                [u.pair for u in todo],
+                s.judge,
+                derive_seed(self.seed, "judge"),
+                priors=self.priors(self.c.comparison_principles),
+            )
+        if constructed and s.rescore is not None:  # relabelled: record how often it agrees
+            for r in results:
+                r["construction_agrees"] = None if r["p_a"] is None else decision(r["p_a"]) == "a"
         judge_s = time.perf_counter() - t1
         by_id = {u.id: r for u, r in zip(todo, results, strict=True)}
         timing = {
@@ -379,10 +517,15 @@ class _LabelRun:
         tally.questions += sum(len(x["orders"]) for r in results for x in r["principles"])
         tally.judge_s += judge_s
         flags = [[] if u.error or u.id in by_id else ["identical"] for u in units]
-        return [
+        records = [
             label_record(u, by_id.get(u.id), f, {**provenance, "timing": timing})
             for u, f in zip(units, flags, strict=True)
         ]
+        for rec in records:
+            j = by_id.get(rec["id"])
+            if j is not None and "construction_agrees" in j:
+                rec["construction_agrees"] = j["construction_agrees"]
+        return records
 
     def _check_failures(self, fails: dict[str, Any], out: str | Path) -> None:
         limit = self.settings.max_failures

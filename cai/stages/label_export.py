@@ -1,18 +1,29 @@
 """Exports and analytics of AI preference labels (shared by `cai label` and `cai judge-eval`).
 
-Export rows are TRL conversational preferences: ``prompt`` (messages), ``chosen`` and
-``rejected`` (one assistant message each), plus
+Export rows (``preferences.jsonl`` and the saved dataset ``dataset/``) are TRL conversational
+preferences with an explicit prompt, so `RewardTrainer` and `DPOTrainer` take them as written:
 
-* ``p_chosen`` — the judge's soft label for the chosen reply, always >= 0.5;
-* ``margin = logit(p_chosen) = ln(p_chosen / (1 - p_chosen))`` (p clipped to [1e-6, 1 - 1e-6]).
-  This is the Bradley–Terry reward difference that would produce ``p_chosen``, so a PM trained
-  with RewardTrainer's ``-logsigmoid(r_c - r_r - margin)`` is asked for a gap that grows with the
-  judge's confidence, and a 50/50 label (margin 0) asks for no more than the plain loss.
+* ``prompt`` (messages), ``chosen`` and ``rejected`` (one assistant message each) — TRL's
+  columns: RewardTrainer's ``-logsigmoid(r_c - r_r)`` and DPOTrainer's sigmoid DPO loss read
+  exactly these;
+* ``p_chosen`` — the judge's soft label for the chosen reply, always > 0.5. TRL ignores it;
+  cai's PM (``cai train pm``, `cai.train.pm_loss`) trains on it with a soft cross-entropy;
+* ``p_chosen_logit = ln(p_chosen / (1 - p_chosen))`` (p clipped to [1e-6, 1 - 1e-6]), the
+  Bradley–Terry reward gap that would give ``p_chosen``. It is deliberately *not* called
+  ``margin``: RewardTrainer reads a ``margin`` column as ``-logsigmoid(r_c - r_r - margin)``,
+  a different loss, and would switch to it silently. Rename the column to ``margin`` to ask
+  for that loss on purpose.
+
+Nothing else is in those files (TRL passes extra columns to its data collators, and some names
+change its behaviour); each row's provenance — ``id``, ``prompt_id``, the principles that
+decided it, the constitution fingerprint — is the same line of ``provenance.jsonl``.
+``README.md`` is the dataset card (Hugging Face YAML front matter).
 
 Pairs without a preference are not exported: generation errors, identical replies, no
-probabilities, and exact ties (p = 0.5, e.g. a judge that always answers "A", asked in both
-orders) — a tie has no chosen side, and exporting one would teach the PM an arbitrary direction.
-They stay in ``records.jsonl`` and are counted in ``summary.json``.
+probabilities, and ties — labels with |p - 0.5| < `LABEL_TIE_TOL` (1e-4), e.g. a judge that
+always answers "A", asked in both orders — a tie has no chosen side, and exporting one would
+teach the PM an arbitrary direction. They stay in ``records.jsonl`` and ``summary.json``
+counts them (``labels.ties``).
 
 The analytics take "judged items": dicts with ``principles`` (each with ``principle``, ``p_a``,
 ``consistent`` and per-order answers with ``p_first``/``p_a``/``mass``/``path``), ``p_a`` and,
@@ -28,16 +39,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cai.cards import label_dataset_card, write_card
 from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
 from cai.io.pairs import PairUnit
+from cai.io.readers import PROVENANCE_FILE
 from cai.io.store import Store
-from cai.stages.label_math import decision
+from cai.stages.label_math import LABEL_TIE_TOL, decision, is_tie, label_decision
 from cai.stats import mean, share
 
 Item = dict[str, Any]
 
 
-def margin_of(p_chosen: float) -> float:
+def logit_of(p_chosen: float) -> float:
+    """``p_chosen_logit``: the reward gap a Bradley–Terry model needs to give ``p_chosen``."""
     p = min(max(p_chosen, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
 
@@ -156,7 +170,7 @@ def reliability(items: Sequence[Item], bins: int = 5) -> tuple[list[dict[str, An
 
 def failure_stats(items: Sequence[Item]) -> dict[str, Any]:
     qs = questions(items)
-    failed = [a for a in qs if a["p_first"] is None]
+    failed = [a for a in qs if a["p_a"] is None]  # p_a: also set by methods without positions
     return {
         "questions": len(qs),
         "failed_questions": len(failed),
@@ -167,10 +181,10 @@ def failure_stats(items: Sequence[Item]) -> dict[str, Any]:
 
 def judge_stats(items: Sequence[Item]) -> dict[str, Any]:
     """The figures both commands report about how the judge behaved."""
-    qs = [a for a in questions(items) if a["p_first"] is not None]
+    qs = [a for a in questions(items) if a["p_a"] is not None]
     return {
         "order_consistency": order_consistency(items),
-        "option_mass": mean(a["mass"] for a in qs),
+        "option_mass": mean(a["mass"] for a in qs if a.get("mass") is not None),
         "paths": dict(sorted(Counter(a["path"] for a in qs).items())),
         "position_bias": position_stats(items),
         "per_principle": principle_analytics(items),
@@ -182,7 +196,7 @@ def judge_stats(items: Sequence[Item]) -> dict[str, Any]:
 def label_record(u: PairUnit, j: dict[str, Any] | None, flags: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
     """The stage's record for one pair: the unit, the judge's answers (None: not judged)."""
     p_a = j["p_a"] if j else None
-    chosen = decision(p_a)  # None for a tie: no side is preferred
+    chosen = label_decision(p_a)  # None for a tie: no side is preferred
     return {
         "id": u.id,
         "order": u.order,
@@ -210,16 +224,27 @@ def preference_row(r: dict[str, Any]) -> dict[str, Any]:
     b = {"role": "assistant", "content": r["response_b"]}
     chosen, rejected = (a, b) if r["chosen"] == "a" else (b, a)
     return {
-        "id": r["id"],
-        "prompt_id": r["prompt_id"],
         "prompt": r["prompt"],
         "chosen": [chosen],
         "rejected": [rejected],
         "p_chosen": r["p_chosen"],
-        "margin": margin_of(r["p_chosen"]),
+        "p_chosen_logit": logit_of(r["p_chosen"]),
+    }
+
+
+def provenance_row(r: dict[str, Any]) -> dict[str, Any]:
+    """Where one exported row came from (the same line number in ``provenance.jsonl``)."""
+    return {
+        "id": r["id"],
+        "prompt_id": r["prompt_id"],
         "principles": [x["principle"] for x in r["principles"] if x["p_a"] is not None],
         "fingerprint": r["provenance"]["fingerprint"],
     }
+
+
+def exported(r: dict[str, Any]) -> bool:
+    """A record with a preferred side (older records may hold a near-tie as chosen)."""
+    return r["chosen"] is not None and not is_tie(r["p_chosen"])
 
 
 def label_distribution(records: Sequence[dict[str, Any]], bins: int = 5) -> dict[str, Any]:
@@ -230,9 +255,10 @@ def label_distribution(records: Sequence[dict[str, Any]], bins: int = 5) -> dict
     return {
         "n": len(ps),
         "p_chosen_mean": mean(ps),
-        "ties": sum(1 for r in records if r["p_chosen"] is not None and r["chosen"] is None),
-        "chose_a": sum(1 for r in records if r["chosen"] == "a"),
-        "chose_b": sum(1 for r in records if r["chosen"] == "b"),
+        "ties": sum(1 for r in records if r["p_chosen"] is not None and not exported(r)),
+        "tie_tolerance": LABEL_TIE_TOL,
+        "chose_a": sum(1 for r in records if r["chosen"] == "a" and exported(r)),
+        "chose_b": sum(1 for r in records if r["chosen"] == "b" and exported(r)),
         "histogram": [
             {
                 "lo": round(0.5 + 0.5 * i / bins, 2),
@@ -244,12 +270,26 @@ def label_distribution(records: Sequence[dict[str, Any]], bins: int = 5) -> dict
     }
 
 
+def method_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Which method made the labels; for pairs by construction rescored by another method, how
+    often the rescoring picks the constructed side (``rescore_agreement``)."""
+    prov = records[0]["provenance"] if records else {}
+    agree = [r["construction_agrees"] for r in records if r.get("construction_agrees") is not None]
+    return {
+        "method": prov.get("method", "mc"),
+        "rescore": prov.get("rescore"),
+        "rescore_agreement": share(sum(agree), len(agree)) if agree else None,
+    }
+
+
 def export_labels(store: Store, out: str | Path, throughput: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write preferences.jsonl, dataset/ and summary.json from a label run's records."""
+    """Write preferences.jsonl, dataset/, provenance.jsonl, summary.json and the dataset card."""
     out = Path(out)
     records = sorted(store.records, key=lambda r: r["order"])
-    rows = [preference_row(r) for r in records if r["chosen"] is not None]
+    kept = [r for r in records if exported(r)]
+    rows = [preference_row(r) for r in kept]
     write_jsonl_atomic(out / "preferences.jsonl", rows)
+    write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r in kept])
     if rows:
         save_dataset_atomic(out / "dataset", rows)
     judged = [r for r in records if r["principles"]]
@@ -265,9 +305,11 @@ def export_labels(store: Store, out: str | Path, throughput: dict[str, Any] | No
         "unlabelled": sum(1 for r in judged if r["p_a"] is None),
         "labels": label_distribution(records),
         "human_agreement": mean(human_credit(r["p_a"]) for r in human),
+        **method_summary(records),
         **judge_stats(judged),
     }
     if throughput is not None:
         summary["throughput"] = throughput
     write_json_atomic(out / "summary.json", summary)
+    write_card(out, label_dataset_card(kept[0]["provenance"] if kept else None, summary))
     return summary

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 TIE_EPS = 1e-9  # averaging mirrored orders (0.9 and 1 - 0.9) must give a tie, not 0.5 - 1 ulp
+# A *label* this close to 0.5 is a tie: no side is preferred, so it is not exported and the
+# summary counts it. 1e-4 is far above float32 scoring noise (~1e-7) and far below any
+# preference worth training on (a logit gap of 4e-4).
+LABEL_TIE_TOL = 1e-4
 
 
 def decision(p: float | None) -> str | None:
@@ -17,6 +21,16 @@ def decision(p: float | None) -> str | None:
     if p is None or abs(p - 0.5) <= TIE_EPS:
         return None
     return "a" if p > 0.5 else "b"
+
+
+def is_tie(p: float | None) -> bool:
+    """A pair's label with no preferred side: |p - 0.5| < `LABEL_TIE_TOL` (None: no label)."""
+    return p is not None and abs(p - 0.5) < LABEL_TIE_TOL
+
+
+def label_decision(p: float | None) -> str | None:
+    """The chosen side of a pair's label: like `decision`, with near-ties (`is_tie`) as None."""
+    return None if is_tie(p) else decision(p)
 
 
 def aggregate(refs: Sequence[str], answers: list[dict[str, Any]]) -> dict[str, Any]:

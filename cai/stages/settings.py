@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cai.constitution.schema import Strict
 from cai.models.base import GenerationParams
@@ -90,9 +90,24 @@ class CritiqueSettings(Sampling, StageSettings):
 Clamp = tuple[float, float] | Literal["none"] | None
 
 
+Scorer = Literal["mc", "mc-calibrated", "contrast"]
+Method = Literal["mc", "mc-calibrated", "contrast", "rlcd", "revision"]
+SCORERS: tuple[str, ...] = ("mc", "mc-calibrated", "contrast")  # methods that score given pairs
+METHOD_HELP = (
+    "mc: multiple-choice judge (CAI paper); mc-calibrated: the same with the judge's content-free "
+    "option prior divided out; contrast: log p(reply | positive guidance) - log p(reply | negative)"
+)
+
+
 class JudgeSettings(StageSettings):
     """How a judge is asked: shared by `label`, `judge-eval` and `eval policy`, so a judge-eval
     figure describes the labels a run with the same settings produces."""
+
+    method: Scorer = Field("mc", description=METHOD_HELP + ".")
+    contrast_norm: Literal["sum", "mean"] = Field(
+        "sum", description="contrast: sum the reply's token log-probabilities, or average them (mean)."
+    )
+    beta: float = Field(1.0, gt=0, description="contrast: p_a = sigmoid(beta * (s_a - s_b)).")
 
     principles: Literal["one", "k", "all"] = Field(
         "one", description="one: one sampled per pair (CAI paper); k: mean over --k sampled; all: mean over all."
@@ -135,6 +150,14 @@ class JudgeSettings(StageSettings):
             raise ValueError("need 0 <= lo <= 0.5 <= hi <= 1")
         return v
 
+    @model_validator(mode="after")
+    def _check_method(self) -> JudgeSettings:
+        if self.cot and self.method in ("mc-calibrated", "contrast"):
+            raise ValueError(f"--cot: method {self.method} asks no question to reason about; use mc")
+        if getattr(self, "rescore", None) is not None and self.method not in ("rlcd", "revision"):
+            raise ValueError("--rescore: only relabels pairs by construction (--method rlcd or revision)")
+        return self
+
     @property
     def bounds(self) -> tuple[float, float] | None:
         """The clamp in force: CoT answers are over-confident, so they are bounded unless told not to."""
@@ -147,7 +170,10 @@ class JudgeSettings(StageSettings):
     @property
     def judge(self) -> JudgeSettings:
         """Only the judge's part (stages that also sample answers inherit from this model)."""
-        return JudgeSettings(**{name: getattr(self, name) for name in JudgeSettings.model_fields})
+        values = {name: getattr(self, name) for name in JudgeSettings.model_fields}
+        if values["method"] not in SCORERS:  # pairs by construction: the judge only rescores them
+            values["method"] = getattr(self, "rescore", None) or "mc"
+        return JudgeSettings(**values)
 
     @property
     def cot_params(self) -> GenerationParams:
@@ -157,6 +183,8 @@ class JudgeSettings(StageSettings):
         """The judge's settings as records and manifests carry them (the clamp in force)."""
         bounds = self.bounds
         return {
+            "method": self.method,
+            **({"contrast_norm": self.contrast_norm, "beta": self.beta} if self.method == "contrast" else {}),
             "principles": self.principles,
             "k": self.k,
             "orders": self.orders,
@@ -168,6 +196,14 @@ class JudgeSettings(StageSettings):
 
 
 class LabelSettings(Sampling, JudgeSettings):
+    method: Method = Field(  # type: ignore[assignment]
+        "mc",
+        description=METHOD_HELP + "; rlcd: the policy answers under the constitution's positive and "
+        "negative prompts, chosen = positive; revision: a critique run's final revision over its first answer.",
+    )
+    rescore: Scorer | None = Field(
+        None, description="rlcd/revision: relabel the constructed pairs with this method and record the agreement."
+    )
     responses_per_prompt: int = Field(2, ge=2, description="K responses sampled per prompt.")
     pairing: Literal["all", "consecutive"] = Field(
         "all", description="all: every pair of the K responses; consecutive: (1,2), (3,4)…"
@@ -187,6 +223,10 @@ class LabelSettings(Sampling, JudgeSettings):
 
 class JudgeEvalSettings(JudgeSettings):
     batch_size: int = Field(16, ge=1, description="Pairs per backend call.")
+    split: Literal["all", "dev", "test"] = Field(
+        "all", description="Pairs of this split only (the pairs' `split` field); tune on dev, report test."
+    )
+    compare: bool = Field(False, description="Run every method on the pairs and print one ranking table.")
 
 
 class EvalSettings(Sampling, JudgeSettings):

@@ -116,6 +116,22 @@ def comparison_messages(
     return [*head, _msg("user", text)]
 
 
+def contrast_messages(c: Constitution, prompt: Conversation, principle: Versioned, side: str) -> Conversation:
+    """The context a reply is scored in for likelihood contrast: the conversation, then the
+    principle's ``positive`` or ``negative`` guidance as a system turn (after the conversation,
+    so that one prefill of the conversation serves every principle and side)."""
+    guidance = getattr(principle.principle, side)
+    text = c.renderer.render(c.spec.templates.contrast, guidance=guidance)
+    return [*(dict(m) for m in prompt), _msg("system", text)]
+
+
+def rlcd_messages(c: Constitution, prompt: Conversation, side: str) -> Conversation:
+    """The policy's input for a pair by construction: the constitution's positive or negative
+    system prompt (``rlcd``) in place of its usual one, then the user's turns."""
+    assert c.spec.rlcd is not None
+    return [_msg("system", getattr(c.spec.rlcd, side)), *(dict(m) for m in prompt)]
+
+
 def cot_answer_messages(judge_messages: Conversation, reasoning: str) -> Conversation:
     """Continue the judge's own reasoning up to the answer letter, so its probability can be read."""
     text = reasoning.split(COT_ANSWER_PREFIX)[0].rstrip()

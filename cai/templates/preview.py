@@ -14,6 +14,7 @@ STEP_VARS = {
     "revision": ("prompt", "response", "critique"),
     "comparison": ("prompt", "response_a", "response_b"),
     "comparison_cot": ("prompt", "response_a", "response_b"),
+    "contrast": ("prompt", "response", "side"),  # side: positive (default) or negative
 }
 
 
@@ -42,7 +43,7 @@ def preview_messages(
     unknown = sorted(set(sets) - set(allowed))
     if unknown:
         raise fail("--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})")
-    v = {k: sets.get(k, f"<{k}>") for k in allowed}
+    v = {k: sets.get(k, f"<{k}>") for k in allowed if k != "side"}
     prompt = [{"role": "user", "content": v["prompt"]}]
     if role in ("critique", "revision"):
         p = c.critique_principle(principle) if principle else c.critique_principles[0]
@@ -52,6 +53,13 @@ def preview_messages(
             return conv.critique_messages(c, prompt, v["response"], p)
         return conv.revision_messages(c, prompt, v["response"], p, v["critique"])
     p = c.comparison_principle(principle) if principle else c.comparison_principles[0]
+    if role == "contrast":  # the context a reply is scored in, then the reply scored
+        side = sets.get("side", "positive")
+        if side not in ("positive", "negative"):
+            raise fail("--set", None, "side", f"expected positive or negative, got {side!r}")
+        if not getattr(p.principle, side, None):
+            raise fail(p.source, None, f"{p.id}.{side}", "this principle has no contrast guidance")
+        return [*conv.contrast_messages(c, prompt, p, side), {"role": "assistant", "content": v["response"]}]
     return conv.comparison_messages(
         c,
         prompt,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 import cai
 from cai.errors import fail
@@ -158,30 +158,70 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def quiet_libraries(quiet: bool) -> Iterator[None]:
-    """Silence transformers/datasets chatter for the duration of a run, then restore it."""
-    if not quiet:
+def quiet_libraries(quiet: bool, *, verbose: bool | None = None) -> Iterator[None]:
+    """Library output for the duration of a run, restored afterwards: the verbosity switch.
+
+    ``quiet``: no library progress bars ("Loading weights", "Tokenizing train dataset") and no
+    chatter. ``verbose=False``: no chatter (log lines, deprecation and Python warnings, raw metric
+    dicts, datasets' per-map bars) but the model loading bars stay; ``verbose=True``: everything
+    the libraries print. ``verbose=None`` (the default) leaves chatter as the caller set it: the
+    CLI mutes it unless ``--verbose`` (`cai.verbosity.LibraryOutput`), and a library caller keeps
+    its own logging setup.
+    """
+    from cai.verbosity import LibraryOutput, libraries_muted
+
+    mute = verbose is False or (quiet and not verbose)
+    # datasets' bars ("Tokenizing train dataset", "Truncating …") are internals, not progress;
+    # `libraries_muted()` is read once the muting (if any) is on.
+    with LibraryOutput(verbose=not mute), _library_bars(models=not quiet, datasets=not (quiet or libraries_muted())):
+        yield
+
+
+@contextlib.contextmanager
+def _library_bars(*, models: bool, datasets: bool) -> Iterator[None]:
+    if models and datasets:
         yield
         return
-    import datasets
+    import datasets as ds
     import transformers
 
     tf_log = transformers.utils.logging
-    old_tf, old_ds = tf_log.get_verbosity(), datasets.logging.get_verbosity()
-    tf_bars, ds_bars = tf_log.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    tf_log.set_verbosity_error()
-    tf_log.disable_progress_bar()  # "Loading weights", "Writing model shards"
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()  # "Tokenizing train dataset"
+    tf_bars, ds_bars = tf_log.is_progress_bar_enabled(), ds.is_progress_bar_enabled()
+    if not models:
+        tf_log.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    if not datasets:
+        ds.disable_progress_bars()
     try:
         yield
     finally:
-        tf_log.set_verbosity(old_tf)
-        datasets.logging.set_verbosity(old_ds)
         if tf_bars:
             tf_log.enable_progress_bar()
         if ds_bars:
-            datasets.enable_progress_bars()
+            ds.enable_progress_bars()
+
+
+class _BarWithoutMetrics(ProgressCallback):
+    """The Trainer's progress bar without the raw log dict it writes under it at every step."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        return None
+
+
+def keep_metrics_off_terminal(trainer: Any, quiet: bool) -> None:
+    """Stop a Trainer printing every log dict (``{'loss': …, 'grad_norm': …}``) to the terminal.
+
+    Its default callbacks do (PrinterCallback, or ProgressCallback under its bar); `metrics.jsonl`
+    keeps every one, so the terminal gets them only while library output is on (``--verbose``).
+    Under ``quiet`` there is no bar either (the config disabled tqdm).
+    """
+    from cai.verbosity import libraries_muted
+
+    if not quiet and not libraries_muted():
+        return
+    trainer.remove_callback(PrinterCallback)
+    if any(type(cb) is ProgressCallback for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_BarWithoutMetrics())
 
 
 # --------------------------------------------------------------------------- metrics
@@ -392,6 +432,10 @@ class TrainOutput:
             "libraries": library_versions(),
             **meta,
         }
+        from cai.cards import model_card, write_card
+
+        # The model card (README.md, read by the Hub and huggingface_hub) before the marker.
+        write_card(self.staging, model_card(meta))
         write_json_atomic(self.staging / TRAIN_META, meta)  # the completion marker, last
         fsync_tree(self.staging)
         new_lock = FolderLock(self.staging)  # OUT stays locked through the swap

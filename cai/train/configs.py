@@ -1,7 +1,7 @@
 """Settings → TRL configs: the one builder for what every trainer here sets the same way.
 
-Each trainer adds only what is its own (SFT's completion-only loss, PPO's minibatches, RLOO/GRPO's
-groups). Shared choices, and why:
+Each trainer adds only what is its own (SFT's completion-only loss, DPO's beta, PPO's minibatches,
+RLOO/GRPO's groups). Shared choices, and why:
 * ``bf16`` only on GPUs that support it; CPU trains in fp32 (bf16 there is emulated or lossy).
 * ``use_cpu`` said explicitly without a GPU: transformers builds a multi-process (gloo) group
   only when told it is on CPU, else each `accelerate launch` process would train alone.
@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from cai.train.common import TrainOutput, checkpointing_kwargs, training_dtype, use_bf16
-from cai.train.settings import PmSettings, RlSettings, SftSettings
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 
 def trl_config(
@@ -45,7 +45,7 @@ def _model_init() -> dict[str, Any]:
     return {"model_init_kwargs": {"dtype": str(training_dtype()).removeprefix("torch.")}}
 
 
-def _supervised(s: SftSettings | PmSettings, seed: int) -> dict[str, Any]:
+def _supervised(s: SftSettings | PmSettings | DpoSettings, seed: int) -> dict[str, Any]:
     return {
         "num_train_epochs": s.epochs,
         "max_steps": s.max_steps,
@@ -82,6 +82,26 @@ def reward_config(output: TrainOutput, s: PmSettings, seed: int, quiet: bool) ->
 
     return trl_config(
         RewardConfig, output, lr=s.lr, seed=seed, report_to=s.report_to, quiet=quiet, **_supervised(s, seed)
+    )
+
+
+def dpo_config(output: TrainOutput, s: DpoSettings, seed: int, quiet: bool) -> Any:
+    """TRL's sigmoid DPO loss (cai's soft labels replace it in `cai.train.dpo`). The reference
+    log-probs are computed once before training, from the model as loaded (or, with LoRA, with
+    the adapter off), so no second model stays in memory while training."""
+    from trl import DPOConfig
+
+    return trl_config(
+        DPOConfig,
+        output,
+        lr=s.lr,
+        seed=seed,
+        report_to=s.report_to,
+        quiet=quiet,
+        **_supervised(s, seed),
+        beta=s.beta,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=True,
     )
 
 

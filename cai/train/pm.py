@@ -23,10 +23,12 @@ import torch
 
 from cai.errors import fail
 from cai.io.pairs import parse_pair_row
+from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
     TrainOutput,
     changed_params,
+    keep_metrics_off_terminal,
     load_chat_tokenizer,
     loss_history,
     param_checksums,
@@ -232,6 +234,7 @@ def train_pm(
     output = TrainOutput(out, "pm", overwrite=overwrite)
     output.check()
     path = resolve_model_path(model, quiet=quiet)
+    lora.check_target_names(path, s, model)
     soft = s.labels == "soft"
     recorded = {**s.record(), "seed": seed, "loss": SOFT_LOSS if soft else HARD_LOSS, "bf16": use_bf16()}
     with quiet_libraries(quiet):
@@ -247,7 +250,7 @@ def train_pm(
         config = reward_config(output, s, seed, quiet)  # first: it sets up the process group
         seed_everything(seed)
         output.prepare()
-        trainer = _build(path, tokenizer, examples, output, config, quiet)
+        trainer = _build(path, tokenizer, examples, output, config, quiet, lora.lora_config(s, "SEQ_CLS"))
         summary = _train_and_summarize(trainer, tokenizer, held.rows)
         summary["rows"] = _row_counts(ai, hum, held, len(examples), dropped)
         summary["out"] = str(Path(out).resolve())
@@ -259,11 +262,13 @@ def train_pm(
             "eval": [src.as_record() for src in held.sources],
             "constitution_fingerprints": sorted(ai.fingerprints),
             "settings": recorded,
+            "lora": lora.record(s),
             "pad_token": tokenizer.pad_token,
             "scoring": "score head at the last token of chat_template(prompt, "
             "add_generation_prompt=True) + answer + EOS",
             "summary": summary,
         }
+        lora.prepare_to_save(trainer, s)
         output.finalize(trainer, tokenizer, meta)
     return summary
 
@@ -288,9 +293,9 @@ def _build(
     output: TrainOutput,
     config: Any,
     quiet: bool,
+    peft_config: Any = None,
 ) -> Any:
     from datasets import Dataset
-    from transformers import PrinterCallback
 
     trainer_cls, collator_cls = _trainer_classes()
     # The PM is loaded by TRL from the path (num_labels=1) so ZeRO-3 can partition it at load.
@@ -301,9 +306,9 @@ def _build(
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(output.metrics)],
         data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id),
+        peft_config=peft_config,  # LoRA on the backbone; the new score head is trained in full
     )
-    if quiet:
-        trainer.remove_callback(PrinterCallback)
+    keep_metrics_off_terminal(trainer, quiet)
     return trainer
 
 

@@ -14,8 +14,9 @@ With ``d = r_chosen - r_rejected`` and the Bradley–Terry model ``P(chosen > re
 
 Why not RewardTrainer's ``margin`` (``-log σ(d - logit(p))``)? That loss keeps falling as ``d``
 grows past ``logit(p)``, so a confident PM is never told that the judge was unsure; and with a
-margin of 0 for weak labels it asks for a full win of the chosen side. The label export still
-writes ``margin`` for people who prefer TRL's form.
+margin of 0 for weak labels it asks for a full win of the chosen side. The label export writes
+``logit(p)`` as ``p_chosen_logit`` — not ``margin``, which RewardTrainer would silently read —
+for people who want TRL's form: renaming that column to ``margin`` opts in.
 """
 
 from __future__ import annotations

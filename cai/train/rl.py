@@ -13,6 +13,10 @@ Sizes: ``batch_size`` is rollouts per update per device. PPO splits it into mini
 ``num_generations`` completions per prompt, so ``batch_size`` must be a multiple of it.
 ``total_episodes`` counts completions over the run (all devices).
 
+LoRA (``lora_r``): the policy gets adapters and its reference is the base with the adapter off
+(no second copy loaded); PPO's value model is trained in full (TRL applies peft to the policy
+only), RLOO/GRPO have no value model.
+
 Everything TRL-specific stays in `cai.train`; the saved policy is a plain causal-LM folder with
 the base model's tokenizer and chat template, usable as a model spec anywhere.
 """
@@ -27,9 +31,11 @@ from typing import Any
 
 from cai.errors import fail
 from cai.io.sources import PromptItem, load_prompts
+from cai.train import lora
 from cai.train.common import (
     TrainOutput,
     changed_params,
+    keep_metrics_off_terminal,
     load_causal_lm,
     load_tokenizer,
     param_checksums,
@@ -79,6 +85,7 @@ def train_rl(
     policy_path = resolve_model_path(policy, quiet=quiet)
     pm_path = check_pm_folder(pm)
     check_same_tokenizer(policy_path, pm_path)
+    lora.check_target_names(policy_path, s, policy)
     with quiet_libraries(quiet):
         tokenizer = load_tokenizer(policy_path, padding_side="left")
         use_distinct_pad(tokenizer)
@@ -103,11 +110,13 @@ def train_rl(
             "pm": pm_path,
             "prompts": source,
             "settings": {**s.record(), "seed": seed, "bf16": use_bf16()},
+            "lora": lora.record(s),
             "reward": "PM score at the reply's EOS - missing_eos_penalty; "
             + ("- kl_coef * KL per token (TRL PPO, k1)" if is_ppo else "KL via beta = kl_coef"),
             "summary": summary,
         }
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
+        lora.prepare_to_save(trainer, s)
         output.finalize(trainer, load_tokenizer(policy_path), meta)
     return summary
 
@@ -125,10 +134,7 @@ def _short_enough(
 def _train(trainer: Any, model: Any, callback: Any, s: RlSettings, policy_path: str, quiet: bool) -> dict[str, Any]:
     """Train, put the policy's pad id back, and say what happened (including whether anything changed)."""
     trainer.add_callback(callback)
-    if quiet:
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    keep_metrics_off_terminal(trainer, quiet)
     before = param_checksums(model)
     # PPO prints a banner with accelerator.print; quiet means quiet.
     with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
@@ -198,10 +204,13 @@ def _build_ppo(
     def pm_model() -> Any:
         return AutoModelForSequenceClassification.from_pretrained(pm_path, num_labels=1, dtype=training_dtype())
 
+    peft_config = lora.lora_config(s)
     policy = load_causal_lm(policy_path)
-    ref = load_causal_lm(policy_path)
-    ref.requires_grad_(False)
-    ref.eval()
+    ref = None  # with LoRA, TRL's reference is the policy with its adapter off
+    if peft_config is None:
+        ref = load_causal_lm(policy_path)
+        ref.requires_grad_(False)
+        ref.eval()
     reward = pm_model()
     reward.requires_grad_(False)
     reward.eval()
@@ -217,8 +226,9 @@ def _build_ppo(
         train_dataset=Dataset.from_list(rows),
         # TRL builds an eval loader unconditionally; a few prompts keep it cheap.
         eval_dataset=Dataset.from_list(rows[: max(1, config.per_device_eval_batch_size)]),
+        peft_config=peft_config,  # the policy only: the value model is trained in full
     )
-    return trainer, policy, PMScorer(trainer.reward_model, tokenizer)
+    return trainer, trainer.policy_model, PMScorer(trainer.reward_model, tokenizer)
 
 
 def _unwrap_ppo(trainer: Any) -> None:
@@ -260,6 +270,7 @@ def _build_group(
     trainer = Trainer(
         model=policy_path,
         reward_funcs=[reward],
+        peft_config=lora.lora_config(s),
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,

@@ -1,8 +1,9 @@
 """Settings of the training stages: the one place each default, range and help text lives.
 
-`cai train sft|pm|ppo` build their options from these models, a recipe's `sft`, `pm` and `ppo`
-sections are these models (`cai.run.recipe`), and `train_sft`, `train_pm`, `train_rl` take them;
-`cai.train.configs` turns them into TRL configs. Nothing here imports torch or TRL.
+`cai train sft|pm|dpo|ppo` build their options from these models, a recipe's `sft`, `pm`, `dpo`
+and `ppo` sections are these models (`cai.run.recipe`), and `train_sft`, `train_pm`, `train_dpo`,
+`train_rl` take them; `cai.train.configs` turns them into TRL configs and `cai.train.lora` the
+``lora_*`` fields into a peft config. Nothing here imports torch, TRL or peft.
 
 Batch sizes follow TRL's meaning: per device, per optimiser step (times `grad_accum`); the
 global batch multiplies by the number of processes under `accelerate launch`.
@@ -20,9 +21,42 @@ REPORT_TO = Field(
     "none", description="Also log to: none, tensorboard, trackio, wandb (metrics.jsonl is always written)."
 )
 LR_HELP = "Peak learning rate (linear decay)."
+# The attention and MLP projections of Llama-style decoders (SmolLM2, Llama, Mistral, Qwen…).
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class Optimised(StageSettings):
+class Lora(StageSettings):
+    """LoRA adapters (peft) instead of full fine-tuning; every trainer takes these the same way."""
+
+    lora_r: int | None = Field(
+        None, ge=0, description="LoRA rank: train low-rank adapters instead of every weight (none or 0: off)."
+    )
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scaling alpha (default: 2 x --lora-r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA adapters' inputs.")
+    lora_target_modules: list[str] = Field(
+        LLAMA_LINEAR,
+        description="Modules that get adapters (repeat the flag; 'all-linear' for every linear layer). "
+        "Default: the attention and MLP projections of Llama-style models.",
+    )
+    lora_merge: bool = Field(
+        True,
+        description="With LoRA: merge the adapters into the base and save a full model (usable as --model "
+        "anywhere); --no-lora-merge saves only the adapter (load it with peft).",
+    )
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _some_modules(cls, v: list[str]) -> list[str]:
+        if not v or any(not m.strip() for m in v):
+            raise ValueError("give at least one module name (e.g. q_proj) or all-linear")
+        return v
+
+    @property
+    def lora(self) -> bool:
+        return bool(self.lora_r)
+
+
+class Optimised(Lora):
     """What every supervised trainer here shares."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored with --max-steps).")
@@ -61,8 +95,31 @@ class PmSettings(Optimised):
     max_length: int = Field(512, ge=16, description="Tokens per side; longer pairs are dropped (and counted).")
 
 
-class RlSettings(StageSettings):
-    """RL against the PM (see `cai.train.rl` for how each algorithm reads these)."""
+class DpoSettings(Optimised):
+    """DPO on the label run's pairs (`cai.train.dpo` documents the soft-label loss)."""
+
+    labels: Literal["soft", "hard"] = Field(
+        "soft",
+        description="soft: -(p*logsigmoid(beta*h) + (1-p)*logsigmoid(-beta*h)), p = p_chosen; "
+        "hard: TRL's -logsigmoid(beta*h).",
+    )
+    beta: float = Field(0.1, gt=0, description="DPO beta: strength of the pull back to the reference model.")
+    human: list[str] = Field([], description="Human preference pairs (TRL or HH-RLHF), mixed in as hard labels.")
+    eval: list[str] = Field(
+        [], description="Held-out pairs (human files accepted): implicit-reward accuracy and loss before/after."
+    )
+    batch_size: int = Field(4, ge=1, description="Pairs per device per optimiser step.")
+    max_length: int = Field(
+        512, ge=16, description="Tokens of prompt + answer; longer answers are cut at the end (and counted)."
+    )
+    lr: float = Field(5e-6, gt=0, description=LR_HELP)
+
+
+class RlSettings(Lora):
+    """RL against the PM (see `cai.train.rl` for how each algorithm reads these).
+
+    With ``lora_r`` only the policy gets adapters; PPO's value model (initialised from the PM)
+    is always trained in full, since TRL's PPO applies peft to the policy alone."""
 
     algorithm: Literal["ppo", "rloo", "grpo"] = Field(
         "ppo", description="ppo (TRL experimental PPO), rloo or grpo (TRL's maintained trainers)."

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
+from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
     TrainOutput,
     changed_params,
+    keep_metrics_off_terminal,
     load_chat_tokenizer,
     loss_history,
     param_checksums,
@@ -216,6 +218,7 @@ def train_sft(
     output = TrainOutput(out, "sft", overwrite=overwrite)
     output.check()  # fail before loading a model when the folder is unusable
     path = resolve_model_path(model, quiet=quiet)
+    lora.check_target_names(path, s, model)
     recorded = {**s.record(), "seed": seed, "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
     with quiet_libraries(quiet):
         tokenizer = load_chat_tokenizer(path, model, "SFT on `messages` needs an instruct/chat model")
@@ -224,7 +227,7 @@ def train_sft(
         config = sft_config(output, s, seed, quiet, logging_steps)
         seed_everything(seed)
         output.prepare()
-        trainer = _build_trainer(path, tokenizer, data, output, config, quiet)
+        trainer = _build_trainer(path, tokenizer, data, output, config, quiet, lora.lora_config(s))
         summary = _train_and_summarize(trainer, data, out)
         meta = {
             "base_model": model,
@@ -233,9 +236,11 @@ def train_sft(
             "helpful": [src.as_record() for src in data.helpful.sources] if data.helpful else [],
             "constitution_fingerprints": sorted(data.cai.fingerprints),
             "settings": recorded,
+            "lora": lora.record(s),
             "final_loss": summary["train_loss_last"],
             "summary": summary,
         }
+        lora.prepare_to_save(trainer, s)
         output.finalize(trainer, tokenizer, meta)
     return summary
 
@@ -268,9 +273,10 @@ def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any
     }
 
 
-def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any, quiet: bool) -> Any:
+def _build_trainer(
+    path: str, tokenizer: Any, data: SFTData, output: TrainOutput, config: Any, quiet: bool, peft_config: Any = None
+) -> Any:
     from datasets import Dataset
-    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     # TRL loads the model from the path itself so DeepSpeed ZeRO-3 can partition it at load time.
@@ -281,9 +287,9 @@ def _build_trainer(path: str, tokenizer: Any, data: SFTData, output: TrainOutput
         eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
         processing_class=tokenizer,
         callbacks=[JsonlMetricsCallback(output.metrics)],
+        peft_config=peft_config,  # None: full fine-tuning; else TRL wraps the model in LoRA adapters
     )
-    if quiet:
-        trainer.remove_callback(PrinterCallback)
+    keep_metrics_off_terminal(trainer, quiet)
     if len(trainer.train_dataset) == 0:
         raise fail(
             data.cai.sources[0].path,

@@ -16,6 +16,7 @@ from typing import Any
 
 from cai.errors import fail
 from cai.io.readers import (
+    PROVENANCE_FILE,
     check_rows_folder,
     is_saved_dataset,
     iter_jsonl,
@@ -121,7 +122,20 @@ def load_table(
         rows, locs = _read_jsonl(source, columns, optional)
     else:
         rows, locs = _read_dataset(source, columns, optional)
-    return rows, locs, source, kind
+    return _with_provenance(rows, source, optional), locs, source, kind
+
+
+def _with_provenance(rows: list[dict[str, Any]], source: Path, optional: Sequence[str]) -> list[dict[str, Any]]:
+    """Optional columns a stage export keeps beside its rows (``provenance.jsonl``, line i for
+    row i: its TRL-facing files hold TRL's columns only), added where a row lacks them."""
+    side = source.parent / PROVENANCE_FILE
+    wanted = [c for c in optional if any(c not in r for r in rows)]
+    if not wanted or not side.is_file():
+        return rows
+    extra = [obj for _, obj in iter_jsonl(side)]
+    if len(extra) != len(rows):
+        return rows  # not this export's companion (edited or foreign): use nothing from it
+    return [{**{c: e[c] for c in wanted if c in e}, **r} for r, e in zip(rows, extra, strict=True)]
 
 
 def _read_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str]) -> tuple[list[dict[str, Any]], list[Loc]]:

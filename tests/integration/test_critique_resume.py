@@ -104,7 +104,7 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
     for r in recs:
         prov = r["provenance"]
         assert len(prov["fingerprint"]) == 16
-        assert set(prov["templates"]) == {"critique", "revision", "comparison", "comparison_cot"}
+        assert set(prov["templates"]) == {"critique", "revision", "comparison", "comparison_cot", "contrast"}
         assert prov["model"] == "fake:slow" and prov["seed"] == 7 and prov["rounds"] == 2
         assert len(r["rounds"]) == 2
         for rd in r["rounds"]:
@@ -118,6 +118,10 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
     from datasets import load_from_disk
 
     ds = load_from_disk(str(baseline / "dataset"))
+    assert ds.column_names == ["messages"]  # TRL-facing: SFTTrainer's columns only
+    assert load_from_disk(str(baseline / "dataset_prompt_completion")).column_names == ["prompt", "completion"]
+    public = load_from_disk(str(baseline / "dataset_cai"))
+    assert len(public) == len(ds)
     for col in (
         "init_prompt",
         "init_response",
@@ -130,7 +134,7 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
         "chosen",
         "rejected",
     ):
-        assert col in ds.column_names
+        assert col in public.column_names
     summary = json.loads((baseline / "summary.json").read_text())
     assert summary["records"] == 12 and summary["exported"] == len(ds)
     assert sum(summary["per_principle"].values()) == 24

@@ -41,13 +41,17 @@ ROWS = [
 
 
 def _stage_folder(root: Path) -> Path:
-    """A folder shaped like `cai critique` output: dataset/ (preferred) plus sft.jsonl."""
+    """A folder shaped like `cai critique` output: dataset/ (preferred) plus sft.jsonl, both
+    `messages` only, and the rows' fingerprints in provenance.jsonl beside them."""
     from datasets import Dataset
 
     run = root / "critique-run"
     run.mkdir()
-    Dataset.from_list(ROWS).save_to_disk(str(run / "dataset"))
-    (run / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    trl_rows = [{"messages": r["messages"]} for r in ROWS]
+    Dataset.from_list(trl_rows).save_to_disk(str(run / "dataset"))
+    (run / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_rows))
+    prov = [{"id": r["id"], "fingerprint": r["fingerprint"]} for r in ROWS]
+    (run / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prov))
     return run
 
 
@@ -174,7 +178,12 @@ def test_sft_changes_weights_lowers_loss_and_saves_a_model(tmp_path: Path, base_
     meta = json.loads((out / "cai_train.json").read_text())
     assert meta["kind"] == "sft" and meta["base_model"] == "embedded"
     assert meta["data"][0]["kind"] == "dataset" and meta["data"][0]["rows"] == 16
-    assert meta["constitution_fingerprints"] == ["fp-test"]
+    assert meta["constitution_fingerprints"] == ["fp-test"]  # from provenance.jsonl beside the data
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the model card, as the Hub reads it
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.tags[-1] == "sft"
+    assert card.data.datasets == ["critique-run"] and "fp-test" in card.text
     assert meta["settings"]["lr"] == 1e-4 and meta["final_loss"] == summary["train_loss_last"]
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
     assert not (out / "training_args.bin").exists()

@@ -206,7 +206,7 @@ def test_shipped_constitution_by_name_and_by_path() -> None:
     by_path = load_constitution(data_dir("constitution") / "harmless.yaml")
     assert by_name.fingerprint() == by_path.fingerprint()
     assert len(by_name.critique_principles) == 16
-    assert len(by_name._all_comparison) == 16
+    assert len(by_name._all_comparison) == 17
     assert 4 <= len(by_name.critique_exemplars) <= 5
     assert by_name.comparison_exemplars
 

@@ -78,7 +78,8 @@ def test_a_content_judge_agrees_and_raises_no_warning(c: Constitution, dev: list
     assert summary["agreement"] == 1.0 and summary["order_consistency"] == 1.0
     assert summary["warnings"] == []
     assert summary["per_aspect"]["helpful"]["agreement"] == 1.0
-    assert summary["per_aspect"]["harmless"]["n"] + summary["per_aspect"]["helpful"]["n"] == 82
+    assert sum(v["n"] for v in summary["per_aspect"].values()) == len(dev)
+    assert set(summary["per_aspect"]) == {"harmless", "helpful", "honest"}
     assert all(v["human_agreement"] == 1.0 for v in summary["per_principle"].values())
     assert summary["ece"] == pytest.approx(abs(1 - 0.825), abs=1e-3)
 
@@ -94,7 +95,7 @@ def test_helpful_pairs_are_judged_with_helpful_principles(c: Constitution, dev: 
     helpful = helpful_principles(c)
     assert helpful and all("helpful" in v.principle.tags for v in helpful)
     assert not any("helpful" in v.principle.tags for v in c.comparison_principles)
-    sample = dev[:6] + dev[-6:]  # both aspects
+    sample = [p for p in dev if p.aspect == "harmless"][:6] + [p for p in dev if p.aspect == "helpful"][:6]
     _, items = evaluate_judge(c, ScriptedJudge(always_a), sample, JudgeSettings(principles="all"), quiet=True)
     refs = {v.ref for v in helpful}
     for it in items:

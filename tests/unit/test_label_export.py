@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cai.stages.label_export import (
-    margin_of,
+    logit_of,
     order_consistency,
     position_stats,
     principle_analytics,
@@ -44,12 +44,29 @@ def item(*principles: dict[str, Any], human: str | None = "a") -> dict[str, Any]
     return {"principles": list(principles), "p_a": p_a, "human": human}
 
 
-def test_margin_is_the_logit_of_p_chosen() -> None:
-    assert margin_of(0.5) == 0.0
-    assert margin_of(0.8) == pytest.approx(math.log(4))
-    assert math.isfinite(margin_of(1.0)) and margin_of(1.0) == pytest.approx(
-        math.log((1 - 1e-6) / 1e-6)
-    )
+def test_p_chosen_logit_is_the_logit_of_p_chosen() -> None:
+    assert logit_of(0.5) == 0.0
+    assert logit_of(0.8) == pytest.approx(math.log(4))
+    assert math.isfinite(logit_of(1.0)) and logit_of(1.0) == pytest.approx(math.log((1 - 1e-6) / 1e-6))
+
+
+def test_near_ties_are_counted_and_not_exported() -> None:
+    """|p - 0.5| < 1e-4 is a tie: rounding noise around 0.5 has no preferred side."""
+    from cai.stages.label_export import exported, label_distribution
+    from cai.stages.label_math import LABEL_TIE_TOL, is_tie, label_decision
+
+    assert LABEL_TIE_TOL == 1e-4
+    assert is_tie(0.5) and is_tie(0.50009) and is_tie(0.49991) and not is_tie(0.5002) and not is_tie(None)
+    assert label_decision(0.50003) is None and label_decision(0.6) == "a" and label_decision(0.3) == "b"
+    recs = [
+        {"p_chosen": 0.50004, "chosen": "a"},  # an older record that stored a near-tie as chosen
+        {"p_chosen": 0.5, "chosen": None},
+        {"p_chosen": 0.7, "chosen": "b"},
+        {"p_chosen": None, "chosen": None},
+    ]
+    assert [exported(r) for r in recs] == [False, False, True, False]
+    dist = label_distribution(recs)
+    assert dist["ties"] == 2 and dist["chose_a"] == 0 and dist["chose_b"] == 1 and dist["tie_tolerance"] == 1e-4
 
 
 def test_always_first_is_fully_explained_by_position() -> None:

@@ -17,7 +17,7 @@ import pytest
 from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.pairs import Pair
-from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores
+from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.stages.label import judge_pairs, label_pairs
 from cai.stages.label_math import decision
 from cai.stages.settings import JudgeSettings, LabelSettings
@@ -56,6 +56,9 @@ class ScriptedJudge:
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
         self.calls.append(("generate", [list(c) for c in conversations]))
         return [Generation(texts=[self.reasoning] * params.n, n_tokens=4) for _ in conversations]
+
+    def sequence_logprobs(self, requests: Sequence[tuple[Conversation, str]]) -> list[SequenceScore]:
+        raise AssertionError("a multiple-choice judge is never asked to score replies")
 
     def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
         assert tuple(options) == ("A", "B")

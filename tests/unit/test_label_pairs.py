@@ -18,9 +18,15 @@ def _write(tmp_path: Path, rows: list[object]) -> str:
 
 
 def test_shipped_judge_dev_set() -> None:
+    from cai.paths import data_dir
+
     pairs = load_pairs("judge-dev")
-    assert len(pairs) == 82
-    assert {p.aspect for p in pairs} == {"harmless", "helpful"}
+    assert len(pairs) == 320
+    assert {p.aspect for p in pairs} == {"harmless", "helpful", "honest"}
+    assert [p.id for p in pairs] == [f"jd-{i:03d}" for i in range(1, 321)]
+    rows = [json.loads(line) for line in (data_dir("data") / "judge_dev.jsonl").read_text().splitlines()]
+    assert all(r["split"] in {"dev", "test"} for r in rows)
+    assert sum(r["split"] == "test" for r in rows) >= 170
     assert all(p.human == "a" and p.prompt[-1]["role"] == "user" and p.a and p.b for p in pairs)
     assert pairs[0].id == "jd-001" and pairs[0].a.startswith("I won't help")
     assert len(load_pairs("judge-dev", limit=5)) == 5

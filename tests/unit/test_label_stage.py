@@ -91,11 +91,16 @@ def test_records_exports_and_summary(tmp_path: Path, c: Constitution, prompts: l
     for row, r in zip(rows, recs, strict=True):
         assert row["prompt"] == r["prompt"] and row["p_chosen"] >= 0.5
         assert row["chosen"][0]["content"] == min(r["response_a"], r["response_b"])
-        assert row["margin"] == pytest.approx(math.log(row["p_chosen"] / (1 - row["p_chosen"])))
+        assert set(row) == {"prompt", "chosen", "rejected", "p_chosen", "p_chosen_logit"}
+        assert row["p_chosen_logit"] == pytest.approx(math.log(row["p_chosen"] / (1 - row["p_chosen"])))
+    prov = [json.loads(x) for x in (tmp_path / "provenance.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in prov] == [r["id"] for r in recs]
+    for p, r in zip(prov, recs, strict=True):
+        assert p["fingerprint"] == r["provenance"]["fingerprint"] and len(p["principles"]) == 2
     from datasets import load_from_disk
 
     ds = load_from_disk(str(tmp_path / "dataset"))
-    assert {"prompt", "chosen", "rejected", "p_chosen", "margin"} <= set(ds.column_names) and len(ds) == 18
+    assert ds.column_names == ["prompt", "chosen", "rejected", "p_chosen", "p_chosen_logit"] and len(ds) == 18
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary
     assert summary["order_consistency"] == 1.0 and summary["labels"]["n"] == 18

@@ -30,6 +30,7 @@ COMMANDS = {
     ("judge-eval",): {"JudgeEvalSettings", "Window", "Seed", "BackendSettings"},
     ("train", "sft"): {"SftSettings", "Seed"},
     ("train", "pm"): {"PmSettings", "Seed"},
+    ("train", "dpo"): {"DpoSettings", "Seed"},
     ("train", "ppo"): {"RlSettings", "Window", "Seed"},
     ("eval", "policy"): {"EvalSettings", "Window", "Seed", "BackendSettings"},
 }

@@ -9,11 +9,20 @@ common prefix of a contiguous run is the minimum of the neighbours' common prefi
 programme cuts the sorted list into runs minimising tokens computed:
 ``overhead + prefix + Σ suffix`` for a shared run, ``Σ length`` for prompts left unshared
 (those are batched together, naive style).
+
+Option scores never come from the model's own (bf16) logits: read that way, the A/B gap of a
+small judge takes a handful of distinct values and different labels collapse onto the same
+number. The final hidden state at each prompt's last position is cast to float32 (exact from
+bf16/fp16) and multiplied by the output embedding in float32 (one row per question, so this costs
+little): that gives the softmax denominator. The few option rows of the embedding are applied in
+float64, so the normalised option probabilities equal a float64 softmax of the same hidden state
+to ~1e-12 (float32 alone was 1e-6 off: logits of ~30 carry ~1e-5 of accumulation error).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,12 +114,48 @@ def _last_position(width: int, device: Any) -> Any:
     return torch.tensor([width - 1], device=device)
 
 
+def fp32_logits(model: Any, hidden: Any) -> Any:
+    """Vocabulary logits (rows, vocab) of final hidden states (rows, d), computed in float32.
+
+    A float32 model's weight is used as it is (``.float()`` copies nothing); a bf16/fp16 one is
+    cast once per call, which is cheap next to the forward pass that produced ``hidden``.
+    """
+    head = model.get_output_embeddings()
+    logits = hidden.float() @ head.weight.float().T
+    bias = getattr(head, "bias", None)
+    return logits + bias.float() if bias is not None else logits
+
+
 def cache_kwarg(model: Any) -> str:
     """``cache`` in transformers >= 5.2x, ``past_key_values`` before (now deprecated)."""
     import inspect
 
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def option_scores(model: Any, hidden: Any, option_ids: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+    """(probabilities (rows, options) normalised over the options, option mass (rows,)), float64.
+
+    ``hidden``: final hidden states (rows, d); ``option_ids[k]``: the token ids of option k (their
+    probabilities add up). The denominator of the full softmax comes from float32 logits; the
+    option logits themselves are computed in float64 from the few embedding rows they need.
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    lse = torch.logsumexp(fp32_logits(model, hidden), dim=-1).double()
+    flat = [t for ids in option_ids for t in ids]
+    index = torch.tensor(flat, device=head.weight.device)
+    logits = hidden.double() @ head.weight[index].double().T
+    bias = getattr(head, "bias", None)
+    if bias is not None:
+        logits = logits + bias[index].double()
+    bounds = [0]
+    for ids in option_ids:
+        bounds.append(bounds[-1] + len(ids))
+    per = torch.stack([torch.logsumexp(logits[:, a:b], dim=-1) for a, b in itertools.pairwise(bounds)], dim=1)
+    return torch.softmax(per, dim=-1), torch.exp(per - lse[:, None]).sum(dim=-1)
 
 
 def last_token_logits(
@@ -121,11 +166,24 @@ def last_token_logits(
     prefix_kv: list[tuple[Any, Any]] | None = None,
     prefix_len: int = 0,
 ) -> Any:
-    """Float32 logits (batch, vocab) at each suffix's last token, after an optional prefix.
+    """Float32 logits (batch, vocab) at each suffix's last token, after an optional prefix."""
+    hidden = last_token_hidden(model, suffixes, pad_id=pad_id, prefix_kv=prefix_kv, prefix_len=prefix_len)
+    return fp32_logits(model, hidden)
 
-    Suffixes are left-padded so that every last token sits at column -1 (one lm_head row per
-    prompt). Position ids count only real tokens, continuing from the prefix, so padding
-    never shifts a prompt's positions.
+
+def last_token_hidden(
+    model: Any,
+    suffixes: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    prefix_kv: list[tuple[Any, Any]] | None = None,
+    prefix_len: int = 0,
+) -> Any:
+    """Final hidden states (batch, d) at each suffix's last token, as float32.
+
+    Suffixes are left-padded so that every last token sits at column -1. Position ids count only
+    real tokens, continuing from the prefix, so padding never shifts a prompt's positions. The
+    decoder runs in the model's dtype, without the lm_head (the caller applies it in float32).
     """
     import torch
     from transformers import DynamicCache
@@ -148,14 +206,13 @@ def last_token_logits(
         kwargs["use_cache"] = True
     else:
         kwargs["use_cache"] = False
-    out = model(
+    out = model.get_decoder()(
         input_ids=ids.to(device),
         attention_mask=full_mask.to(device),
         position_ids=positions.to(device),
-        logits_to_keep=_last_position(width, device),
         **kwargs,
     )
-    return out.logits[:, -1, :].float()
+    return out.last_hidden_state[:, -1, :].float()
 
 
 def prefill(model: Any, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
@@ -175,9 +232,27 @@ def prefill(model: Any, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def grouped_last_logits(
+def grouped_last_logits(model: Any, prompts: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]:
+    """Float32 last-token logits (vocab,) for every prompt, in input order (see `grouped_last`)."""
+    return grouped_last(model, prompts, lambda h: list(fp32_logits(model, h)), **kwargs)
+
+
+def grouped_option_scores(
+    model: Any, prompts: Sequence[Sequence[int]], option_ids: Sequence[Sequence[int]], **kwargs: Any
+) -> list[tuple[list[float], float]]:
+    """(option probabilities, option mass) at every prompt's last token (see `option_scores`)."""
+
+    def score(hidden: Any) -> list[tuple[list[float], float]]:
+        probs, mass = option_scores(model, hidden, option_ids)
+        return [(p, float(m)) for p, m in zip(probs.tolist(), mass.tolist(), strict=True)]
+
+    return grouped_last(model, prompts, score, **kwargs)
+
+
+def grouped_last(
     model: Any,
     prompts: Sequence[Sequence[int]],
+    reduce: Callable[[Any], list[Any]],
     *,
     pad_id: int,
     batch_size: int,
@@ -185,7 +260,8 @@ def grouped_last_logits(
     min_prefix: int = 16,
     max_batch_tokens: int = 4096,
 ) -> list[Any]:
-    """Last-token logits for every prompt, in input order; ``share=False`` is the naive path.
+    """``reduce`` of the float32 last-token hidden states (rows, d) of every batch, one result
+    per prompt, in input order; ``share=False`` is the naive path.
 
     A batch holds at most ``batch_size`` rows and ``max_batch_tokens`` query+context tokens
     (rows × padded tokens run, the cached prefix not counted): attention scores grow with
@@ -200,15 +276,15 @@ def grouped_last_logits(
         # Length-sorted batches keep padding small in the unshared group.
         members = sorted(group.members, key=lambda i: len(prompts[i]))
         for chunk in _chunks(members, prompts, p, batch_size, max_batch_tokens):
-            logits = last_token_logits(
+            hidden = last_token_hidden(
                 model,
                 [prompts[i][p:] for i in chunk],
                 pad_id=pad_id,
                 prefix_kv=kv,
                 prefix_len=p,
             )
-            for row, i in enumerate(chunk):
-                result[i] = logits[row]
+            for i, value in zip(chunk, reduce(hidden), strict=True):
+                result[i] = value
     return result
 
 

@@ -1,0 +1,142 @@
+"""Likelihood-contrast labels (DLMA, arXiv 2402.11907): no question asked, so no position to prefer.
+
+For each comparison principle drawn for a pair, every reply ``x`` gets the score
+
+    s(x) = log p(x | conversation, positive guidance) − log p(x | conversation, negative guidance)
+
+where the guidance is the principle's ``positive`` / ``negative`` text rendered by the
+constitution's ``contrast`` template as a system turn after the conversation. With
+``contrast_norm: mean`` both log-probabilities are divided by the reply's token count first
+(a long reply otherwise accumulates a large |s| from length alone). The label is
+
+    p_a = σ(β · (s(a) − s(b)))
+
+and principles are combined as in multiple choice (mean of p_a over those drawn). The four
+scores per (pair, principle) go to the backend in one `sequence_logprobs` call per batch, ordered
+pair → principle → side, so the conversation prefix is computed once per pair and each side's
+guidance once per reply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from cai.constitution.model import Constitution, Versioned
+from cai.errors import fail
+from cai.io.pairs import Pair
+from cai.models.base import Backend, Conversation
+from cai.stages.label_math import aggregate
+from cai.stages.settings import JudgeSettings
+from cai.templates.messages import contrast_messages
+
+SIDES = ("positive", "negative")
+
+
+def check_contrast_principles(c: Constitution, pool: Sequence[Versioned]) -> None:
+    """Every principle a contrast run may draw needs both guidance texts: stop before any work."""
+    for v in pool:
+        p = v.principle
+        for side in SIDES:
+            if not getattr(p, side, None):
+                raise fail(
+                    v.source,
+                    None,
+                    f"{p.id}.{side}",
+                    f"--method contrast needs a {side!r} guidance text on every comparison principle it uses",
+                )
+
+
+def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned]) -> None:
+    """Stop before any work when contrast cannot run: a principle lacks guidance, or the backend
+    cannot score given replies (an empty request is the probe: it does no work, or raises)."""
+    check_contrast_principles(c, pool)
+    backend.sequence_logprobs([])
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def reply_score(pos: float, neg: float, n_tokens: int, norm: str) -> float:
+    """s(x) from the two log-probabilities (see the module docstring)."""
+    if norm == "mean":
+        return (pos - neg) / max(n_tokens, 1)
+    return pos - neg
+
+
+def contrast_answer(ref: str, scores: dict[str, dict[str, Any]], s: JudgeSettings, error: str | None) -> dict[str, Any]:
+    """One principle's answer, in the record shape multiple choice uses (no position fields)."""
+    out: dict[str, Any] = {
+        "principle": ref,
+        "order": "contrast",
+        "prompt": None,
+        "reasoning": None,
+        "error": error,
+        "probs": None,
+        "mass": None,
+        "path": "contrast",
+        "raw": None,
+        "p_first": None,  # no display order: position statistics leave contrast answers out
+        "p_a": None,
+        "scores": scores,
+    }
+    if error is None:
+        sa = reply_score(scores["a"]["positive"], scores["a"]["negative"], scores["a"]["n_tokens"], s.contrast_norm)
+        sb = reply_score(scores["b"]["positive"], scores["b"]["negative"], scores["b"]["n_tokens"], s.contrast_norm)
+        out["p_a"] = sigmoid(s.beta * (sa - sb))
+        out["s_a"], out["s_b"] = sa, sb
+    return out
+
+
+def contrast_pairs(
+    c: Constitution,
+    backend: Backend,
+    pairs: Sequence[Pair],
+    drawn: Sequence[Sequence[Versioned]],
+    s: JudgeSettings,
+) -> list[dict[str, Any]]:
+    """Contrast labels for `pairs`, with `drawn[i]` the principles drawn for pair i."""
+    requests: list[tuple[Conversation, str]] = []
+    keys: list[tuple[int, int, str, str]] = []  # (pair, principle index, reply, side)
+    for i, (p, principles) in enumerate(zip(pairs, drawn, strict=True)):
+        for k, v in enumerate(principles):
+            for side in SIDES:
+                conv = contrast_messages(c, p.prompt, v, side)
+                for reply, text in (("a", p.a), ("b", p.b)):
+                    requests.append((conv, text))
+                    keys.append((i, k, reply, side))
+    scored = backend.sequence_logprobs(requests) if requests else []
+    table: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    errors: dict[tuple[int, int], str] = {}
+    for (i, k, reply, side), sc in zip(keys, scored, strict=True):
+        entry = table.setdefault((i, k), {}).setdefault(reply, {})
+        entry[side] = sc.logprob
+        entry["n_tokens"] = sc.n_tokens
+        if sc.error is not None or sc.logprob is None:
+            errors.setdefault((i, k), sc.error or "no log-probability returned")
+    results = []
+    for i, principles in enumerate(drawn):
+        answers = [
+            contrast_answer(v.ref, table.get((i, k), {}), s, errors.get((i, k))) for k, v in enumerate(principles)
+        ]
+        results.append(aggregate([v.ref for v in principles], answers))
+    return results
+
+
+def rederive(items: Sequence[dict[str, Any]], s: JudgeSettings) -> list[dict[str, Any]]:
+    """Contrast results recomputed from their recorded log-probabilities under other settings
+    (``contrast_norm``, ``beta``): no model call, so judge-eval compares the two norms on
+    exactly the same scores."""
+    out = []
+    for it in items:
+        refs = [x["principle"] for x in it["principles"]]
+        answers = [
+            contrast_answer(a["principle"], a["scores"], s, a["error"]) for x in it["principles"] for a in x["orders"]
+        ]
+        out.append({**it, **aggregate(refs, answers)})
+    return out
