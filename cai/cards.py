@@ -56,6 +56,14 @@ PROVENANCE_SHOWN = ("model", "judge", "policy", "rounds", "seed", "params", "jud
 # --------------------------------------------------------------------------- rendering
 
 
+def public_spec(spec: Any) -> Any:
+    """A model spec as a card may show it: a local folder by its name only (a card travels
+    with the model; the path it was trained at says nothing to a reader and may be private)."""
+    if isinstance(spec, str) and ("/" in spec or "\\" in spec) and not spec.startswith("openai:"):
+        return Path(spec).name or spec
+    return spec
+
+
 def _front_matter(meta: Mapping[str, Any]) -> str:
     data = {k: v for k, v in meta.items() if v not in (None, [], {})}
     return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + "---\n"
@@ -205,7 +213,7 @@ def model_card(meta: Mapping[str, Any], name: str | None = None) -> str:
         [
             f"Method: {KIND_METHOD.get(kind, kind)}. Trained with cai {meta.get('cai_version', cai.__version__)}.",
             "",
-            f"Base model: `{meta.get('base_model')}`"
+            f"Base model: `{public_spec(meta.get('base_model'))}`"
             + (f" ({base})" if base and base != meta.get("base_model") else "")
             + ".",
             "",
@@ -265,7 +273,11 @@ def dataset_card(
     shown = [
         ("constitution", prov.get("constitution")),
         ("fingerprint", prov.get("fingerprint")),
-        *((k, prov[k]) for k in PROVENANCE_SHOWN if prov.get(k) is not None),
+        *(
+            (k, public_spec(prov[k]) if k in ("model", "judge", "policy") else prov[k])
+            for k in PROVENANCE_SHOWN
+            if prov.get(k) is not None
+        ),
         ("cai version", prov.get("cai_version", cai.__version__)),
     ]
     return _card(
@@ -329,6 +341,36 @@ def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping
     )
 
 
+LABEL_METHODS = {
+    "mc": "the judge's probabilities of (A)/(B) for each comparison principle's question",
+    "mc-calibrated": "the judge's probabilities of (A)/(B), with its content-free option prior divided out",
+    "contrast": "likelihood contrast: log p(reply | positive guidance) - log p(reply | negative guidance) "
+    "per comparison principle, through a sigmoid",
+}
+
+
+def label_method_sentence(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
+    """How this dataset's labels were made, from what the run recorded (never a fixed text)."""
+    judge = dict((provenance or {}).get("judge_settings") or {})
+    method = summary.get("method") or judge.get("method", "mc")
+    if method in ("rlcd", "revision"):
+        what = (
+            "pairs by construction: the answer under the constitution's positive prompt over the one "
+            "under its negative prompt"
+            if method == "rlcd"
+            else "the SL-CAI run's final revision over its first answer"
+        )
+        rescore = summary.get("rescore")
+        if rescore:
+            return (
+                f"{what}, relabelled by {LABEL_METHODS.get(rescore, rescore)} (agreement with the "
+                f"construction: {summary.get('rescore_agreement')})."
+            )
+        return f"{what}; every label is p_chosen = 1."
+    orders = " and both option orders" if method != "contrast" and judge.get("orders") == "both" else ""
+    return f"RL-CAI (RLAIF), method {method}: {LABEL_METHODS.get(method, method)}, averaged over principles{orders}."
+
+
 def label_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
     labels = summary.get("labels") or {}
     figures = {
@@ -352,8 +394,7 @@ def label_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[st
         configs=[("default", "preferences.jsonl")],
         rows=int(summary.get("exported", 0)),
         provenance=provenance,
-        method="RL-CAI (RLAIF): the judge's probabilities of (A)/(B) under the constitution's comparison "
-        "principles, averaged over principles and both option orders, give a soft label per pair.",
+        method=label_method_sentence(provenance, summary),
         layout=LABEL_LAYOUT,
         figures=figures,
     )

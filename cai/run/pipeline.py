@@ -28,7 +28,7 @@ from cai.io.store import content_hash
 from cai.models.settings import Backends, BackendSettings
 from cai.redact import redact, redact_text
 from cai.run.recipe import PromptSlice, Recipe
-from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings, Window
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 
@@ -139,7 +139,7 @@ def _label(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         if settings.method == "revision":  # the SL-CAI stage's own pairs: revision over first answer
             if "critique" not in ctx.dirs:
                 raise fail("stages.label.method", None, "method", "revision needs the recipe's critique stage")
-            pairs = revision_pairs(ctx.dirs["critique"])
+            pairs = settings_of(cfg, Window).apply(revision_pairs(ctx.dirs["critique"]))
             return label_pairs(ctx.constitution, judge, pairs, out, settings, seed=ctx.seed, quiet=ctx.quiet)
         policy = backends(ctx.policy_spec(), "models.policy")
         return label_prompts(

@@ -133,6 +133,48 @@ def _labels(run: Path, data: dict[str, Any]) -> str:
     )
 
 
+def _label_method(run: Path, data: dict[str, Any]) -> str:
+    """First thing a reader needs: which method made the labels, and how far people agree with it."""
+    from cai.stages.judge_eval import measured_agreement
+
+    summary = _read_json(run / "label" / "summary.json")
+    records = read_jsonl(run / "label" / "records.jsonl")
+    if summary is None or not records:
+        return ""
+    prov = records[0].get("provenance", {})
+    method = summary.get("method", "mc")
+    scorer = (prov.get("judge_settings") or {}).get("method", method)
+    norm = (prov.get("judge_settings") or {}).get("contrast_norm")
+    measured = measured_agreement(prov.get("judge"), scorer, norm) if method not in ("rlcd", "revision") else None
+    data["label_method"] = {"method": method, "rescore": summary.get("rescore"), "measured": measured}
+    if method in ("rlcd", "revision"):
+        how = f"pairs by construction ({html.escape(method)}): the preferred side is known, no judge decided it" + (
+            f"; rescored by {html.escape(str(summary['rescore']))}, which agrees with the construction on "
+            f"{_fmt(summary.get('rescore_agreement'))} of pairs"
+            if summary.get("rescore")
+            else ""
+        )
+    elif measured:
+        how = (
+            f"method <b>{html.escape(measured['method'])}</b> with judge {html.escape(str(prov.get('judge')))}: "
+            f"it agrees with people on {_fmt(measured['agreement'])} of judge-dev's {measured['split']} split "
+            f"(n={measured['n']}; multiple choice: {_fmt(measured['mc'])})"
+        )
+    else:
+        how = (
+            f"method <b>{html.escape(scorer)}</b> with judge {html.escape(str(prov.get('judge')))}: not measured "
+            f"against people for this judge; run <code>cai judge-eval --judge J --method {html.escape(scorer)} "
+            "--split test</code>"
+        )
+    labelled = summary.get("labels", {}).get("n") if isinstance(summary.get("labels"), dict) else None
+    return (
+        f"<h2>Where the labels come from</h2><p>{how}.</p><p>This run: {summary.get('exported')} pairs exported of "
+        f"{summary.get('records')}; order consistency {_fmt(summary.get('order_consistency'))}"
+        + (f"; {labelled} labels" if labelled is not None else "")
+        + ".</p>"
+    )
+
+
 def _pm(run: Path, data: dict[str, Any]) -> str:
     info = _read_json(run / "pm" / "model" / "cai_train.json")
     if info is None:
@@ -274,7 +316,7 @@ def build_report(run: Path) -> str:
     secrets = known_secrets()
     data: dict[str, Any] = {}
     recipe = redact(_read_json(run / "recipe.json") or {}, secrets)
-    sections = [f(run, data) for f in (_critique, _labels, _pm, _dpo, _ppo, _eval)]
+    sections = [f(run, data) for f in (_label_method, _critique, _labels, _pm, _dpo, _ppo, _eval)]
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
     blob = json.dumps(redact(data, secrets), sort_keys=True).replace("</", "<\\/")

@@ -101,6 +101,7 @@ def contrast_pairs(
     s: JudgeSettings,
 ) -> list[dict[str, Any]]:
     """Contrast labels for `pairs`, with `drawn[i]` the principles drawn for pair i."""
+    check_contrast_principles(c, list({v.ref: v for d in drawn for v in d}.values()))
     requests: list[tuple[Conversation, str]] = []
     keys: list[tuple[int, int, str, str]] = []  # (pair, principle index, reply, side)
     for i, (p, principles) in enumerate(zip(pairs, drawn, strict=True)):

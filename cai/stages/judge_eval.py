@@ -23,7 +23,7 @@ from typing import Any
 
 from cai.constitution.load import load_library
 from cai.constitution.model import Constitution, Versioned
-from cai.errors import fail
+from cai.errors import CaiError, fail
 from cai.io.atomic import write_json_atomic, write_jsonl_atomic
 from cai.io.pairs import Pair
 from cai.models.base import Backend
@@ -316,14 +316,24 @@ def compare_methods(
     summaries: dict[str, Any] = {}
     contrast_items: list[dict[str, Any]] | None = None
     contrast_seconds = 0.0  # the scoring time, which the rederived norm shares
+    unavailable: list[dict[str, Any]] = []
     for name, change in COMPARED:
         settings = s.model_copy(update={**change, "cot": False} if change["method"] != "mc" else change)
+        if change["method"] == "contrast" and any(r["method"].startswith("contrast") for r in unavailable):
+            unavailable.append({**unavailable[-1], "method": name})
+            continue
         if contrast_items is not None and change["method"] == "contrast":  # same scores, other norm
             items = rederive(contrast_items, settings)
             summary = summarize(items, backend.spec, settings, seed, contrast_seconds)
         else:
             t0 = time.perf_counter()
-            summary, items = evaluate_judge(c, backend, pairs, settings, seed=seed, batch_size=batch_size, quiet=quiet)
+            try:
+                summary, items = evaluate_judge(
+                    c, backend, pairs, settings, seed=seed, batch_size=batch_size, quiet=quiet
+                )
+            except CaiError as e:  # e.g. an API judge cannot score given replies: say so, go on
+                unavailable.append({"method": name, "n": None, "agreement": None, "note": f"not available: {e}"})
+                continue
             if change["method"] == "contrast":
                 contrast_items, contrast_seconds = items, time.perf_counter() - t0
         summaries[name] = summary
@@ -339,6 +349,7 @@ def compare_methods(
             }
         )
     rows.sort(key=lambda r: -(r["agreement"] or 0.0))
+    rows += unavailable
     rows += [{"method": m, "n": None, "agreement": None, "note": note} for m, note in CONSTRUCTED.items()]
     return {"judge": backend.spec, "n": len(pairs), "ranking": rows, "summaries": summaries, "seed": seed}
 
@@ -360,3 +371,31 @@ def format_comparison(result: dict[str, Any]) -> str:
             + f"{r['labels_s'] if r['labels_s'] is not None else '-':>10}"
         )
     return "\n".join(lines)
+
+
+MEASURED = "method_agreement.json"  # data/: `--compare` on judge-dev's test split, embedded judge
+
+
+def measured_agreement(judge: str | None, method: str, norm: str | None = None) -> dict[str, Any] | None:
+    """The shipped measurement of `method` with `judge` on judge-dev's test split, if there is one
+    (only the embedded judge is measured here; other judges need their own `judge-eval`)."""
+    from cai.io.readers import read_json_file
+    from cai.paths import data_dir
+
+    path = data_dir("data") / MEASURED
+    if judge is None or not path.is_file():
+        return None
+    table = read_json_file(path)
+    if table.get("judge") != judge:
+        return None
+    name = f"{method} ({norm})" if method == "contrast" and norm else method
+    row = next((r for r in table.get("ranking", []) if r.get("method") == name), None)
+    if row is None or row.get("agreement") is None:
+        return None
+    return {
+        "method": name,
+        "agreement": row["agreement"],
+        "n": row["n"],
+        "split": table.get("split"),
+        "mc": next((r["agreement"] for r in table["ranking"] if r.get("method") == "mc"), None),
+    }

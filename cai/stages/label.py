@@ -349,14 +349,16 @@ def revision_pairs(critique_out: str | Path) -> list[Pair]:
     the answer; the pair id is the critique record's id, so reruns find their work.
     """
     from cai.io.readers import iter_jsonl
+    from cai.io.store import dedupe
     from cai.stages.critique_export import usable
 
     path = Path(critique_out) / "records.jsonl"
     if not path.is_file():
         raise fail(str(critique_out), None, "--critique", "not a `cai critique` output folder (no records.jsonl)")
+    records, _ = dedupe([r for _line, r in iter_jsonl(path, committed_only=True)])  # a retry replaces
     pairs = [
         Pair(r["id"], r["prompt"], r["final_revision"].strip(), r["initial_response"].strip())
-        for _line, r in iter_jsonl(path, committed_only=True)
+        for r in sorted(records, key=lambda r: r.get("order", 0))
         if usable(r) and r["final_revision"].strip() != r["initial_response"].strip()
     ]
     if not pairs:
@@ -503,7 +505,8 @@ class _LabelRun:
             )
         if constructed and s.rescore is not None:  # relabelled: record how often it agrees
             for r in results:
-                r["construction_agrees"] = None if r["p_a"] is None else decision(r["p_a"]) == "a"
+                d = decision(r["p_a"])  # None: no answer, or a tie, which neither agrees nor disagrees
+                r["construction_agrees"] = None if d is None else d == "a"
         judge_s = time.perf_counter() - t1
         by_id = {u.id: r for u, r in zip(todo, results, strict=True)}
         timing = {

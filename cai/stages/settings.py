@@ -152,8 +152,9 @@ class JudgeSettings(StageSettings):
 
     @model_validator(mode="after")
     def _check_method(self) -> JudgeSettings:
-        if self.cot and self.method in ("mc-calibrated", "contrast"):
-            raise ValueError(f"--cot: method {self.method} asks no question to reason about; use mc")
+        scorer = getattr(self, "rescore", None) or self.method  # what asks the judge, if anything
+        if self.cot and scorer in ("mc-calibrated", "contrast"):
+            raise ValueError(f"--cot: method {scorer} asks no question to reason about; use mc")
         if getattr(self, "rescore", None) is not None and self.method not in ("rlcd", "revision"):
             raise ValueError("--rescore: only relabels pairs by construction (--method rlcd or revision)")
         return self

@@ -106,7 +106,9 @@ class DpoSettings(Optimised):
     beta: float = Field(0.1, gt=0, description="DPO beta: strength of the pull back to the reference model.")
     human: list[str] = Field([], description="Human preference pairs (TRL or HH-RLHF), mixed in as hard labels.")
     eval: list[str] = Field(
-        [], description="Held-out pairs (human files accepted): implicit-reward accuracy and loss before/after."
+        [],
+        description="Held-out pairs (human files accepted): implicit-reward accuracy and loss after training "
+        "(before it the policy is its reference: loss ln 2, no pair ranked).",
     )
     batch_size: int = Field(4, ge=1, description="Pairs per device per optimiser step.")
     max_length: int = Field(

@@ -18,7 +18,7 @@ from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
 from cai.stages.contrast import rederive
 from cai.stages.label import CONTENT_FREE, draw_for, judge_pairs
-from cai.stages.settings import JudgeSettings
+from cai.stages.settings import JudgeSettings, LabelSettings
 from cai.templates.messages import comparison_messages, contrast_messages, rlcd_messages
 from tests.helpers import invoke
 
@@ -264,3 +264,73 @@ def test_render_shows_the_contrast_context_of_each_side() -> None:
         msgs = json.loads(r.stdout)
         want = getattr(load_constitution("harmless").comparison_principle("less-dangerous").principle, side)
         assert [m["role"] for m in msgs] == ["user", "system", "assistant"] and want in msgs[1]["content"]
+
+
+def test_report_first_section_names_the_method_and_its_measured_agreement(tmp_path: Path) -> None:
+    from cai.run.report import build_report
+    from cai.stages.judge_eval import measured_agreement
+
+    run = tmp_path / "run"
+    r = invoke(
+        "label",
+        "--method",
+        "contrast",
+        "--pairs",
+        "judge-dev",
+        "--limit",
+        "4",
+        "--judge",
+        "fake",
+        "--out",
+        str(run / "label"),
+        "--quiet",
+    )
+    assert r.code == 0, r.stderr
+    page = build_report(run)
+    first = page.index("<h2>")
+    assert page[first:].startswith("<h2>Where the labels come from</h2>")
+    assert "method <b>contrast</b> with judge fake: not measured" in page  # no shipped figure for fake
+    measured = measured_agreement("embedded", "contrast", "sum")
+    if measured is not None:  # the shipped table names the embedded judge's figures
+        assert 0 <= measured["agreement"] <= 1 and measured["split"] == "test"
+    rl = tmp_path / "rlcd"
+    assert (
+        invoke(
+            "label",
+            "--method",
+            "rlcd",
+            "--prompts",
+            "red-team",
+            "--limit",
+            "2",
+            "--policy",
+            "fake",
+            "--out",
+            str(rl / "label"),
+            "--quiet",
+        ).code
+        == 0
+    )
+    assert "pairs by construction (rlcd)" in build_report(rl)
+
+
+def test_compare_reports_a_method_the_judge_cannot_run(c: Constitution) -> None:
+    from cai.errors import fail
+    from cai.stages.judge_eval import compare_methods
+
+    class NoScoring(FakeBackend):
+        def sequence_logprobs(self, requests):  # type: ignore[no-untyped-def]
+            raise fail("api", None, "--method", "cannot score given replies")
+
+    result = compare_methods(c, NoScoring(), load_pairs("judge-dev", limit=4), JudgeSettings(), quiet=True)
+    rows = {r["method"]: r for r in result["ranking"]}
+    assert rows["mc"]["agreement"] is not None and rows["mc-calibrated"]["agreement"] is not None
+    for name in ("contrast (sum)", "contrast (mean)"):
+        assert rows[name]["agreement"] is None and "cannot score given replies" in rows[name]["note"]
+
+
+def test_cot_with_a_contrast_rescore_is_a_settings_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="--cot"):
+        LabelSettings(method="rlcd", rescore="contrast", cot=True)

@@ -114,12 +114,26 @@ def _last_position(width: int, device: Any) -> Any:
     return torch.tensor([width - 1], device=device)
 
 
+def check_plain_head(model: Any) -> None:
+    """Scores computed from hidden states by hand are the model's logits only when nothing
+    transforms them after the lm_head; Gemma-2/3 soft-capping and Cohere's logit scale do, so
+    such judges are refused rather than scored slightly wrong."""
+    cfg = getattr(model, "config", None)
+    text = getattr(cfg, "get_text_config", lambda: cfg)() if cfg is not None else None
+    for c in {id(x): x for x in (cfg, text) if x is not None}.values():
+        if getattr(c, "final_logit_softcapping", None) or getattr(c, "logit_scale", 1.0) not in (None, 1.0):
+            raise ValueError(
+                f"{type(model).__name__} transforms its logits after the lm_head; not supported as a judge"
+            )
+
+
 def fp32_logits(model: Any, hidden: Any) -> Any:
     """Vocabulary logits (rows, vocab) of final hidden states (rows, d), computed in float32.
 
     A float32 model's weight is used as it is (``.float()`` copies nothing); a bf16/fp16 one is
     cast once per call, which is cheap next to the forward pass that produced ``hidden``.
     """
+    check_plain_head(model)
     head = model.get_output_embeddings()
     logits = hidden.float() @ head.weight.float().T
     bias = getattr(head, "bias", None)

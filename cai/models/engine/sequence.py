@@ -17,18 +17,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cai.models.engine.prefix import cache_kwarg, plan_groups, prefill
+from cai.models.engine.prefix import cache_kwarg, check_plain_head, plan_groups, prefill
 
 # Rows of float32 vocabulary logits alive at once (e.g. 256 × 49152 × 4 B = 50 MB).
 _VOCAB_ROWS = 256
 
 
-def _continuation_logprobs(model: Any, hidden: Any, targets: Any) -> Any:
-    """Sum of log p(target) per row of (positions, d) hidden states, in float32."""
+def _continuation_logprobs(head: Any, weight: Any, hidden: Any, targets: Any) -> Any:
+    """Sum of log p(target) per row of (positions, d) hidden states, in float32 (``weight``: the
+    output embedding already in float32, cast once per batch)."""
     import torch
 
-    weight = model.get_output_embeddings().weight.float()
-    bias = getattr(model.get_output_embeddings(), "bias", None)
+    bias = getattr(head, "bias", None)
     total = torch.zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], _VOCAB_ROWS):
         h = hidden[start : start + _VOCAB_ROWS].float()
@@ -79,12 +79,14 @@ def _run_suffixes(
         **kwargs,
     )
     hidden = out.last_hidden_state
+    head = model.get_output_embeddings()
+    weight = head.weight.float()
     scores: list[float] = []
     for row, (s, n) in enumerate(zip(suffixes, cont_lens, strict=True)):
         start = len(s) - n
         h = hidden[row, start - 1 : len(s) - 1]
         targets = ids[row, start : len(s)].to(device)
-        scores.append(float(_continuation_logprobs(model, h, targets)))
+        scores.append(float(_continuation_logprobs(head, weight, h, targets)))
     return scores
 
 
@@ -103,6 +105,7 @@ def grouped_sequence_logprobs(
     Grouping runs on the contexts, so a shared prefix always leaves each member at least its
     last context token (the one that predicts the continuation's first token).
     """
+    check_plain_head(model)
     contexts = [list(c) for c, _ in requests]
     groups = plan_groups(contexts, min_prefix=min_prefix) if share else []
     if not share:
