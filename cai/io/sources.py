@@ -17,7 +17,12 @@ from cai.io.readers import Where, read_rows, read_text_lines
 from cai.io.store import content_hash
 from cai.paths import data_dir
 
-SHIPPED = {"red-team": "red_team.jsonl", "helpful": "helpful.jsonl", "judge-dev": "judge_dev.jsonl"}
+SHIPPED = {
+    "red-team": "red_team.jsonl",
+    "helpful": "helpful.jsonl",
+    "judge-dev": "judge_dev.jsonl",
+    "safe-lookalike": "safe_lookalike.jsonl",
+}
 TEXT_FIELDS = ("prompt", "text", "question", "instruction", "init_prompt")
 HH_SPLIT = re.compile(r"\n\n(Human|Assistant): ")
 
