@@ -198,8 +198,9 @@ def test_pm_with_human_data_under_accelerate_two_cpu_processes(tmp_path: Path, t
     assert proc.stdout.count('"train_loss_first"') == 1  # printed by rank 0 only
     s = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert s["steps"] == 1 and s["params_changed"] is True
-    assert s["rows"]["ai"] == 8 and s["rows"]["human"] == 82 and s["rows"]["soft"] == 8
-    assert s["rows"]["train"] == 90 - s["rows"]["dropped_too_long"] > 8
+    n_human = len((REPO / "data" / "judge_dev.jsonl").read_text().splitlines())
+    assert s["rows"]["ai"] == 8 and s["rows"]["human"] == n_human and s["rows"]["soft"] == 8
+    assert s["rows"]["train"] == 8 + n_human - s["rows"]["dropped_too_long"] > 8
     assert s["eval_accuracy_before"] is not None and s["eval_accuracy_after"] is not None
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_logs = [m for m in metrics if "loss" in m]
@@ -207,5 +208,5 @@ def test_pm_with_human_data_under_accelerate_two_cpu_processes(tmp_path: Path, t
     assert len(train_logs) == 1
     assert train_logs[0]["epoch"] == pytest.approx(1 / math.ceil(s["rows"]["train"] / 4))
     meta = json.loads((out / "cai_train.json").read_text())
-    assert meta["settings"]["labels"] == "hard" and meta["human"][0]["rows"] == 82
+    assert meta["settings"]["labels"] == "hard" and meta["human"][0]["rows"] == n_human
     assert (out / "model.safetensors").is_file()
