@@ -355,7 +355,6 @@ class LocalBackend:
     ) -> list[OptionScores]:
         from cai.models.engine.prefix import grouped_option_scores
 
-        torch = self._torch
         option_ids = {o: self.option_token_ids(o) for o in options}
         bad = [o for o, ids in option_ids.items() if not ids]
         if not options or bad:
@@ -369,26 +368,37 @@ class LocalBackend:
         ]
         if not ok:
             return results
-        try:
-            with torch.inference_mode():
-                scores = grouped_option_scores(
-                    self.model,
-                    [encoded[i] for i in ok],  # type: ignore[misc]
-                    list(option_ids.values()),
-                    pad_id=self.pad_id,
-                    batch_size=self.batch_size,
-                    share=share,
-                    min_prefix=self.min_shared_prefix,
-                )
-        except Exception as exc:
-            for i in ok:
-                results[i].error = f"scoring failed: {type(exc).__name__}: {exc}"
+        scores = self._score(
+            ok,
+            results,
+            lambda: grouped_option_scores(
+                self.model,
+                [encoded[i] for i in ok],  # type: ignore[misc]
+                list(option_ids.values()),
+                pad_id=self.pad_id,
+                batch_size=self.batch_size,
+                share=share,
+                min_prefix=self.min_shared_prefix,
+            ),
+        )
+        if scores is None:
             return results
         for i, (probs, mass) in zip(ok, scores, strict=True):
             # Not the model's own logits (bf16 gives a small judge a handful of distinct gaps):
             # the last hidden state through the lm_head in float32/float64 (`option_scores`).
             results[i] = OptionScores(probs=dict(zip(option_ids, probs, strict=True)), mass=mass, path="logprobs")
         return results
+
+    def _score(self, ok: Sequence[int], results: Sequence[Any], compute: Any) -> Any:
+        """Run one batched scoring call without gradients; on failure every scored row gets the
+        error (a value, not an exception, like a failed generation) and None is returned."""
+        try:
+            with self._torch.inference_mode():
+                return compute()
+        except Exception as exc:
+            for i in ok:
+                results[i].error = f"scoring failed: {type(exc).__name__}: {exc}"
+            return None
 
     # ---- sequence log-probabilities --------------------------------------------------------
 
@@ -429,19 +439,19 @@ class LocalBackend:
         if not ok:
             return results
         share = self.prefix_sharing if prefix_sharing is None else prefix_sharing
-        try:
-            with self._torch.inference_mode():
-                scores = grouped_sequence_logprobs(
-                    self.model,
-                    [encoded[i] for i in ok],  # type: ignore[misc]
-                    pad_id=self.pad_id,
-                    batch_size=self.batch_size,
-                    share=share,
-                    min_prefix=self.min_shared_prefix,
-                )
-        except Exception as exc:
-            for i in ok:
-                results[i].error = f"scoring failed: {type(exc).__name__}: {exc}"
+        scores = self._score(
+            ok,
+            results,
+            lambda: grouped_sequence_logprobs(
+                self.model,
+                [encoded[i] for i in ok],  # type: ignore[misc]
+                pad_id=self.pad_id,
+                batch_size=self.batch_size,
+                share=share,
+                min_prefix=self.min_shared_prefix,
+            ),
+        )
+        if scores is None:
             return results
         for i, sc in zip(ok, scores, strict=True):
             results[i] = SequenceScore(sc, n_tokens=len(encoded[i][1]))  # type: ignore[index]

@@ -51,7 +51,7 @@ from cai.train.common import (
     use_bf16,
 )
 from cai.train.configs import dpo_config
-from cai.train.pm import PrefRow, PrefTable, load_preferences
+from cai.train.pm import PrefRow, PrefTable, preference_inputs
 from cai.train.rl_common import encode_prompt
 from cai.train.settings import DpoSettings
 
@@ -170,11 +170,7 @@ def train_dpo(
     Safe under `accelerate launch` (only the main process writes).
     """
     s = settings or DpoSettings()
-    if not data:
-        raise fail("--data", None, "", "give at least one label run folder or preference file")
-    ai = load_preferences(data, "--data", human=False)
-    hum = load_preferences(s.human, "--human", human=True) if s.human else PrefTable()
-    held = load_preferences(s.eval, "--eval", human=True) if s.eval else PrefTable()
+    ai, hum, held = preference_inputs(data, s.human, s.eval)
     output = TrainOutput(out, "dpo", overwrite=overwrite)
     output.check()
     path = resolve_model_path(model, quiet=quiet)

@@ -87,6 +87,19 @@ def _p_of(row: dict[str, Any], where: tuple[str, int | None], name: str) -> floa
     return float(p)
 
 
+def preference_inputs(
+    data: Sequence[str], human: Sequence[str], held_out: Sequence[str]
+) -> tuple[PrefTable, PrefTable, PrefTable]:
+    """The three preference inputs of `train pm` and `train dpo`: AI labels (`--data`, at least
+    one), human pairs (`--human`, hard labels) and held-out pairs (`--eval`)."""
+    if not data:
+        raise fail("--data", None, "", "give at least one label run folder or preference file")
+    ai = load_preferences(data, "--data", human=False)
+    hum = load_preferences(human, "--human", human=True) if human else PrefTable()
+    held = load_preferences(held_out, "--eval", human=True) if held_out else PrefTable()
+    return ai, hum, held
+
+
 def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefTable:
     """Pairs from label runs (DIR/dataset, DIR/preferences.jsonl), saved datasets or JSONL files.
 
@@ -226,11 +239,7 @@ def train_pm(
     Safe under `accelerate launch` (only the main process writes).
     """
     s = settings or PmSettings()
-    if not data:
-        raise fail("--data", None, "", "give at least one label run folder or preference file")
-    ai = load_preferences(data, "--data", human=False)
-    hum = load_preferences(s.human, "--human", human=True) if s.human else PrefTable()
-    held = load_preferences(s.eval, "--eval", human=True) if s.eval else PrefTable()
+    ai, hum, held = preference_inputs(data, s.human, s.eval)
     output = TrainOutput(out, "pm", overwrite=overwrite)
     output.check()
     path = resolve_model_path(model, quiet=quiet)
