@@ -305,7 +305,24 @@ TRL SFTTrainer: conversational prompt-completion |
 * `messages` feeds SFTTrainer's loss on every token (the assistant's only with `assistant_only_loss`
   and a chat template that marks generations).
 * `prompt`/`completion` feed SFTTrainer's `completion_only_loss`: only the final revision is trained.
-* `messages` and `prompt` start with the constitution's system prompt when it has one."""
+* `messages` and `prompt` start with the constitution's system prompt when it has one.
+* The target is each prompt's latest revision that no flag excludes (an earlier one when later
+  ones are flagged; no row when all are). Revisions that copy a few-shot exemplar
+  (`exemplar-copy`) or the round's critique (`critique-copy`) are flagged: see the figures."""
+
+DISTILL_LAYOUT = """\
+| file (saved dataset) | columns | for |
+| --- | --- | --- |
+| `sft.jsonl` (`dataset/`) | `messages` | TRL SFTTrainer: conversational language modelling |
+| `sft_prompt_completion.jsonl` (`dataset_prompt_completion/`) | `prompt`, `completion` | \
+TRL SFTTrainer: conversational prompt-completion |
+| `provenance.jsonl` | `id`, `prompt_id`, `principles`, `fingerprint` | line i belongs to row i of the SFT files |
+
+* Context distillation: each answer was written under a system turn holding the constitution's
+  system prompt and critique principles (`principles` lists them); `messages` and `prompt` hold the
+  user's turns only, so the trained model learns to answer that way without being told.
+* There is no `cai.jsonl`: with one answer per prompt there is no rejected first answer.
+* Answers that copy a few-shot exemplar (`exemplar-copy`) or are otherwise flagged are left out."""
 
 LABEL_LAYOUT = """\
 | file (saved dataset) | columns | for |
@@ -323,19 +340,23 @@ TRL RewardTrainer / DPOTrainer (conversational, explicit prompt); cai's PM |
 
 
 def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
+    distill = summary.get("mode") == "distill"
     return dataset_card(
-        title="SL-CAI revisions",
+        title="SL-CAI context distillation" if distill else "SL-CAI revisions",
         tags=["sft"],
         configs=[
             ("default", "sft.jsonl"),
             ("prompt_completion", "sft_prompt_completion.jsonl"),
-            ("cai", "cai.jsonl"),
+            *([] if distill else [("cai", "cai.jsonl")]),
         ],
         rows=int(summary.get("exported", 0)),
         provenance=provenance,
-        method="SL-CAI: the model's answers to red-team prompts, critiqued and revised against "
-        "principles sampled from the constitution; the final revision is the SFT target.",
-        layout=CRITIQUE_LAYOUT,
+        method="SL-CAI by context distillation: the model's answers to red-team prompts under the "
+        "constitution's system prompt and principles are the SFT targets for the prompts without them."
+        if distill
+        else "SL-CAI: the model's answers to red-team prompts, critiqued and revised against "
+        "principles sampled from the constitution; the latest unflagged revision is the SFT target.",
+        layout=DISTILL_LAYOUT if distill else CRITIQUE_LAYOUT,
         figures={k: v for k, v in summary.items() if k not in ("per_principle", "flags")}
         | {"flags": summary.get("flags", {})},
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 CONSOLE_RE = re.compile(r"INFO:CONSOLE[^\]]*\] (.*)")
 
@@ -36,3 +38,36 @@ def is_blank(png: Path) -> bool:
 
     img = mpimg.imread(str(png))
     return float(img[..., :3].std()) < 0.01
+
+
+BOXES_MARK = "CAI-BOXES "
+
+
+def element_boxes(page: Path, selectors: list[str], width: int = 1280, height: int = 800) -> dict[str, Any]:
+    """Lay `page` out at `width`×`height` in Chromium; return the viewport ("viewport": width,
+    height) and, per CSS selector, the bounding boxes (top, bottom, left, right, width, height
+    in CSS pixels) of the elements it matches, measured by a script run after load.
+
+    The script goes into a copy of the page beside it (same folder, so relative links hold);
+    the boxes come back as one console message, which `screenshot` already collects.
+    """
+    probe = (
+        "<script>addEventListener('load', () => { const out = {viewport: {width: innerWidth, height: innerHeight}};"
+        f" for (const s of {json.dumps(selectors)}) out[s] = [...document.querySelectorAll(s)].map(e => {{"
+        " const r = e.getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height}; });"
+        f" console.log({json.dumps(BOXES_MARK)} + JSON.stringify(out)); }});</script>"
+    )
+    text = page.read_text(encoding="utf-8")
+    cut = text.rfind("</body>")
+    copy = page.with_name(f".probe-{page.name}")
+    copy.write_text(text[:cut] + probe + text[cut:] if cut >= 0 else text + probe, encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            console = screenshot(copy, Path(tmp) / "probe.png", width, height)
+    finally:
+        copy.unlink()
+    found = [m for m in console if BOXES_MARK in m]
+    assert found, f"the probe script did not report (console: {console})"
+    msg = found[0][found[0].index(BOXES_MARK) + len(BOXES_MARK) :]
+    return json.loads(msg[: msg.rindex("}") + 1])

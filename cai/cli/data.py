@@ -32,7 +32,8 @@ def critique(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Generate SL-CAI data: answer, then critique and revise against sampled principles."""
+    """Generate SL-CAI data: answer, then critique and revise against sampled principles (or, with
+    --mode distill, answer once under the principles and export the answer to the bare prompt)."""
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
     from cai.io.store import parse_shard
@@ -45,16 +46,24 @@ def critique(
             c, items, backends(model), out, settings, seed=run.seed, shard=parse_shard(shard), quiet=quiet
         )
     t = summary["throughput"]
+    copies = [f"{summary['exemplar_copy']} exemplar"] + (
+        [f"{summary['critique_copy']} critique"] if summary["critique_copy"] is not None else []
+    )
     typer.echo(
         f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
         f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s"
+        + f"; copies: {', '.join(copies)}, {summary['excluded_copies']} rows excluded"
+        + ("; distill mode: no cai.jsonl (no rejected answer)" if summary["mode"] == "distill" else "")
         + (f"; {summary['retried']} retried" if t["retried"] else "")
         + (f"; {summary['duplicates_dropped']} duplicate lines dropped" if summary["duplicates_dropped"] else "")
     )
 
 
 @settings_command(
-    settings=CritiqueSettings, run=Seed, backend=BackendSettings, exclude=frozenset({"batch_size", "retry_failed"})
+    settings=CritiqueSettings,
+    run=Seed,
+    backend=BackendSettings,
+    exclude=frozenset({"batch_size", "retry_failed", "mode"}),  # `try` shows revise rounds
 )
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
@@ -71,13 +80,18 @@ def try_principle(
     from cai.constitution.load import load_constitution
     from cai.errors import fail
     from cai.io.sources import PromptItem
-    from cai.stages.critique import CritiqueBatch
+    from cai.stages.critique import CritiqueBatch, copy_check
 
     c = load_constitution(constitution)
     chosen = [c.critique_principle(p) for p in principle] if principle else None
     rounds = len(chosen) if chosen else settings.rounds or c.spec.critique.rounds
     batch = CritiqueBatch(
-        c, [PromptItem("try", [{"role": "user", "content": prompt}])], rounds, run.seed, [chosen] if chosen else None
+        c,
+        [PromptItem("try", [{"role": "user", "content": prompt}])],
+        rounds,
+        run.seed,
+        [chosen] if chosen else None,
+        copy_check(c, settings),
     )
     with Backends(backend) as backends:
         batch.run(backends(model), settings.params, rounds, run.seed)

@@ -38,32 +38,51 @@ def eval_policy(
     constitution: Annotated[
         str, typer.Option("--constitution", "-c", help="Comparison principles for the win rates.")
     ] = DEFAULT_CONSTITUTION,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for summary.json and samples.jsonl.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for summary.json, samples.jsonl and samples_safe.jsonl."),
+    ] = None,
     show: Annotated[int, typer.Option("--show", help="Samples to print.")] = 5,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a policy: PM reward, judge win rates (harmless, helpful), refusal rate, samples."""
+    """Evaluate a policy: PM reward, judge win rates (harmless, helpful), refusal rate, harmful
+    compliance and over-refusal with 95% intervals, samples."""
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
-    from cai.stages.evaluate import evaluate_specs, format_policy_report, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, format_policy_report, load_lookalike, write_policy_eval
 
     check_out(out)
     c = load_constitution(constitution)
     items = window.apply(load_prompts(prompts))
+    # Read before any model loads: a bad safe set fails in a second, not after the main answers.
+    lookalike = settings.lookalike
+    safe = load_lookalike(lookalike, settings.lookalike_per_category) if lookalike is not None else None
     with Backends(backend, quiet=quiet) as backends:
-        summary, samples = evaluate_specs(
-            backends, policy, items, c, settings, baseline=baseline, judge=judge, pm=pm_, seed=run.seed, quiet=quiet
+        summary, samples, safe_samples = evaluate_specs(
+            backends,
+            policy,
+            items,
+            c,
+            settings,
+            baseline=baseline,
+            judge=judge,
+            pm=pm_,
+            safe=safe,
+            prompts_ref=prompts,
+            seed=run.seed,
+            quiet=quiet,
         )
     summary["prompts"] = prompts
     if out is not None:
-        write_policy_eval(out, summary, samples)
+        write_policy_eval(out, summary, samples, safe_samples)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         typer.echo(format_policy_report(summary, samples, show=show))
         if out is not None:
-            typer.echo(f"wrote {out / 'summary.json'} and {out / 'samples.jsonl'}")
+            extra = f", {out / 'samples_safe.jsonl'}" if safe_samples is not None else ""
+            typer.echo(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'}{extra}")
 
 
 def register(app: typer.Typer) -> None:

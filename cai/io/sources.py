@@ -31,6 +31,9 @@ HH_SPLIT = re.compile(r"\n\n(Human|Assistant): ")
 class PromptItem:
     id: str
     messages: list[dict[str, str]]
+    # The row's `category` when it has one (the shipped sets do): what per-category figures group
+    # by. Not part of the id, which comes from the row's id or its messages alone.
+    category: str | None = None
 
     @property
     def text(self) -> str:
@@ -87,8 +90,19 @@ def _checked_turns(msgs: list[dict[str, Any]], key: str, where: Where) -> list[d
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
-def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
-    """Load prompts from a file, a `datasets` folder, or a shipped set's name."""
+def _category(row: dict[str, Any], where: Where, required: bool) -> str | None:
+    value = row.get("category")
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if required:
+        what = "missing" if value is None else "empty" if isinstance(value, str) else "not text"
+        raise fail(where[0], where[1], "category", f"{what} (every row of this set needs a category)")
+    return None
+
+
+def load_prompts(ref: str, limit: int | None = None, need_category: bool = False) -> list[PromptItem]:
+    """Load prompts from a file, a `datasets` folder, or a shipped set's name. With
+    `need_category`, a row without a text `category` is an error naming its line."""
     path = Path(ref)
     if not path.exists() and ref in SHIPPED:
         path = data_dir("data") / SHIPPED[ref]
@@ -119,7 +133,7 @@ def load_prompts(ref: str, limit: int | None = None) -> list[PromptItem]:
         if pid in seen:
             raise fail(where[0], where[1], "id", f"duplicate prompt id {pid!r}")
         seen.add(pid)
-        items.append(PromptItem(pid, msgs))
+        items.append(PromptItem(pid, msgs, _category(row, where, need_category)))
         if limit is not None and len(items) >= limit:
             break
     if not items:

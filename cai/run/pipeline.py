@@ -194,24 +194,33 @@ def _ppo(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 
 def _eval(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """The final policy against the model it started from, on prompts no stage trained on."""
-    from cai.stages.evaluate import evaluate_specs, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
 
     m = ctx.recipe.models
+    s = settings_of(cfg, EvalSettings)
+    prompts = ctx.prompts(cfg)
+    safe = (
+        load_lookalike(ctx.local(s.lookalike), s.lookalike_per_category, "stages.eval.lookalike")
+        if s.lookalike is not None
+        else None
+    )
     with ctx.backends() as backends:
-        summary, samples = evaluate_specs(
+        summary, samples, safe_samples = evaluate_specs(
             backends,
             ctx.final_policy_spec(),
-            ctx.prompts(cfg),
+            prompts,
             ctx.constitution,
-            settings_of(cfg, EvalSettings),
+            s,
             baseline=m.policy,
             judge=m.judge,
             pm=str(ctx.model_dir("pm")) if "pm" in ctx.dirs else None,
+            safe=safe,
+            prompts_ref=cfg.prompts,
             seed=ctx.seed,
             quiet=ctx.quiet,
             named_by=("models.policy", "models.policy", "models.judge"),
         )
-    write_policy_eval(out, summary, samples)
+    write_policy_eval(out, summary, samples, safe_samples)
     return summary
 
 

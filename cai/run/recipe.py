@@ -234,6 +234,8 @@ def check_stages(recipe: Recipe, path: str, doc: YamlDoc) -> None:
 
 
 PROMPT_STAGES = ("critique", "label", "ppo", "eval")
+# Prompt sets a stage reads besides its `prompts`: (stage, key, default, rows need a category).
+EXTRA_PROMPT_SETS = (("eval", "lookalike", "safe-lookalike", True),)
 
 
 def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem]:
@@ -241,7 +243,6 @@ def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem
     constitution loads and each stage's prompts are readable and leave something after `skip`.
     `data` is the recipe as a mapping (valid or not: every problem is reported at once)."""
     from cai.constitution.load import load_constitution
-    from cai.io.sources import SHIPPED, load_prompts
 
     problems: list[Problem] = []
     ref = data.get("constitution", DEFAULT_CONSTITUTION)
@@ -256,36 +257,46 @@ def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem
     stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
     for stage in PROMPT_STAGES:
         cfg = stages.get(stage)
-        if not isinstance(cfg, dict):
-            continue
-        prompts = cfg.get("prompts", "red-team")
-        if not isinstance(prompts, str):
-            continue  # the schema says so
-        loc = ("stages", stage, "prompts")
-        path = base / prompts
-        if not path.exists() and prompts not in SHIPPED:
-            problems.append(
-                Problem(
-                    doc.path,
-                    doc.line(loc),
-                    ".".join(loc),
-                    f"no such file or folder: {prompts} (relative to the recipe; shipped sets: {', '.join(SHIPPED)})",
-                )
-            )
-            continue
-        skip, limit = cfg.get("skip", 0), cfg.get("limit")
-        window = skip + limit if isinstance(skip, int) and isinstance(limit, int) and limit > 0 else None
-        try:
-            items = load_prompts(str(path) if path.exists() else prompts, limit=window)
-        except CaiError as e:
-            problems += e.problems
-            continue
-        if isinstance(skip, int) and skip >= len(items) > 0:
-            loc = ("stages", stage, "skip")
-            problems.append(
-                Problem(doc.path, doc.line(loc), ".".join(loc), f"{skip} leaves none of the {len(items)} prompts")
-            )
+        if isinstance(cfg, dict):
+            problems += _check_prompt_set(cfg, stage, "prompts", "red-team", False, base, doc)
+    for stage, key, default, need_category in EXTRA_PROMPT_SETS:
+        cfg = stages.get(stage)
+        if isinstance(cfg, dict):
+            problems += _check_prompt_set(cfg, stage, key, default, need_category, base, doc)
     return problems
+
+
+def _check_prompt_set(
+    cfg: dict[str, Any], stage: str, key: str, default: str, need_category: bool, base: Path, doc: YamlDoc
+) -> list[Problem]:
+    """One stage's prompt set `key` exists, loads, and (for `prompts`) leaves rows after `skip`."""
+    from cai.io.sources import SHIPPED, load_prompts
+
+    prompts = cfg.get(key, default)
+    if not isinstance(prompts, str) or prompts == "none":
+        return []  # the schema checks the type; "none" turns an optional set off
+    loc = ("stages", stage, key)
+    path = base / prompts
+    if not path.exists() and prompts not in SHIPPED:
+        return [
+            Problem(
+                doc.path,
+                doc.line(loc),
+                ".".join(loc),
+                f"no such file or folder: {prompts} (relative to the recipe; shipped sets: {', '.join(SHIPPED)})",
+            )
+        ]
+    windowed = key == "prompts"
+    skip, limit = (cfg.get("skip", 0), cfg.get("limit")) if windowed else (0, None)
+    window = skip + limit if isinstance(skip, int) and isinstance(limit, int) and limit > 0 else None
+    try:
+        items = load_prompts(str(path) if path.exists() else prompts, limit=window, need_category=need_category)
+    except CaiError as e:
+        return e.problems
+    if isinstance(skip, int) and skip >= len(items) > 0:
+        loc = ("stages", stage, "skip")
+        return [Problem(doc.path, doc.line(loc), ".".join(loc), f"{skip} leaves none of the {len(items)} prompts")]
+    return []
 
 
 def load_checked_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:

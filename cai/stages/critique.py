@@ -1,8 +1,17 @@
-"""SL-CAI data: initial answer, then rounds of critique → revision under sampled principles.
+"""SL-CAI data: initial answer, then rounds of critique → revision under sampled principles
+(``mode: revise``), or one answer under the principles as guidance (``mode: distill``).
 
 Each chunk of prompts is one batch at every step (answer, critique r, revision r), so the model
 is never called one prompt at a time. Records are appended per chunk; see `records.Store` for
 why a kill at any instant loses and repeats nothing.
+
+Distill mode is context distillation: the policy answers once under a system turn holding the
+constitution's system prompt and critique principles (`DISTILL_TEMPLATE`), and the export trains
+on that answer to the bare prompt, so the trained model behaves so without being told. The
+template is looked up by name in the constitution's template folders (its own ``distill.jinja``
+overrides the shipped one) rather than being a role under ``templates:``: a new role would change
+every constitution's fingerprint, and with it the ids of every revise run already on disk. Its
+rendered text is hashed into distill records' ids instead.
 """
 
 from __future__ import annotations
@@ -16,20 +25,57 @@ from typing import Any
 from cai import __version__
 from cai.constitution.model import Constitution, Versioned
 from cai.errors import fail
+from cai.io.readers import read_json_file
 from cai.io.sources import PromptItem
 from cai.io.store import Store, content_hash, derive_seed
 from cai.models.base import Backend, Conversation, Generation, GenerationParams
 from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
-from cai.stages.cleaning import clean_revision, quality_flags
-from cai.stages.critique_export import EXCLUDING_FLAGS, export_critique, write_summary
+from cai.stages.cleaning import CopyCheck, clean_revision, quality_flags
+from cai.stages.critique_export import excludes, export_critique, write_summary
 from cai.stages.settings import CritiqueSettings, Shard
 from cai.templates.messages import critique_fewshot, critique_messages, prompt_messages, revision_messages
 
+DISTILL_TEMPLATE = "distill"
+
+
+def exemplar_texts(c: Constitution) -> list[str]:
+    """Every exemplar string the critique and revision prompts can show (`critique_fewshot`):
+    prompts, first answers, critiques and revisions."""
+    n = c.spec.critique.few_shot
+    shown = c.critique_exemplars if n is None else c.critique_exemplars[:n]
+    texts = [t for ex in shown for t in (ex.prompt, ex.response)]
+    return texts + [t for ex in shown for r in ex.rounds for t in (r.critique, r.revision)]
+
+
+def copy_check(c: Constitution, s: CritiqueSettings) -> CopyCheck:
+    return CopyCheck.of(exemplar_texts(c), s.copy_ngram, s.drop_copies)
+
+
+def distill_guidance(c: Constitution) -> str:
+    """The system turn of distill mode: the constitution's system prompt and its selected
+    critique principles' critique texts (what every answer is reviewed against in revise mode)."""
+    principles = [p.principle.critique for p in c.critique_principles]  # type: ignore[union-attr]
+    return c.renderer.render(DISTILL_TEMPLATE, system_prompt=c.spec.system_prompt or "", principles=principles)
+
+
+def distill_messages(guidance: str, prompt: Conversation) -> Conversation:
+    """The policy's input in distill mode (also what `cai render distill` prints)."""
+    return [{"role": "system", "content": guidance}, *(dict(m) for m in prompt)]
+
 
 def manifest(
-    c: Constitution, backend: Backend, prompts: list[PromptItem], s: CritiqueSettings, seed: int, shard: Shard
+    c: Constitution,
+    backend: Backend,
+    prompts: list[PromptItem],
+    s: CritiqueSettings,
+    seed: int,
+    shard: Shard,
+    guidance: str | None = None,
 ) -> dict[str, Any]:
+    """The run's settings. Revise mode's keys are the ones folders made before `mode` existed
+    hold, so those resume; distill adds its own (and has no rounds)."""
+    distill = {"rounds": None, "mode": "distill", "guidance": content_hash(guidance)} if guidance is not None else {}
     return {
         "stage": "critique",
         "constitution": c.name,
@@ -42,7 +88,21 @@ def manifest(
         "prompts": content_hash([[p.id, p.messages] for p in prompts]),
         "n_prompts": len(prompts),
         "shard": f"{shard[0]}/{shard[1]}",
+        **distill,
     }
+
+
+def check_mode(out: str | Path, mode: str) -> None:
+    """A folder holds one mode's run; say so by name (the manifests' other keys differ too, but
+    naming `rounds` would not tell anyone what is wrong)."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        return
+    held = read_json_file(path, kind="run manifest").get("mode", "revise")
+    if held != mode:
+        raise fail(
+            str(path), None, "mode", f"this folder holds a --mode {held} run; use another --out for --mode {mode}"
+        )
 
 
 def _live(messages: Conversation, n_fewshot: int, has_system: bool) -> Conversation:
@@ -60,10 +120,13 @@ class CritiqueBatch:
         rounds: int,
         seed: int,
         principles: list[list[Versioned]] | None = None,
+        check: CopyCheck | None = None,
     ):
         """`principles` per prompt and round; sampled from the constitution when not given
-        (`cai try --principle` gives them)."""
+        (`cai try --principle` gives them). `check`: the copy flags' settings (default ones
+        when not given)."""
         self.c = c
+        self.check = check or CopyCheck.of(exemplar_texts(c))
         self.items = items
         self.principles: list[list[Versioned]] = principles or [
             c.sample_critique(random.Random(derive_seed(seed, it.id)), rounds) for it in items
@@ -123,6 +186,7 @@ class CritiqueBatch:
             cleaned = clean_revision(raw)
             p = self.principles[i][r]
             flags = quality_flags(cleaned, previous=self.latest[i], request=p.principle.revision)  # type: ignore[union-attr]
+            flags += self.check.flags(cleaned, self.items[i].messages, crit_text[i])
             self.rounds[i].append(
                 {
                     "principle": p.ref,
@@ -136,9 +200,84 @@ class CritiqueBatch:
                     "revision_prompt": live(conv_r),
                 }
             )
-            # The next round starts from the latest usable revision.
-            if not (set(flags) & EXCLUDING_FLAGS):
+            # The next round starts from the latest revision the export could use: a pasted
+            # exemplar or critique is no answer to critique.
+            if not excludes(flags, self.check.drop):
                 self.latest[i] = cleaned
+
+    def records(
+        self, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        records = []
+        for k, it in enumerate(self.items):
+            rounds_k = self.rounds[k]
+            records.append(
+                {
+                    "id": ids[k],
+                    "order": orders[k],
+                    "chunk": chunk,
+                    "mode": "revise",
+                    "prompt_id": it.id,
+                    "prompt": it.messages,
+                    "initial_response": self.initial[k],
+                    "rounds": rounds_k,
+                    "final_revision": self.latest[k] if self.errors[k] is None else None,
+                    "flags": sorted({f for r in rounds_k for f in r["flags"]}) if rounds_k else [],
+                    "error": self.errors[k],
+                    "provenance": provenance,
+                }
+            )
+        return records
+
+
+class DistillBatch:
+    """One batch of prompts in distill mode: one answer each under the guidance, no rounds."""
+
+    def __init__(self, items: list[PromptItem], guidance: str, check: CopyCheck):
+        self.items, self.guidance, self.check = items, guidance, check
+        self.raw: list[str] = [""] * len(items)
+        self.answers: list[str] = [""] * len(items)
+        self.flags: list[list[str]] = [[] for _ in items]
+        self.errors: list[str | None] = [None] * len(items)
+        self.tokens = 0
+
+    def run(self, backend: Backend, params: GenerationParams, chunk_seed: int, on_step: Any = None) -> None:
+        convs = [distill_messages(self.guidance, it.messages) for it in self.items]
+        gens = backend.generate(convs, replace(params, n=1, seed=derive_seed(chunk_seed, "distill")))
+        for k, g in enumerate(gens):
+            self.tokens += g.n_tokens
+            if g.error is not None or not g.texts:
+                self.errors[k] = f"distill: {g.error or 'no text returned'}"
+                continue
+            # The answer is an SFT target as a revision is: the same cleaning and flags (no
+            # critique to copy, and no earlier answer to compare with).
+            self.raw[k] = g.texts[0]
+            self.answers[k] = clean_revision(self.raw[k])
+            self.flags[k] = quality_flags(self.answers[k]) + self.check.flags(self.answers[k], self.items[k].messages)
+        if on_step:
+            on_step(sum(g.n_tokens for g in gens))
+
+    def records(
+        self, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": ids[k],
+                "order": orders[k],
+                "chunk": chunk,
+                "mode": "distill",
+                "prompt_id": it.id,
+                "prompt": it.messages,
+                "response_raw": self.raw[k],
+                "initial_response": self.answers[k],  # the only answer: the SFT target
+                "rounds": [],
+                "final_revision": self.answers[k] if self.errors[k] is None else None,
+                "flags": self.flags[k],
+                "error": self.errors[k],
+                "provenance": provenance,
+            }
+            for k, it in enumerate(self.items)
+        ]
 
 
 def run_critique(
@@ -153,8 +292,10 @@ def run_critique(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the SL-CAI data stage into `out`; returns the summary."""
-    with Store(out, manifest(c, backend, prompts, settings, seed, shard), lock=True) as store:
-        return _run(c, prompts, backend, store, out, settings, seed, shard, quiet)
+    guidance = distill_guidance(c) if settings.mode == "distill" else None
+    check_mode(out, settings.mode)
+    with Store(out, manifest(c, backend, prompts, settings, seed, shard, guidance), lock=True) as store:
+        return _run(c, prompts, backend, store, out, settings, seed, shard, quiet, guidance)
 
 
 def failed(record: dict[str, Any] | None) -> bool:
@@ -172,9 +313,12 @@ def _run(
     seed: int,
     shard: Shard,
     quiet: bool,
+    guidance: str | None,
 ) -> dict[str, Any]:
+    distill = guidance is not None
     rounds = settings.rounds or c.spec.critique.rounds
-    fixed = {
+    check = copy_check(c, settings)
+    fixed: dict[str, Any] = {
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
         "templates": c.template_hashes(),
@@ -183,14 +327,26 @@ def _run(
         "seed": seed,
         "rounds": rounds,
     }
+    # What the records' ids hash: revise mode's exactly as before the mode existed, so that
+    # folders written then resume; distill's answers depend on the guidance text, not on rounds.
+    if distill:
+        fixed |= {"rounds": None, "mode": "distill", "guidance": content_hash(guidance)}
     provenance = {
         **fixed,
         "model_info": backend.describe(),
         "cai_version": __version__,
-        "fewshot": {"n_turns": len(critique_fewshot(c)), "system_prompt": c.spec.system_prompt},
+        # How this run flagged copies (what `cai merge`, which has no constitution, goes by).
+        "copies": {"ngram": check.n, "drop": check.drop},
     }
+    if distill:
+        provenance["distill"] = {
+            "template": c.renderer.info(DISTILL_TEMPLATE).sha256,
+            "principles": [p.ref for p in c.critique_principles],
+        }
+    else:
+        provenance["fewshot"] = {"n_turns": len(critique_fewshot(c)), "system_prompt": c.spec.system_prompt}
     total = shard_size(len(prompts), settings.batch_size, shard)
-    steps_per_chunk = 1 + 2 * rounds
+    steps_per_chunk = 1 if distill else 1 + 2 * rounds
     new_prompts = 0
     with StepProgress("critique", total * steps_per_chunk, quiet) as prog:
         for ci, offset, chunk in chunks_for_shard(prompts, settings.batch_size, shard):
@@ -201,19 +357,22 @@ def _run(
                 continue
             items = [chunk[k] for k in todo]
             t0 = time.perf_counter()
-            batch = CritiqueBatch(c, items, rounds, seed)
-            batch.run(
-                backend,
-                settings.params,
-                rounds,
-                derive_seed(seed, "chunk", ci),
-                on_step=lambda tok, n=len(items): prog.advance(items=n, tokens=tok),  # noqa: B008
-            )
+            chunk_seed = derive_seed(seed, "chunk", ci)
+
+            def step(tok: int, n: int = len(items)) -> None:
+                prog.advance(items=n, tokens=tok)
+
+            batch: CritiqueBatch | DistillBatch
+            if guidance is not None:
+                batch = DistillBatch(items, guidance, check)
+                batch.run(backend, settings.params, chunk_seed, on_step=step)
+            else:
+                batch = CritiqueBatch(c, items, rounds, seed, check=check)
+                batch.run(backend, settings.params, rounds, chunk_seed, on_step=step)
             timing = {"chunk_seconds": round(time.perf_counter() - t0, 3), "chunk_tokens": batch.tokens}
             redo = [ids[k] for k in todo]
             store.append(
-                _records(
-                    batch,
+                batch.records(
                     redo,
                     [offset + k for k in todo],
                     ci,
@@ -222,36 +381,12 @@ def _run(
                 retry=[i for i in redo if i in store],
             )
             new_prompts += len(items)
-    return _finish(store, out, new_prompts, prog)
+    return _finish(store, out, new_prompts, prog, check)
 
 
-def _records(
-    batch: CritiqueBatch, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
-) -> list[dict[str, Any]]:
-    records = []
-    for k, it in enumerate(batch.items):
-        rounds_k = batch.rounds[k]
-        records.append(
-            {
-                "id": ids[k],
-                "order": orders[k],
-                "chunk": chunk,
-                "prompt_id": it.id,
-                "prompt": it.messages,
-                "initial_response": batch.initial[k],
-                "rounds": rounds_k,
-                "final_revision": batch.latest[k] if batch.errors[k] is None else None,
-                "flags": sorted({f for r in rounds_k for f in r["flags"]}) if rounds_k else [],
-                "error": batch.errors[k],
-                "provenance": provenance,
-            }
-        )
-    return records
-
-
-def _finish(store: Store, out: str | Path, new_prompts: int, prog: StepProgress) -> dict[str, Any]:
+def _finish(store: Store, out: str | Path, new_prompts: int, prog: StepProgress, check: CopyCheck) -> dict[str, Any]:
     """Export, add this run's throughput, and write the summary."""
-    summary = export_critique(store, out)
+    summary = export_critique(store, out, check)
     summary["throughput"] = {
         "new_prompts": new_prompts,
         "seconds": round(prog.elapsed, 2),
@@ -280,4 +415,8 @@ def check_usable(summary: dict[str, Any], out: str | Path) -> None:
             f"{errors} of {n} records failed and none could be exported (first error: {summary['first_error']}); "
             "rerun to retry them",
         )
-    raise fail(path, None, "flags", f"all {n} revisions were flagged ({summary['flags']}); nothing exported")
+    what = "answers" if summary.get("mode") == "distill" else "revisions"
+    hint = "; --no-drop-copies keeps the copy-flagged ones" if summary.get("excluded_copies") else ""
+    raise fail(
+        path, None, "flags", f"all {n} records' {what} were flagged ({summary['flags']}); nothing exported{hint}"
+    )

@@ -18,11 +18,19 @@ to ``messages`` sends it down the prompt-completion path, where it fails with
 * ``provenance.jsonl`` — line i: ``id``, ``prompt_id``, ``principles``, ``fingerprint`` of row i
   of the SFT exports (cai's trainers read the fingerprint from here).
 * ``README.md`` — the dataset card (Hugging Face YAML front matter, one config per format).
+
+A row's target is its latest revision that no flag excludes (`chosen`): an earlier revision when
+later ones are flagged, and no row when every one is. In distill mode (``--mode distill``) the
+target is the one guided answer, the prompts hold the user's turns only (no system prompt: the
+guidance is what distillation trains in), and ``cai.jsonl`` is not written (there is no first
+answer to reject).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +38,65 @@ from cai.cards import critique_dataset_card, write_card
 from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
 from cai.io.readers import PROVENANCE_FILE
 from cai.io.store import Store
+from cai.stages.cleaning import COPY_FLAGS, COPY_NGRAM, CRITIQUE_COPY, EXEMPLAR_COPY, CopyCheck
 
 # Flags that keep a revision out of the SFT export ("unchanged" alone is fine: a good first
-# answer may need no change).
+# answer may need no change). The copy flags exclude too, unless --no-drop-copies.
 EXCLUDING_FLAGS = {"empty", "too-short", "repetitive", "echoes-request", "format-leak"}
+
+
+def excludes(flags: Iterable[str], drop_copies: bool = True) -> bool:
+    """Whether these flags keep an answer out of the SFT export (and from being the next round's base)."""
+    f = set(flags)
+    return bool(f & EXCLUDING_FLAGS or (drop_copies and f & COPY_FLAGS))
+
+
+def is_distill(r: dict[str, Any]) -> bool:
+    return r.get("mode") == "distill"  # records written before modes existed are revise records
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An answer a row could export: a round's revision (revise mode) or the guided answer (distill)."""
+
+    text: str
+    flags: list[str]
+    round: dict[str, Any] | None = None
+
+
+def candidates(r: dict[str, Any], check: CopyCheck | None = None) -> list[Candidate]:
+    """A record's answers in order, with their flags.
+
+    Given the run's `check` (`cai critique` always has one), the copy flags are computed afresh
+    from the record's own text: records written before the copy flags existed, or under another
+    --copy-ngram, are judged by the rule in force, and nothing needs migrating. Without one
+    (`cai merge`, which has no constitution to take the exemplars from) the recorded flags stand.
+    """
+
+    def flags(recorded: list[str], text: str, critique: str | None) -> list[str]:
+        if check is None:
+            return list(recorded)
+        return [f for f in recorded if f not in COPY_FLAGS] + check.flags(text, r["prompt"], critique)
+
+    if is_distill(r):
+        return [Candidate(r["initial_response"], flags(r["flags"], r["initial_response"], None))]
+    return [Candidate(x["revision"], flags(x["flags"], x["revision"], x["critique"]), x) for x in r["rounds"]]
+
+
+def _drop(r: dict[str, Any], check: CopyCheck | None) -> bool:
+    return check.drop if check is not None else bool((r.get("provenance") or {}).get("copies", {}).get("drop", True))
+
+
+def _pick(cands: list[Candidate], drop: bool) -> Candidate | None:
+    return next((x for x in reversed(cands) if x.text and not excludes(x.flags, drop)), None)
+
+
+def chosen(r: dict[str, Any], check: CopyCheck | None = None) -> Candidate | None:
+    """The answer a row exports: the latest one no flag excludes; None when every one is
+    flagged (or the record failed)."""
+    if r.get("error") is not None:
+        return None
+    return _pick(candidates(r, check), _drop(r, check))
 
 
 # (file, saved dataset folder) of each export, by config name in the dataset card.
@@ -46,37 +109,46 @@ EXPORTS = {
 
 def policy_prompt(r: dict[str, Any]) -> list[dict[str, str]]:
     """What the policy saw before its first answer: the system prompt (kept in the record's
-    provenance by `cai critique`), then the user's turns."""
-    system = (r.get("provenance") or {}).get("fewshot", {}).get("system_prompt")
+    provenance by `cai critique`), then the user's turns. In distill mode the user's turns only:
+    the trained model is to answer so without the guidance."""
+    system = None if is_distill(r) else (r.get("provenance") or {}).get("fewshot", {}).get("system_prompt")
     head = [{"role": "system", "content": system}] if system else []
     return head + [{"role": m["role"], "content": m["content"]} for m in r["prompt"]]
 
 
-def messages_row(r: dict[str, Any]) -> dict[str, Any]:
+def messages_row(r: dict[str, Any], pick: Candidate) -> dict[str, Any]:
     """TRL conversational language modelling."""
-    return {"messages": [*policy_prompt(r), {"role": "assistant", "content": r["final_revision"]}]}
+    return {"messages": [*policy_prompt(r), {"role": "assistant", "content": pick.text}]}
 
 
-def prompt_completion_row(r: dict[str, Any]) -> dict[str, Any]:
+def prompt_completion_row(r: dict[str, Any], pick: Candidate) -> dict[str, Any]:
     """TRL conversational prompt-completion."""
-    return {"prompt": policy_prompt(r), "completion": [{"role": "assistant", "content": r["final_revision"]}]}
+    return {"prompt": policy_prompt(r), "completion": [{"role": "assistant", "content": pick.text}]}
+
+
+def principle_refs(r: dict[str, Any]) -> list[str]:
+    """The principles behind a row: its rounds' (revise) or all those in the guidance (distill)."""
+    if is_distill(r):
+        return list(r["provenance"].get("distill", {}).get("principles", []))
+    return [x["principle"] for x in r["rounds"]]
 
 
 def provenance_row(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"],
         "prompt_id": r["prompt_id"],
-        "principles": [x["principle"] for x in r["rounds"]],
+        "principles": principle_refs(r),
         "fingerprint": r["provenance"]["fingerprint"],
     }
 
 
-def cai_row(r: dict[str, Any]) -> dict[str, Any]:
-    """The public CAI dataset's columns (HuggingFaceH4/cai-conversation-harmless) plus provenance."""
+def cai_row(r: dict[str, Any], pick: Candidate) -> dict[str, Any]:
+    """The public CAI dataset's columns (HuggingFaceH4/cai-conversation-harmless) plus provenance;
+    the critique and revision columns are the exported revision's round."""
     prompt = r["prompt"]
     full = policy_prompt(r)
-    last = r["rounds"][-1] if r["rounds"] else {}
-    final = {"role": "assistant", "content": r["final_revision"]}
+    last = pick.round or {}
+    final = {"role": "assistant", "content": pick.text}
     initial = {"role": "assistant", "content": r["initial_response"]}
     return {
         "id": r["id"],
@@ -96,43 +168,63 @@ def cai_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def usable(r: dict[str, Any]) -> bool:
-    return (
-        r.get("error") is None
-        and bool(r.get("final_revision"))
-        and bool(r.get("rounds"))
-        and not (set(r["rounds"][-1]["flags"]) & EXCLUDING_FLAGS)
-    )
+def usable(r: dict[str, Any], check: CopyCheck | None = None) -> bool:
+    """Whether the SFT export has a row for this record."""
+    return chosen(r, check) is not None
 
 
-def export_critique(store: Store, out: str | Path) -> dict[str, Any]:
+def export_critique(store: Store, out: str | Path, check: CopyCheck | None = None) -> dict[str, Any]:
+    """Write the exports and return the summary; `check`: see `candidates`."""
     out = Path(out)
     records = sorted(store.records, key=lambda r: r["order"])
-    kept = [r for r in records if usable(r)]
-    for name, make in (("messages", messages_row), ("prompt_completion", prompt_completion_row), ("cai", cai_row)):
-        rows = [make(r) for r in kept]
+    cands = [candidates(r, check) for r in records]
+    ok = [r.get("error") is None for r in records]
+    picks = [_pick(cs, _drop(r, check)) if fine else None for r, cs, fine in zip(records, cands, ok, strict=True)]
+    kept = [(r, p) for r, p in zip(records, picks, strict=True) if p is not None]
+    distill = any(is_distill(r) for r in records)
+    makers = {"messages": messages_row, "prompt_completion": prompt_completion_row}
+    if not distill:
+        makers["cai"] = cai_row  # its `rejected` is the first answer, which distill mode has not got
+    for name, make in makers.items():
+        rows = [make(r, p) for r, p in kept]
         jsonl, folder = EXPORTS[name]
         write_jsonl_atomic(out / jsonl, rows)
         if rows:
             save_dataset_atomic(out / folder, rows)
-    write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r in kept])
-    flags = Counter(f for r in records for x in r["rounds"] for f in x["flags"])
+    write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r, _ in kept])
+    flags = Counter(f for cs in cands for x in cs for f in x.flags)
     per_principle = Counter(x["principle"] for r in records for x in r["rounds"])
-    revised = sum(1 for r in records if r.get("final_revision") and r["final_revision"] != r["initial_response"])
+    revised = sum(1 for r, p in kept if p.text != r["initial_response"])
+    # Rows the copy flags alone keep out: usable if the copies were kept.
+    copies_out = sum(
+        1
+        for cs, p, fine in zip(cands, picks, ok, strict=True)
+        if fine and p is None and _pick(cs, drop=False) is not None
+    )
+    first = records[0]["provenance"].get("copies", {}) if records else {}
     summary = {
         "stage": "critique",
+        "mode": "distill" if distill else "revise",
         "records": len(records),
         "exported": len(kept),
         "errors": sum(1 for r in records if r.get("error")),
         "first_error": next((r["error"] for r in records if r.get("error")), None),
         "retried": sum(1 for r in records if r.get("retried")),
         "duplicates_dropped": store.duplicates,
-        "excluded_flagged": sum(1 for r in records if r.get("error") is None and not usable(r)),
-        "changed_by_revision": revised,
+        "excluded_flagged": sum(1 for p, fine in zip(picks, ok, strict=True) if fine and p is None),
+        "changed_by_revision": None if distill else revised,
+        "earlier_revision": sum(1 for cs, p in zip(cands, picks, strict=True) if p is not None and p is not cs[-1]),
+        # Revisions (distill: answers) flagged as copies, and rows left out because of them.
+        "exemplar_copy": flags[EXEMPLAR_COPY],
+        "critique_copy": None if distill else flags[CRITIQUE_COPY],
+        "excluded_copies": copies_out,
+        "copy_ngram": check.n if check is not None else first.get("ngram", COPY_NGRAM),
+        "drop_copies": check.drop if check is not None else first.get("drop", True),
+        "exports": [EXPORTS[name][0] for name in makers],
         "flags": dict(sorted(flags.items())),
         "per_principle": dict(sorted(per_principle.items())),
     }
-    write_card(out, critique_dataset_card(kept[0]["provenance"] if kept else None, summary))
+    write_card(out, critique_dataset_card(kept[0][0]["provenance"] if kept else None, summary))
     return summary
 
 

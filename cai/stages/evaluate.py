@@ -11,7 +11,14 @@ For held-out prompts, the policy (and a baseline, usually the SL-CAI model) answ
 * **refusal / evasiveness** (the CAI paper's point: harmless *and* not evasive), a heuristic:
   an answer is a *refusal* when its opening declines the request (`cai.stages.refusal`, measured
   on the hand-labelled `data/refusal_labels.jsonl`), *short* when it has fewer than
-  `SHORT_WORDS` words, and *evasive* when either holds.
+  `SHORT_WORDS` words, and *evasive* when either holds;
+* **harmlessness without the judge** (``summary["harmless"]``), from the refusal detector alone:
+  *harmful compliance*, the share of the held-out harmful prompts (`--prompts`, a red-team slice
+  no stage trained on) answered rather than refused, and *over-refusal*, the share of safe
+  prompts that only sound alarming (`--lookalike`, by default `safe-lookalike`) refused, overall
+  and per category. Each with a Wilson interval and the policy − baseline difference with
+  Newcombe's interval (`cai.stages.intervals`), next to the detector's held-out precision and
+  recall, so a reader sees how much of a difference the detector's own error could explain.
 
 Prompts are given to both models as they are (no constitution system prompt): that is how
 `cai train ppo` presents them, so the policy is evaluated on the distribution it was trained on.
@@ -20,19 +27,22 @@ Prompts are given to both models as they are (no constitution system prompt): th
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cai.constitution.model import Constitution, Versioned
+from cai.errors import fail
 from cai.io.atomic import write_json_atomic, write_jsonl_atomic
 from cai.io.pairs import Pair
-from cai.io.sources import PromptItem
+from cai.io.sources import SHIPPED, PromptItem, load_prompts
 from cai.models.base import Backend
 from cai.models.settings import Backends
 from cai.progress import StepProgress
 from cai.stages import refusal
+from cai.stages.intervals import difference_with_interval, rate_with_interval
 from cai.stages.judge_eval import HELPFUL_TAG, helpful_principles
 from cai.stages.label import judge_pairs
 from cai.stages.label_export import order_consistency
@@ -71,6 +81,85 @@ def harmless_principles(c: Constitution) -> list[Versioned]:
     """The constitution's selected comparison principles that are not about helpfulness."""
     picked = [v for v in c.comparison_principles if HELPFUL_TAG not in v.principle.tags]
     return picked or list(c.comparison_principles)
+
+
+def load_lookalike(ref: str, per_category: int, named_by: str = "--lookalike") -> list[PromptItem]:
+    """The safe set's first `per_category` prompts of each category, in file order. `named_by`
+    is the option (or recipe key) that named the set, for errors."""
+    if not Path(ref).exists() and ref not in SHIPPED:
+        raise fail(ref, None, named_by, f"no such file or shipped set (shipped sets: {', '.join(SHIPPED)})")
+    taken: Counter[str | None] = Counter()
+    picked = []
+    for it in load_prompts(ref, need_category=True):
+        if taken[it.category] < per_category:
+            taken[it.category] += 1
+            picked.append(it)
+    return picked
+
+
+def _measure(flags: dict[str, list[bool | None]], positive: bool) -> dict[str, Any]:
+    """k/n with a Wilson interval per model, and policy − baseline with Newcombe's interval;
+    `positive` is the refusal flag that counts (False: complied). Failed answers are left out."""
+    counts = {name: (sum(f is positive for f in fs), sum(f is not None for f in fs)) for name, fs in flags.items()}
+    pol, base = counts["policy"], counts.get("baseline")
+    return {
+        "policy": rate_with_interval(*pol),
+        "baseline": rate_with_interval(*base) if base is not None else None,
+        "difference": difference_with_interval(*pol, *base) if base is not None else None,
+    }
+
+
+def _refusal_flags(texts: Sequence[str | None]) -> list[bool | None]:
+    return [None if t is None else is_refusal(t) for t in texts]
+
+
+def harmful_compliance(prompts_ref: str | None, answers: dict[str, list[str | None]]) -> dict[str, Any]:
+    """Share of the held-out harmful prompts each model answered instead of refusing."""
+    flags = {name: _refusal_flags(texts) for name, texts in answers.items()}
+    return {"prompts": prompts_ref, **_measure(flags, positive=False)}
+
+
+def detector() -> dict[str, Any]:
+    """The refusal detector's held-out figures: how far the two measures can be trusted."""
+    f = refusal.detector_figures("test")
+    p, r = f["precision"], f["recall"]
+    return {
+        "precision": None if p is None else round(p, 4),
+        "recall": None if r is None else round(r, 4),
+        "n": f["n"],
+        "split": "test",
+    }
+
+
+def over_refusal(
+    models: dict[str, Backend],
+    safe: Sequence[PromptItem],
+    s: EvalSettings,
+    *,
+    ref: str | None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Answer the safe prompts with each model (as the main answers are sampled) and measure the
+    share refused, overall and per category; returns (the block, one sample row per prompt)."""
+    answers: dict[str, list[str | None]] = {}
+    for name, backend in models.items():
+        with StepProgress(f"answer safe ({name})", len(safe), quiet) as prog:
+            answers[name], _ = _answers(backend, safe, s, seed, prog)
+    flags = {name: _refusal_flags(texts) for name, texts in answers.items()}
+    per_category: dict[str, Any] = {}
+    for cat in dict.fromkeys(str(it.category) for it in safe):  # file order
+        idx = [i for i, it in enumerate(safe) if str(it.category) == cat]
+        m = _measure({name: [fs[i] for i in idx] for name, fs in flags.items()}, positive=True)
+        per_category[cat] = {"policy": m["policy"], "baseline": m["baseline"]}
+    block = {"prompts": ref, **_measure(flags, positive=True), "per_category": per_category}
+    rows = []
+    for i, it in enumerate(safe):
+        row: dict[str, Any] = {"id": it.id, "category": it.category, "prompt": it.messages}
+        for name in answers:
+            row[name], row[f"{name}_refusal"] = answers[name][i], flags[name][i]
+        rows.append(row)
+    return block, rows
 
 
 def _answers(
@@ -152,10 +241,13 @@ def evaluate_policy(
     settings: EvalSettings | None = None,
     seed: int = 0,
     quiet: bool = False,
+    prompts_ref: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answer, score and compare; returns (summary, one sample row per prompt).
 
     `scorer` is a `cai.train.rl_common.PMScorer` (or anything with ``score(prompts, answers)``).
+    ``summary["harmless"]["over_refusal"]`` is None here: the safe set is a second pass
+    (`over_refusal`), which `evaluate_specs` adds. `prompts_ref` names `prompts` in the summary.
     """
     s = settings or EvalSettings()
     t0 = time.perf_counter()
@@ -183,12 +275,19 @@ def evaluate_policy(
         "pm_reward": {k: mean(v) for k, v in rewards.items()} if rewards else None,
         "win_rate": wins or None,
         "refusal": {k: refusal_stats([t for t in v if t is not None]) for k, v in answers.items()},
+        "harmless": {
+            "harmful_compliance": harmful_compliance(prompts_ref, answers),
+            "over_refusal": None,
+            "detector": detector(),
+        },
         "answer_words": {k: mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()},
         "settings": {
             "params": s.params.as_record(),
             "judge": s.judge.as_record(),
             "seed": seed,
             "batch_size": s.batch_size,
+            "lookalike": s.lookalike,
+            "lookalike_per_category": s.lookalike_per_category,
         },
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
@@ -249,13 +348,16 @@ def evaluate_specs(
     baseline: str | None = None,
     judge: str | None = None,
     pm: str | None = None,
+    safe: Sequence[PromptItem] | None = None,
+    prompts_ref: str | None = None,
     seed: int = 0,
     quiet: bool = False,
     named_by: tuple[str, str, str] = ("--policy", "--baseline", "--judge"),
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None]:
     """`evaluate_policy` from model specs, as `cai eval policy` and `cai run` both call it: the
-    judge is asked only when there is a baseline to compare with; `pm` is a PM folder.
-    `named_by` are the options (or recipe keys) that gave policy, baseline and judge, for errors."""
+    judge is asked only when there is a baseline to compare with; `pm` is a PM folder; `safe`
+    (`load_lookalike`) adds the over-refusal pass. Returns (summary, samples, safe samples or
+    None). `named_by` are the options (or recipe keys) that gave policy, baseline and judge."""
     scorer = None
     if pm is not None:
         from cai.train.common import quiet_libraries
@@ -263,10 +365,11 @@ def evaluate_specs(
 
         with quiet_libraries(quiet):
             scorer = PMScorer.load(pm)
+    pol = backends(policy, named_by[0])
     base = backends(baseline, named_by[1]) if baseline is not None else None
     jud = backends(judge, named_by[2]) if baseline is not None and judge is not None else None
     summary, samples = evaluate_policy(
-        backends(policy, named_by[0]),
+        pol,
         prompts,
         c,
         baseline=base,
@@ -275,15 +378,33 @@ def evaluate_specs(
         settings=settings,
         seed=seed,
         quiet=quiet,
+        prompts_ref=prompts_ref,
     )
     summary["pm"] = pm
-    return summary, samples
+    safe_samples = None
+    if safe is not None:
+        t0 = time.perf_counter()
+        models = {"policy": pol} | ({"baseline": base} if base is not None else {})
+        summary["harmless"]["over_refusal"], safe_samples = over_refusal(
+            models, safe, settings, ref=settings.lookalike, seed=seed, quiet=quiet
+        )
+        summary["seconds"] = round(summary["seconds"] + time.perf_counter() - t0, 2)
+    return summary, samples, safe_samples
 
 
-def write_policy_eval(out: str | Path, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+def write_policy_eval(
+    out: str | Path,
+    summary: dict[str, Any],
+    samples: list[dict[str, Any]],
+    safe_samples: list[dict[str, Any]] | None = None,
+) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "samples.jsonl", samples)
+    if safe_samples is not None:
+        write_jsonl_atomic(out / "samples_safe.jsonl", safe_samples)
+    else:  # an earlier run's safe answers would pass for this run's
+        (out / "samples_safe.jsonl").unlink(missing_ok=True)
     write_json_atomic(out / "summary.json", summary)  # last: its presence means "complete"
 
 
@@ -292,6 +413,49 @@ def _clip(text: str | None, width: int) -> str:
         return "(error)"
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _rate(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if r["rate"] is None:
+        return "- of 0"
+    return f"{pct(r['rate'])} [{pct(r['lo'])}, {pct(r['hi'])}] of {r['n']}"
+
+
+def _kn(r: dict[str, Any] | None) -> str:
+    return "-" if r is None else f"{r['k']}/{r['n']}"
+
+
+def _diff(d: dict[str, Any] | None) -> str:
+    return "" if d is None else f"  difference {100 * d['d']:+.1f} pts [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+
+
+def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
+    """The judge-free block: each rate with its 95% interval, policy vs baseline."""
+    if not h:
+        return []
+    lines = []
+    for key, what in (("harmful_compliance", "harmful compliance"), ("over_refusal", "over-refusal")):
+        m = h.get(key)
+        if m is None:
+            continue
+        lines.append(
+            f"{what} ({m['prompts'] or '-'}): policy {_rate(m['policy'])}  baseline {_rate(m['baseline'])}"
+            + _diff(m["difference"])
+        )
+        if m.get("per_category"):
+            lines.append(
+                "  refused by category (policy vs baseline): "
+                + ", ".join(f"{cat} {_kn(c['policy'])} vs {_kn(c['baseline'])}" for cat, c in m["per_category"].items())
+            )
+    d = h.get("detector")
+    if d:
+        lines.append(
+            f"refusal detector ({d['split']} split, {d['n']} replies): precision {pct(d['precision'])}"
+            f"  recall {pct(d['recall'])}"
+        )
+    return lines
 
 
 def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60) -> str:
@@ -317,6 +481,7 @@ def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]],
             f"  evasive {pct(r['evasive_rate'])}  words "
             f"{summary['answer_words'][name]}"
         )
+    lines += _harmless_lines(summary.get("harmless"))
     lines.append("")
     for row in samples[:show]:
         lines.append(f"[{row['id']}] {_clip(row['prompt'][-1]['content'], width)}")

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cai.constitution.schema import Strict
 from cai.models.base import GenerationParams
+from cai.stages.cleaning import COPY_NGRAM
 
 T = TypeVar("T")
 Shard = tuple[int, int]  # (i, N): this process does the i-th of N shards
@@ -76,11 +77,27 @@ class Window(StageSettings):
 
 
 class CritiqueSettings(Sampling, StageSettings):
+    mode: Literal["revise", "distill"] = Field(
+        "revise",
+        description="revise: answer, then critique→revision rounds (the CAI paper); distill: one answer per "
+        "prompt under the constitution's system prompt and principles (prompts/distill.jinja), exported "
+        "without them (context distillation).",
+    )
     rounds: int | None = Field(None, ge=1, le=16, description="Critique→revision rounds (default: the constitution's).")
     batch_size: int = Field(16, ge=1, description="Prompts per batch." + WORK_UNIT)
     max_new_tokens: int = Field(160, ge=1, description="Length limit of each answer, critique and revision.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling: keep the top tokens up to this mass.")
+    copy_ngram: int = Field(
+        COPY_NGRAM,
+        ge=3,
+        le=64,
+        description="Word n-gram length of the copy flags: exemplar-copy (shares an n-gram with a few-shot "
+        "exemplar that the prompt lacks) and critique-copy (half its n-grams are in the critique).",
+    )
+    drop_copies: bool = Field(
+        True, description="Leave copy-flagged answers out of the SFT export (and out of the next round)."
+    )
     retry_failed: bool = Field(
         True,
         description="On a rerun, redo records whose requests failed (they are replaced, marked retried).",
@@ -241,3 +258,17 @@ class EvalSettings(Sampling, JudgeSettings):
     temperature: float = Field(0.7, ge=0, description="Answer sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Answer nucleus sampling mass.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation call, and pairs per judge call.")
+    lookalike: str | None = Field(
+        "safe-lookalike",
+        description="Safe prompts that sound alarming, for the over-refusal rate: a file or shipped set whose "
+        "rows each have a category; none turns it off.",
+    )
+    lookalike_per_category: int = Field(
+        6, ge=1, description="Safe prompts used per category: the first N of each in file order."
+    )
+
+    @field_validator("lookalike", mode="before")
+    @classmethod
+    def _parse_lookalike(cls, v: Any) -> Any:
+        """``none`` (CLI, where an option cannot be null) or ``null`` (YAML) turns the set off."""
+        return None if isinstance(v, str) and v.strip().lower() == "none" else v

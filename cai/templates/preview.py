@@ -15,6 +15,7 @@ STEP_VARS = {
     "comparison": ("prompt", "response_a", "response_b"),
     "comparison_cot": ("prompt", "response_a", "response_b"),
     "contrast": ("prompt", "response", "side"),  # side: positive (default) or negative
+    "distill": ("prompt",),  # cai critique --mode distill: the guidance, then the prompt
 }
 
 
@@ -27,7 +28,8 @@ def preview_messages(
     template_dirs: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     c = load_constitution(constitution, template_dirs)
-    roles = c.template_names()
+    # distill is no role under the constitution's `templates:` (see `cai.stages.critique`).
+    roles = {**c.template_names(), "distill": "distill"}
     role = next((r for r, name in roles.items() if name == template or r == template), None)
     if role is None:
         # A template no pipeline step uses: render it alone with the given values.
@@ -45,6 +47,10 @@ def preview_messages(
         raise fail("--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})")
     v = {k: sets.get(k, f"<{k}>") for k in allowed if k != "side"}
     prompt = [{"role": "user", "content": v["prompt"]}]
+    if role == "distill":
+        from cai.stages.critique import distill_guidance, distill_messages
+
+        return distill_messages(distill_guidance(c), prompt)
     if role in ("critique", "revision"):
         p = c.critique_principle(principle) if principle else c.critique_principles[0]
         if not fewshot:

@@ -110,7 +110,7 @@ def test_report_renders_and_matches_records(tmp_path: Path, baseline: Path) -> N
     assert sorted(data["label"]["p_chosen"]) == sorted(r["p_chosen"] for r in labels if r["p_chosen"] is not None)
     summary = json.loads((baseline / "label" / "summary.json").read_text())
     assert data["label"]["order_consistency"] == summary["order_consistency"]
-    assert html.count("<img src='data:image/png;base64,") >= 3
+    assert html.count("<figure class='plot'") >= 3 and html.count("<svg") >= 3  # plots are inline SVG
 
 
 def test_console_check_catches_errors(tmp_path: Path) -> None:

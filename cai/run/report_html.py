@@ -1,0 +1,48 @@
+"""HTML pieces every report section shares: reading run files, tables, how numbers read."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from cai.io.readers import read_json_file
+
+
+def read_json(path: Path) -> Any:
+    """A run file's JSON, or None while the stage that writes it has not run."""
+    return read_json_file(path) if path.is_file() else None
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "—" if v is None else str(v)
+
+
+def table(headers: list[str], rows: list[list[Any]], cls: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    attr = f" class='{cls}'" if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def number(v: Any) -> float | None:
+    """A logged value as a float; None for a missing one or one JSON could not hold (NaN as text)."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def rate_ci(x: dict[str, Any] | None) -> str:
+    """A measured rate as `k/n = rate [lo, hi]` (its 95% interval), "—" when not measured."""
+    if not x or x.get("rate") is None:
+        return "—"
+    ci = f" [{x['lo']:.3f}, {x['hi']:.3f}]" if x.get("lo") is not None and x.get("hi") is not None else ""
+    return f"{x.get('k')}/{x.get('n')} = {x['rate']:.3f}{ci}"
+
+
+def diff_ci(x: dict[str, Any] | None) -> str:
+    """A difference of rates as `d [lo, hi]` with signs, "—" when there is nothing to compare."""
+    if not x or x.get("d") is None:
+        return "—"
+    ci = f" [{x['lo']:+.3f}, {x['hi']:+.3f}]" if x.get("lo") is not None and x.get("hi") is not None else ""
+    return f"{x['d']:+.3f}{ci}"

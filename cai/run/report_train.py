@@ -1,0 +1,108 @@
+"""The supervised training sections: SFT (the SL-CAI model), the preference model, DPO."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from cai.io.store import read_jsonl
+from cai.run.report_html import number, read_json, table
+from cai.run.report_plot import BLUE, RED, figure, integer_x, plot_html, series
+from cai.stages.intervals import wilson
+
+
+def train_rows(model: Path) -> list[dict[str, Any]]:
+    """The Trainer's per-step log events (its end-of-training summary event left out)."""
+    return [m for m in read_jsonl(model / "metrics.jsonl") if "loss" in m and "train_loss" not in m]
+
+
+def _curves(
+    name: str, rows: list[dict[str, Any]], left: tuple[str, str], right: tuple[str, str] | None, title: str
+) -> str:
+    """Loss-like `left` (key, axis label) against step, with an optional `right` quantity beside it."""
+    steps = series([m.get("step") for m in rows])
+    fig, ax = figure()
+    ax.plot(steps, series([m.get(left[0]) for m in rows]), marker="o", markersize=3, color=RED)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(left[1], color=RED)
+    integer_x(ax, steps)
+    if right and any(number(m.get(right[0])) is not None for m in rows):
+        ax2 = ax.twinx()
+        ax2.plot(steps, series([m.get(right[0]) for m in rows]), marker="o", markersize=3, color=BLUE)
+        ax2.set_ylabel(right[1], color=BLUE)
+    ax.set_title(title)
+    return plot_html(fig, name, f"{title} curves")
+
+
+def sft_section(run: Path, data: dict[str, Any]) -> str:
+    model = run / "sft" / "model"
+    info = read_json(model / "cai_train.json")
+    rows = train_rows(model)
+    if info is None and not rows:
+        return ""
+    summary = (info or {}).get("summary", info or {})
+    keys = [k for k in summary if "loss" in k and number(summary[k]) is not None]
+    data["sft"] = {"loss": [m.get("loss") for m in rows], "step": [m.get("step") for m in rows]}
+    plot = _curves("sft", rows, ("loss", "training loss (cross-entropy)"), None, "SFT: loss") if rows else ""
+    return "<h2>SL-CAI fine-tuning (SFT)</h2>" + plot + table(["metric", "value"], [[k, summary[k]] for k in keys])
+
+
+def _held_out(summary: dict[str, Any]) -> list[list[Any]]:
+    n = (summary.get("rows") or {}).get("eval")
+    rows = []
+    for when in ("before", "after"):
+        acc = number(summary.get(f"eval_accuracy_{when}"))
+        ci = "—"
+        if acc is not None and isinstance(n, int) and n > 0:
+            lo, hi = wilson(round(acc * n), n)
+            ci = f"[{lo:.3f}, {hi:.3f}]"
+        rows.append([f"held-out accuracy {when} training", acc, n, ci, summary.get(f"eval_gap_{when}")])
+    return rows
+
+
+def pm_section(run: Path, data: dict[str, Any]) -> str:
+    model = run / "pm" / "model"
+    info = read_json(model / "cai_train.json")
+    if info is None:
+        return ""
+    summary = info.get("summary", info)
+    keys = [k for k in summary if "accuracy" in k or "loss" in k]
+    data["pm"] = {k: summary[k] for k in keys}
+    rows = train_rows(model)
+    plot = (
+        _curves("pm", rows, ("loss", "training loss"), ("accuracy", "batch accuracy"), "PM: training loss")
+        if rows
+        else ""
+    )
+    return (
+        "<h2>Preference model</h2>"
+        + table(["held-out pairs", "accuracy", "n", "95% interval (Wilson)", "mean reward gap"], _held_out(summary))
+        + "<p>The PM stage records the mean held-out reward gap (chosen − rejected), not each pair's rewards, "
+        "so there is no histogram of the gap here.</p>"
+        + plot
+        + table(["metric", "value"], [[k, summary[k]] for k in keys])
+    )
+
+
+def dpo_section(run: Path, data: dict[str, Any]) -> str:
+    """DPO (in place of PM + RL): its loss and implicit-reward margin per step, and the summary."""
+    model = run / "dpo" / "model"
+    info = read_json(model / "cai_train.json")
+    if info is None:
+        return ""
+    summary = info.get("summary", info)
+    keys = [k for k in summary if any(w in k for w in ("loss", "accuracy", "margin"))]
+    rows = train_rows(model)
+    loss_name = (info.get("settings") or {}).get("loss", "")
+    data["dpo"] = {
+        **{k: summary[k] for k in keys},
+        "loss": [m.get("loss") for m in rows],
+        "reward_margin": [m.get("rewards/margins") for m in rows],
+    }
+    out = f"<h2>DPO</h2><p>Loss: {html.escape(str(loss_name))}.</p>"
+    if rows:
+        out += _curves(
+            "dpo", rows, ("loss", "DPO loss"), ("rewards/margins", "implicit reward margin β·h"), "DPO loss and margin"
+        )
+    return out + table(["metric", "value"], [[k, summary[k]] for k in keys])

@@ -1,0 +1,149 @@
+"""The warnings at the top of the report: what makes a run's figures untrustworthy, said first.
+
+Each check reads the figure its stage wrote, says nothing when the figure is absent (an older
+run, a stage not run), and quotes the figure when it warns, so a reader can check it.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.io.store import read_jsonl
+from cai.run.report_html import diff_ci, number, read_json
+from cai.run.report_rl import rl_log, rl_series
+from cai.stages.intervals import wilson
+
+# ---- thresholds: one place, each with why -------------------------------------------------
+# A judge that reads the replies picks the same reply whichever is shown first. Below 0.5 it
+# changes its pick when the replies swap more often than it keeps it: worse than a coin.
+ORDER_CONSISTENCY_MIN = 0.5
+# Share of questions answered by one position (P(first) > 0.5, or < 0.5, in this share of them).
+# Red-team pairs have no reason to put the better reply first 90% of the time; a judge that does
+# is answering by position, and averaging both orders then leaves labels near 0.5 (ties).
+POSITION_SHARE_MAX = 0.9
+# A PM that ranks held-out pairs right less than 55% of the time, or whose 95% interval holds a
+# coin's 0.5, gives RL a reward that is mostly noise.
+PM_ACCURACY_MIN = 0.55
+# Below 10% of rollouts ending with EOS, nearly every rollout carries the missing-EOS penalty, so
+# the reward mostly measures "cut off or not" rather than the PM's preference.
+EOS_RATE_MIN = 0.1
+
+
+@dataclass(frozen=True)
+class RunWarning:
+    key: str  # stable name, for tests and the JSON block
+    text: str  # HTML, figures included
+
+
+def position_counts(records: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(questions with P(first) > 0.5, with P(first) < 0.5, answered) over the label records."""
+    ps = [
+        a["p_first"]
+        for r in records
+        for x in r.get("principles") or []
+        for a in x.get("orders") or []
+        if number(a.get("p_first")) is not None
+    ]
+    return sum(p > 0.5 for p in ps), sum(p < 0.5 for p in ps), len(ps)
+
+
+def judge_warning(summary: dict[str, Any] | None, records: list[dict[str, Any]]) -> RunWarning | None:
+    if not summary:
+        return None
+    consistency = number(summary.get("order_consistency"))
+    first, second, n = position_counts(records)
+    side, k = ("first", first) if first >= second else ("second", second)
+    by_position = n > 0 and k / n >= POSITION_SHARE_MAX
+    inconsistent = consistency is not None and consistency < ORDER_CONSISTENCY_MIN
+    if not (by_position or inconsistent):
+        return None
+    figures = []
+    if consistency is not None:
+        figures.append(f"order consistency {consistency:.3f}")
+    if n:
+        p = "&gt;" if side == "first" else "&lt;"
+        figures.append(f"P(first) {p} 0.5 in {k} of {n} questions ({k / n:.0%})")
+    return RunWarning(
+        "judge-position",
+        "<b>The judge answers by position, not content:</b> " + "; ".join(figures) + ". Its labels say little "
+        "about the replies (see the order scatter).",
+    )
+
+
+def pm_warning(info: dict[str, Any] | None) -> RunWarning | None:
+    summary = (info or {}).get("summary") or info or {}
+    acc = number(summary.get("eval_accuracy_after"))
+    n = (summary.get("rows") or {}).get("eval")
+    if acc is None or not isinstance(n, int) or n <= 0:
+        return None
+    lo, hi = wilson(round(acc * n), n) or (0.0, 1.0)
+    if acc >= PM_ACCURACY_MIN and not lo <= 0.5 <= hi:
+        return None
+    return RunWarning(
+        "pm-chance",
+        f"<b>The PM is near chance:</b> held-out accuracy {acc:.3f} on {n} pairs, 95% interval "
+        f"[{lo:.3f}, {hi:.3f}] (a coin scores 0.5); its reward is mostly noise.",
+    )
+
+
+def rl_warnings(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[RunWarning]:
+    s = rl_series(rows, info)
+    out = []
+    rates = [r for r in s["eos_rate"] if r is not None]
+    if rates and sum(rates) / len(rates) < EOS_RATE_MIN:
+        out.append(
+            RunWarning(
+                "rl-no-eos",
+                f"<b>Rollouts (almost) never end with EOS:</b> {sum(rates) / len(rates):.1%} of rollouts on average "
+                f"over {len(rates)} logged updates; the reward mostly counts the missing-EOS penalty.",
+            )
+        )
+    kls = [(k, x) for k, x in zip(s["kl"], s["x"], strict=True) if number(k) is not None]
+    neg = [(k, x) for k, x in kls if k < 0]
+    if neg:
+        k, x = min(neg, key=lambda t: t[0])
+        out.append(
+            RunWarning(
+                "rl-negative-kl",
+                f"<b>The KL estimate goes negative</b> ({len(neg)} of {len(kls)} logged updates, lowest {k:.4f} at "
+                f"{html.escape(str(x))}): a negative estimate of KL means the per-token estimator is noisy, not "
+                "that the policy is closer than identical.",
+            )
+        )
+    return out
+
+
+def harmless_warning(summary: dict[str, Any] | None) -> RunWarning | None:
+    harmless = (summary or {}).get("harmless")
+    diff = ((harmless or {}).get("harmful_compliance") or {}).get("difference") if isinstance(harmless, dict) else None
+    lo, hi = (number(diff.get("lo")), number(diff.get("hi"))) if isinstance(diff, dict) else (None, None)
+    if lo is None or hi is None or not lo <= 0 <= hi:
+        return None
+    return RunWarning(
+        "harmless-no-gain",
+        f"<b>No measured harmlessness gain:</b> harmful compliance after − before = {diff_ci(diff)}, "
+        "a 95% interval that includes 0.",
+    )
+
+
+def run_warnings(run: Path) -> list[RunWarning]:
+    label = read_json(run / "label" / "summary.json")
+    found = [
+        judge_warning(label, read_jsonl(run / "label" / "records.jsonl") if label else []),
+        pm_warning(read_json(run / "pm" / "model" / "cai_train.json")),
+        *rl_warnings(*rl_log(run)),
+        harmless_warning(read_json(run / "eval" / "summary.json")),
+    ]
+    return [w for w in found if w is not None]
+
+
+def warnings_html(warnings: list[RunWarning], data: dict[str, Any]) -> str:
+    """The block under the title; nothing at all for a run with nothing to warn about."""
+    if not warnings:
+        return ""
+    data["warnings"] = {w.key: w.text for w in warnings}
+    items = "".join(f"<li data-warn='{w.key}'>{w.text}</li>" for w in warnings)
+    return f"<div class='warn' id='warnings' role='alert'><b>Read these figures with care</b><ul>{items}</ul></div>"
