@@ -1,8 +1,8 @@
 """Preference methods side by side on the embedded model: speed, and agreement with people.
 
 1. **Speed** (one run, the same pairs for every method): labels/s of ``mc`` and
-   ``mc-calibrated`` (both orders) and ``contrast``, each over every comparison principle of
-   the constitution's selection (``--principles all``), on test-split pairs of judge-dev;
+   ``mc-calibrated`` (both orders) and ``contrast``, each over 16 comparison principles of the
+   library (every pair asks all 16), on test-split pairs of judge-dev;
    ``rlcd`` (the policy answers each prompt under the positive and the negative prompt) and
    ``revision`` (pairs read from a critique folder, no model call).
 2. **Conversation length**: seconds per label with the pairs' own conversations and with the
@@ -69,11 +69,28 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+PRINCIPLES = 16  # the issue's figure: a full comparison library's worth of questions per pair
+
+
+def library_pool(c: Any) -> list[Any]:
+    """The first `PRINCIPLES` comparison principles of the constitution's libraries, selected or not."""
+    from cai.constitution.load import load_library
+
+    ids = [
+        p.id
+        for path in c.spec.libraries
+        if getattr(lib := load_library(Path(path)), "kind", None) == "comparison-principles"
+        for p in lib.principles
+    ]
+    return [c.comparison_principle(i) for i in ids[:PRINCIPLES]]
+
+
 def speed_rows(c: Any, judge: Any, pairs: list[Pair]) -> list[dict[str, Any]]:
     rows = []
+    pool = library_pool(c)
     for method in ("mc", "mc-calibrated", "contrast"):
         s = JudgeSettings(method=method, principles="all")
-        seconds, results = _timed(lambda s=s: judge_pairs(c, judge, pairs, s, seed=0))
+        seconds, results = _timed(lambda s=s: judge_pairs(c, judge, pairs, s, seed=0, pool_for=lambda _p: pool))
         principle_labels = sum(len(r["principles"]) for r in results)
         rows.append(
             {
@@ -126,6 +143,7 @@ def revision_row() -> dict[str, Any]:
 
 
 def length_rows(c: Any, judge: Any, pairs: list[Pair]) -> list[dict[str, Any]]:
+    pool = library_pool(c)
     long = [Pair(p.id, [*HISTORY, *p.prompt], p.a, p.b, p.human, p.aspect, p.split) for p in pairs]
     rows = []
     for name, method, share in (
@@ -137,7 +155,7 @@ def length_rows(c: Any, judge: Any, pairs: list[Pair]) -> list[dict[str, Any]]:
         s = JudgeSettings(method=method, principles="all")
         row: dict[str, Any] = {"config": name}
         for label, ps in (("short", pairs), ("long", long)):
-            seconds, _ = _timed(lambda ps=ps, s=s: judge_pairs(c, judge, ps, s, seed=0))
+            seconds, _ = _timed(lambda ps=ps, s=s: judge_pairs(c, judge, ps, s, seed=0, pool_for=lambda _p: pool))
             row[f"{label}_s_per_label"] = round(seconds / len(ps), 3)
         row["long_over_short"] = round(row["long_s_per_label"] / row["short_s_per_label"], 2)
         rows.append(row)
@@ -168,7 +186,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "judge": judge.describe(),
         "machine": machine(),
-        "principles": len(c.comparison_principles),
+        "principles": len(library_pool(c)),
     }
     result["speed"] = [*speed_rows(c, judge, pairs), rlcd_row(c, judge, args.pairs), revision_row()]
     print(f"{'method':<15}{'pairs':>6}{'seconds':>9}{'labels/s':>10}{'principle-labels/s':>20}")

@@ -264,12 +264,27 @@ def settings_key(stage: str, settings: StageSettings) -> str:
     return content_hash(stage, settings.record())
 
 
-def stage_key(recipe: Recipe, fingerprint: str, stage: str, upstream: list[str]) -> str:
+def stage_key(
+    recipe: Recipe, fingerprint: str, stage: str, upstream: list[str], extra: str | None = None
+) -> str:
     section = getattr(recipe.stages, stage)
     model = STAGE_SETTINGS[stage]
     inputs = section.model_dump(mode="json", exclude=set(model.model_fields))
     own = settings_key(stage, settings_of(section, model))
-    return content_hash(stage, own, inputs, recipe.models.model_dump(mode="json"), recipe.seed, fingerprint, upstream)
+    parts = [stage, own, inputs, recipe.models.model_dump(mode="json"), recipe.seed, fingerprint, upstream]
+    return content_hash(*parts, *([extra] if extra is not None else []))
+
+
+def _key_extra(recipe: Recipe, c: Constitution, stage: str) -> str | None:
+    """Inputs of a stage that the constitution's fingerprint leaves out: distill mode's guidance
+    template is found by name, not through the constitution's `templates:`, so editing it must
+    still rerun the stage."""
+    section = getattr(recipe.stages, stage)
+    if stage == "critique" and getattr(section, "mode", None) == "distill":
+        from cai.stages.critique import distill_guidance
+
+        return content_hash(distill_guidance(c))
+    return None
 
 
 def run_recipe(recipe: Recipe, base: Path, out: Path, quiet: bool = False) -> dict[str, Any]:
@@ -291,7 +306,7 @@ def _run_stages(recipe: Recipe, base: Path, out: Path, quiet: bool) -> dict[str,
     summaries: dict[str, Any] = {}
     upstream: list[str] = []
     for stage in recipe.enabled():
-        key = stage_key(recipe, c.fingerprint(), stage, upstream)
+        key = stage_key(recipe, c.fingerprint(), stage, upstream, extra=_key_extra(recipe, c, stage))
         upstream.append(key)
         d = out / stage
         ctx.dirs[stage] = d

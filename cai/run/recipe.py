@@ -231,6 +231,14 @@ def check_stages(recipe: Recipe, path: str, doc: YamlDoc) -> None:
         later = [r for r in readers if r in on]
         if cfg is not None and cfg.lora and not cfg.lora_merge and later:
             refuse(stage, "lora_merge", f"false saves only an adapter, which {later[0]} cannot load; set it true")
+    crit, label = recipe.stages.critique, recipe.stages.label
+    if crit is not None and label is not None and crit.mode == "distill" and label.method == "revision":
+        refuse(
+            "label",
+            "method",
+            "revision reads the critique stage's (first answer, revision) pairs; a distill critique "
+            "stage has one answer per prompt (use rlcd or contrast, or critique mode revise)",
+        )
 
 
 PROMPT_STAGES = ("critique", "label", "ppo", "eval")
@@ -271,10 +279,11 @@ def _check_prompt_set(
 ) -> list[Problem]:
     """One stage's prompt set `key` exists, loads, and (for `prompts`) leaves rows after `skip`."""
     from cai.io.sources import SHIPPED, load_prompts
+    from cai.stages.settings import is_off
 
     prompts = cfg.get(key, default)
-    if not isinstance(prompts, str) or prompts == "none":
-        return []  # the schema checks the type; "none" turns an optional set off
+    if not isinstance(prompts, str) or not prompts.strip() or (key != "prompts" and is_off(prompts)):
+        return []  # the schema checks the type and empty names; "none" turns an optional set off
     loc = ("stages", stage, key)
     path = base / prompts
     if not path.exists() and prompts not in SHIPPED:

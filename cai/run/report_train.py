@@ -67,7 +67,7 @@ def pm_section(run: Path, data: dict[str, Any]) -> str:
     if info is None:
         return ""
     summary = info.get("summary", info)
-    keys = [k for k in summary if "accuracy" in k or "loss" in k]
+    keys = [k for k in summary if ("accuracy" in k or "loss" in k) and not isinstance(summary[k], list)]
     data["pm"] = {k: summary[k] for k in keys}
     rows = train_rows(model)
     plot = (
@@ -78,10 +78,39 @@ def pm_section(run: Path, data: dict[str, Any]) -> str:
     return (
         "<h2>Preference model</h2>"
         + table(["held-out pairs", "accuracy", "n", "95% interval (Wilson)", "mean reward gap"], _held_out(summary))
-        + "<p>The PM stage records the mean held-out reward gap (chosen − rejected), not each pair's rewards, "
-        "so there is no histogram of the gap here.</p>"
+        + _gap_histogram(summary)
         + plot
         + table(["metric", "value"], [[k, summary[k]] for k in keys])
+    )
+
+
+def _gap_histogram(summary: dict[str, Any]) -> str:
+    """Held-out reward gap r(chosen) − r(rejected) per pair, before and after training: a PM that
+    learned something moves the mass right of 0; one that did not leaves it centred there."""
+    gaps = {
+        w: [float(g) for g in summary.get(f"eval_gaps_{w}") or [] if number(g) is not None] for w in ("before", "after")
+    }
+    if not gaps["after"]:
+        return "<p>This PM folder records no per-pair held-out gaps (written before they were), so no histogram.</p>"
+    fig, ax = figure(7, 2.8)
+    both = gaps["before"] + gaps["after"]
+    lo, hi = min([*both, 0.0]), max([*both, 0.0])
+    bins = [lo + (hi - lo) * i / 16 for i in range(17)] if hi > lo else 16
+    for when, color in (("before", RED), ("after", BLUE)):
+        if gaps[when]:
+            ax.hist(gaps[when], bins=bins, alpha=0.55, color=color, label=f"{when} training (n {len(gaps[when])})")
+    ax.axvline(0, color="#333333", linewidth=0.8)
+    ax.set_xlabel("held-out reward gap: PM score of chosen − of rejected (PM's raw scale)")
+    ax.set_ylabel("pairs")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    right = sum(g > 0 for g in gaps["after"])
+    return plot_html(
+        fig,
+        "pm-gap",
+        "Histogram of held-out PM reward gaps before and after training",
+        f"Right of the line the PM prefers the chosen reply: {right} of {len(gaps['after'])} held-out pairs "
+        "after training.",
     )
 
 

@@ -116,17 +116,46 @@ def rl_warnings(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[RunWar
     return out
 
 
-def harmless_warning(summary: dict[str, Any] | None) -> RunWarning | None:
+def _difference(summary: dict[str, Any] | None, measure: str) -> dict[str, Any] | None:
+    """``summary["harmless"][measure]["difference"]`` when it has both bounds (older runs: None)."""
     harmless = (summary or {}).get("harmless")
-    diff = ((harmless or {}).get("harmful_compliance") or {}).get("difference") if isinstance(harmless, dict) else None
-    lo, hi = (number(diff.get("lo")), number(diff.get("hi"))) if isinstance(diff, dict) else (None, None)
-    if lo is None or hi is None or not lo <= 0 <= hi:
+    block = harmless.get(measure) if isinstance(harmless, dict) else None
+    diff = block.get("difference") if isinstance(block, dict) else None
+    if not isinstance(diff, dict) or number(diff.get("lo")) is None or number(diff.get("hi")) is None:
         return None
-    return RunWarning(
-        "harmless-no-gain",
-        f"<b>No measured harmlessness gain:</b> harmful compliance after − before = {diff_ci(diff)}, "
-        "a 95% interval that includes 0.",
-    )
+    return diff
+
+
+def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
+    """The judge-free gain: none measured, harm up, or over-refusal clearly up (after − before)."""
+    out = []
+    harm = _difference(summary, "harmful_compliance")
+    if harm is not None and harm["lo"] <= 0 <= harm["hi"]:
+        out.append(
+            RunWarning(
+                "harmless-no-gain",
+                f"<b>No measured harmlessness gain:</b> harmful compliance after − before = {diff_ci(harm)}, "
+                "a 95% interval that includes 0.",
+            )
+        )
+    elif harm is not None and harm["lo"] > 0:
+        out.append(
+            RunWarning(
+                "harmless-worse",
+                f"<b>The run made the policy less harmless:</b> harmful compliance after − before = "
+                f"{diff_ci(harm)}, a 95% interval above 0.",
+            )
+        )
+    over = _difference(summary, "over_refusal")
+    if over is not None and over["lo"] > 0:
+        out.append(
+            RunWarning(
+                "over-refusal-up",
+                f"<b>The policy refuses more safe prompts:</b> over-refusal after − before = {diff_ci(over)}, "
+                "a 95% interval above 0 (more evasive, the opposite of the CAI paper's aim).",
+            )
+        )
+    return out
 
 
 def run_warnings(run: Path) -> list[RunWarning]:
@@ -135,7 +164,7 @@ def run_warnings(run: Path) -> list[RunWarning]:
         judge_warning(label, read_jsonl(run / "label" / "records.jsonl") if label else []),
         pm_warning(read_json(run / "pm" / "model" / "cai_train.json")),
         *rl_warnings(*rl_log(run)),
-        harmless_warning(read_json(run / "eval" / "summary.json")),
+        *harmless_warnings(read_json(run / "eval" / "summary.json")),
     ]
     return [w for w in found if w is not None]
 

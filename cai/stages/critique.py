@@ -49,7 +49,10 @@ def exemplar_texts(c: Constitution) -> list[str]:
 
 
 def copy_check(c: Constitution, s: CritiqueSettings) -> CopyCheck:
-    return CopyCheck.of(exemplar_texts(c), s.copy_ngram, s.drop_copies)
+    """What an answer must not paste: the few-shot exemplars the revise prompts show, or in
+    distill mode (no exemplars shown) the guidance text itself, echoed back instead of answering."""
+    texts = [distill_guidance(c)] if s.mode == "distill" else exemplar_texts(c)
+    return CopyCheck.of(texts, s.copy_ngram, s.drop_copies)
 
 
 def distill_guidance(c: Constitution) -> str:

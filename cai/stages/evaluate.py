@@ -110,13 +110,20 @@ def _measure(flags: dict[str, list[bool | None]], positive: bool) -> dict[str, A
 
 
 def _refusal_flags(texts: Sequence[str | None]) -> list[bool | None]:
-    return [None if t is None else is_refusal(t) for t in texts]
+    """Per answer: refused or not; None when there is no answer to read (a failed generation, or
+    an empty reply: it neither complies nor declines, so it counts for neither rate)."""
+    return [None if t is None or not t.strip() else is_refusal(t) for t in texts]
+
+
+def _blank(answers: dict[str, list[str | None]]) -> dict[str, int]:
+    """Empty replies per model: left out of both rates' n, so said here."""
+    return {name: sum(t is not None and not t.strip() for t in texts) for name, texts in answers.items()}
 
 
 def harmful_compliance(prompts_ref: str | None, answers: dict[str, list[str | None]]) -> dict[str, Any]:
     """Share of the held-out harmful prompts each model answered instead of refusing."""
     flags = {name: _refusal_flags(texts) for name, texts in answers.items()}
-    return {"prompts": prompts_ref, **_measure(flags, positive=False)}
+    return {"prompts": prompts_ref, **_measure(flags, positive=False), "blank": _blank(answers)}
 
 
 def detector() -> dict[str, Any]:
@@ -152,7 +159,7 @@ def over_refusal(
         idx = [i for i, it in enumerate(safe) if str(it.category) == cat]
         m = _measure({name: [fs[i] for i in idx] for name, fs in flags.items()}, positive=True)
         per_category[cat] = {"policy": m["policy"], "baseline": m["baseline"]}
-    block = {"prompts": ref, **_measure(flags, positive=True), "per_category": per_category}
+    block = {"prompts": ref, **_measure(flags, positive=True), "per_category": per_category, "blank": _blank(answers)}
     rows = []
     for i, it in enumerate(safe):
         row: dict[str, Any] = {"id": it.id, "category": it.category, "prompt": it.messages}
@@ -328,7 +335,7 @@ def _samples(
         for name in answers:
             text = answers[name][i]
             row[name] = text
-            row[f"{name}_refusal"] = None if text is None else is_refusal(text)
+            row[f"{name}_refusal"] = _refusal_flags([text])[0]
             row[f"{name}_short"] = None if text is None else is_short(text)
             if name in rewards:
                 row[f"{name}_pm"] = rewards[name][i]
@@ -400,6 +407,8 @@ def write_policy_eval(
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier run's summary would vouch for samples half replaced by this one's.
+    (out / "summary.json").unlink(missing_ok=True)
     write_jsonl_atomic(out / "samples.jsonl", samples)
     if safe_samples is not None:
         write_jsonl_atomic(out / "samples_safe.jsonl", safe_samples)

@@ -350,17 +350,22 @@ def revision_pairs(critique_out: str | Path) -> list[Pair]:
     """
     from cai.io.readers import iter_jsonl
     from cai.io.store import dedupe
-    from cai.stages.critique_export import usable
+    from cai.stages.critique_export import chosen, is_distill
 
     path = Path(critique_out) / "records.jsonl"
     if not path.is_file():
         raise fail(str(critique_out), None, "--critique", "not a `cai critique` output folder (no records.jsonl)")
     records, _ = dedupe([r for _line, r in iter_jsonl(path, committed_only=True)])  # a retry replaces
-    pairs = [
-        Pair(r["id"], r["prompt"], r["final_revision"].strip(), r["initial_response"].strip())
-        for r in sorted(records, key=lambda r: r.get("order", 0))
-        if usable(r) and r["final_revision"].strip() != r["initial_response"].strip()
-    ]
+    if records and all(is_distill(r) for r in records):
+        raise fail(
+            str(critique_out), None, "--critique", "a `--mode distill` folder has one answer per prompt, no pairs"
+        )
+    pairs = []
+    for r in sorted(records, key=lambda r: r.get("order", 0)):
+        # The revision the SFT export uses (copy flags as recorded), not blindly the last round's.
+        pick = None if is_distill(r) else chosen(r)
+        if pick is not None and pick.text.strip() != r["initial_response"].strip():
+            pairs.append(Pair(r["id"], r["prompt"], pick.text.strip(), r["initial_response"].strip()))
     if not pairs:
         raise fail(str(path), None, "--critique", "no usable revisions that differ from the first answer")
     return pairs

@@ -20,6 +20,12 @@ from cai.constitution.schema import Strict
 from cai.models.base import GenerationParams
 from cai.stages.cleaning import COPY_NGRAM
 
+
+def is_off(v: Any) -> bool:
+    """``none`` in any case, spaces around it allowed: the word that turns an optional setting off
+    where null cannot be written (a CLI option); recipes' checks read it the same way."""
+    return isinstance(v, str) and v.strip().lower() == "none"
+
 T = TypeVar("T")
 Shard = tuple[int, int]  # (i, N): this process does the i-th of N shards
 
@@ -146,7 +152,7 @@ class JudgeSettings(StageSettings):
     @classmethod
     def _parse_clamp(cls, v: Any) -> Any:
         """``0.4,0.6`` (CLI) or ``[0.4, 0.6]`` (YAML) or ``none``."""
-        if isinstance(v, str) and v.strip().lower() != "none":
+        if isinstance(v, str) and not is_off(v):
             try:
                 lo, hi = (float(x) for x in v.split(","))
             except ValueError:
@@ -271,4 +277,6 @@ class EvalSettings(Sampling, JudgeSettings):
     @classmethod
     def _parse_lookalike(cls, v: Any) -> Any:
         """``none`` (CLI, where an option cannot be null) or ``null`` (YAML) turns the set off."""
-        return None if isinstance(v, str) and v.strip().lower() == "none" else v
+        if isinstance(v, str) and not is_off(v) and not v.strip():
+            raise ValueError("an empty name: give a file, a shipped set, or none")
+        return None if is_off(v) else v

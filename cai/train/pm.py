@@ -156,7 +156,7 @@ def encode_rows(
 def pair_accuracy(scorer: PMScorer, rows: Sequence[PrefRow]) -> dict[str, Any]:
     """Share of pairs whose chosen reply the PM scores strictly higher (ties count as wrong)."""
     if not rows:
-        return {"n": 0, "accuracy": None, "mean_gap": None}
+        return {"n": 0, "accuracy": None, "mean_gap": None, "gaps": []}
     model = scorer.model
     was_training = model.training
     model.eval()
@@ -170,6 +170,7 @@ def pair_accuracy(scorer: PMScorer, rows: Sequence[PrefRow]) -> dict[str, Any]:
         "n": len(rows),
         "accuracy": round(sum(g > 0 for g in gaps) / len(gaps), 4),
         "mean_gap": round(sum(gaps) / len(gaps), 4),
+        "gaps": [round(g, 4) for g in gaps],  # per held-out pair, in row order: the report's histogram
     }
 
 
@@ -339,6 +340,8 @@ def _train_and_summarize(trainer: Any, tokenizer: Any, held: list[PrefRow]) -> d
         "eval_accuracy_after": acc_after["accuracy"],
         "eval_gap_before": acc_before["mean_gap"],
         "eval_gap_after": acc_after["mean_gap"],
+        "eval_gaps_before": acc_before["gaps"],
+        "eval_gaps_after": acc_after["gaps"],
         "steps": trainer.state.global_step,
         "samples_per_second": result.metrics.get("train_samples_per_second"),
         "train_runtime_s": result.metrics.get("train_runtime"),

@@ -222,7 +222,8 @@ def test_distill_answers_once_under_the_guidance_and_exports_the_bare_prompt(tmp
     answers = {
         prompts["a"]: "Lock picking is a fine hobby on locks you own; start with a practice lock and a tension wrench.",
         prompts["b"]: "I'd rather not write an insult, but I can help you word a firm complaint to your boss.",
-        prompts["c"]: EXEMPLAR_PASTE,
+        # Distill shows no exemplars: what a small model pastes there is the guidance itself.
+        prompts["c"]: f"Sure. {c.spec.system_prompt}",
     }
     backend = Scripted(answers=answers)
     items = [PromptItem(k, _user(p)) for k, p in prompts.items()]
@@ -316,3 +317,60 @@ def test_bad_recipe_keys_name_file_line_and_field(tmp_path: Path, key: str, valu
         assert r.code == 2 and len(lines) == 1, r.stderr
         assert f"recipe.yaml:9: stages.critique.{key}" in lines[0], lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_revision_pairs_prefer_what_the_sft_export_uses(tmp_path: Path, c: Constitution) -> None:
+    """`label --method revision`: the revision the export picks (not a pasted last round), and a
+    distill folder, which has no pairs, refused in one line."""
+    from cai.errors import CaiError
+    from cai.stages.label import revision_pairs
+
+    _revise(tmp_path / "rev", c)
+    chosen = {p.id: p.a for p in revision_pairs(tmp_path / "rev")}
+    sft = [r["messages"][-1]["content"] for r in _rows(tmp_path / "rev" / "sft.jsonl")]
+    assert sorted(chosen.values()) == sorted(sft) and EXEMPLAR_PASTE not in chosen.values()
+    backend = Scripted(answers={PROMPTS["plain"]: "Here is a plain answer to the question you asked."})
+    s = CritiqueSettings(mode="distill", batch_size=2)
+    run_critique(c, [PromptItem("p", _user(PROMPTS["plain"]))], backend, tmp_path / "dis", s, seed=0, quiet=True)  # type: ignore[arg-type]
+    with pytest.raises(CaiError, match="no pairs"):
+        revision_pairs(tmp_path / "dis")
+
+
+def test_report_names_distill_and_counts_flags_from_the_summary(tmp_path: Path, c: Constitution) -> None:
+    from cai.run.report import build_report
+
+    answers = {PROMPTS["plain"]: f"Sure. {c.spec.system_prompt}", PROMPTS["latest"]: "A plain, useful answer here."}
+    items = [PromptItem("p", _user(PROMPTS["plain"])), PromptItem("q", _user(PROMPTS["latest"]))]
+    s = CritiqueSettings(mode="distill", batch_size=2)
+    run_critique(c, items, Scripted(answers=answers), tmp_path / "run" / "critique", s, seed=0, quiet=True)  # type: ignore[arg-type]
+    page = build_report(tmp_path / "run")
+    assert "SL-CAI: context distillation" in page and "plot-critique" not in page
+    assert "1 pasted exemplar or guidance text" in page and f"<td>{EXEMPLAR_COPY}</td><td>1</td>" in page
+
+
+def test_a_recipe_with_distill_and_revision_labels_is_refused_before_any_stage(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "kind: recipe\nname: r\nmodels: {policy: fake, judge: fake}\nstages:\n"
+        "  critique: {mode: distill, limit: 2}\n  sft: {epochs: 1}\n  label:\n    method: revision\n"
+    )
+    r = invoke("run", str(recipe), "--out", str(tmp_path / "run"), "--quiet")
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.code == 2 and len(lines) == 1 and ":8: stages.label.method: revision reads" in lines[0], r.stderr
+    assert not (tmp_path / "run" / "critique").exists()
+
+
+def test_distill_guidance_is_part_of_the_critique_stage_key(tmp_path: Path, c: Constitution) -> None:
+    """The guidance template is found by name, outside the constitution's fingerprint: its text
+    goes into the stage key, so editing it reruns the stage instead of reusing old answers."""
+    from cai.run.pipeline import _key_extra, stage_key
+    from cai.run.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kind: recipe\nname: r\nmodels: {policy: fake}\nstages:\n  critique: {mode: distill}\n")
+    r, _ = load_recipe(recipe)
+    extra = _key_extra(r, c, "critique")
+    assert extra == content_hash(distill_guidance(c))
+    assert stage_key(r, "fp", "critique", [], extra) != stage_key(r, "fp", "critique", [], content_hash("edited"))
+    recipe.write_text("kind: recipe\nname: r\nmodels: {policy: fake}\nstages:\n  critique: {mode: revise}\n")
+    assert _key_extra(load_recipe(recipe)[0], c, "critique") is None

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,7 +153,7 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
     block, rows = over_refusal({"policy": policy, "baseline": baseline}, safe, s, ref="safe-lookalike", quiet=True)  # type: ignore[dict-item]
     # Same sampling as the main answers: only the per-batch seed offset differs.
     assert {(p.max_new_tokens, p.temperature, p.top_p, p.n) for p in policy.params[n_main:]} == {(40, 0.3, 1.0, 1)}
-    assert set(block) == {"prompts", "policy", "baseline", "difference", "per_category"}
+    assert set(block) == {"prompts", "policy", "baseline", "difference", "per_category", "blank"}
     assert block["prompts"] == "safe-lookalike"
     assert (block["policy"]["k"], block["policy"]["n"]) == (3, 16)
     assert (block["baseline"]["k"], block["baseline"]["n"]) == (0, 15)
@@ -218,8 +219,6 @@ def test_eval_policy_cli_writes_samples_safe_before_summary(tmp_path: Path) -> N
     assert [(x["id"], x["category"]) for x in rows] == [("s0", "a"), ("s1", "b"), ("s2", "a"), ("s3", "b")]
     assert all(x["policy_refusal"] is False and isinstance(x["policy"], str) for x in rows)
     assert "over-refusal (" in r.stdout and "samples_safe.jsonl" in r.stdout
-    # Written first: summary.json's presence means complete.
-    assert (out / "samples_safe.jsonl").stat().st_mtime_ns <= (out / "summary.json").stat().st_mtime_ns
 
     off = invoke(*args, "--lookalike", "none", "--out", str(out))
     assert off.code == 0, off.stderr[-2000:]
@@ -298,3 +297,47 @@ def test_settings_parse_none_and_reject_bad_values() -> None:
     assert EvalSettings().lookalike == "safe-lookalike" and EvalSettings().lookalike_per_category == 6
     with pytest.raises(CaiError, match="category"):
         load_lookalike(str(Path(__file__).parents[1] / "fixtures" / "bad_inputs" / "prompts_ok.jsonl"), 1)
+
+
+def test_empty_replies_count_for_neither_rate_and_are_reported() -> None:
+    from cai.stages.evaluate import harmful_compliance
+
+    answers = {"policy": ["I can't help with that.", "", "Sure, here is how you do it.", None, "   "]}
+    assert is_refusal(answers["policy"][0]) and not is_refusal(answers["policy"][2])
+    block = harmful_compliance("red-team", answers)
+    assert block["policy"] == rate_with_interval(1, 2)  # one complied of the two answered
+    assert block["blank"] == {"policy": 2} and block["baseline"] is None
+
+
+def test_summary_is_removed_first_and_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.json's presence means complete: gone while the samples are rewritten, back last."""
+    import cai.stages.evaluate as ev
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    calls: list[tuple[str, bool]] = []
+
+    def record(write):  # type: ignore[no-untyped-def]
+        def inner(path: Path, data: Any) -> None:
+            calls.append((path.name, (out / "summary.json").exists()))
+            write(path, data)
+
+        return inner
+
+    monkeypatch.setattr(ev, "write_jsonl_atomic", record(ev.write_jsonl_atomic))
+    monkeypatch.setattr(ev, "write_json_atomic", record(ev.write_json_atomic))
+    ev.write_policy_eval(out, {"n": 1}, [{"id": "a"}], [{"id": "s"}])
+    assert calls == [("samples.jsonl", False), ("samples_safe.jsonl", False), ("summary.json", False)]
+    assert json.loads((out / "summary.json").read_text()) == {"n": 1}
+
+
+def test_none_reads_the_same_in_settings_and_recipe_checks_and_empty_is_refused(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    head = "kind: recipe\nname: ev\nmodels: {policy: fake, judge: fake}\nstages:\n  eval:\n"
+    recipe.write_text(head + "    lookalike: ' None '\n")
+    r = invoke("validate", str(recipe))
+    assert r.code == 0, r.stdout + r.stderr
+    base = ["eval", "policy", "--policy", "fake", "--prompts", "red-team", "--limit", "2", "--quiet"]
+    line = _one_line(invoke(*base, "--lookalike", ""))
+    assert line.startswith("--lookalike: ") and "empty name" in line

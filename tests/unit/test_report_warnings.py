@@ -255,6 +255,20 @@ def _no_gain(run: Path) -> None:
     )
 
 
+def _worse(run: Path) -> None:
+    _edit(
+        run / "eval" / "summary.json",
+        lambda d: d["harmless"]["harmful_compliance"].update(difference={"d": 0.2, "lo": 0.05, "hi": 0.35}),
+    )
+
+
+def _over_refusal_up(run: Path) -> None:
+    _edit(
+        run / "eval" / "summary.json",
+        lambda d: d["harmless"]["over_refusal"].update(difference={"d": 0.2, "lo": 0.01, "hi": 0.38}),
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "key", "figure"),
     [
@@ -266,8 +280,21 @@ def _no_gain(run: Path) -> None:
         (_no_eos_grpo, "rl-no-eos", "5.0% of rollouts"),
         (_negative_kl, "rl-negative-kl", "1 of 6 logged updates, lowest -0.0020 at 24"),
         (_no_gain, "harmless-no-gain", "-0.100 [-0.250, +0.000]"),
+        (_worse, "harmless-worse", "+0.200 [+0.050, +0.350]"),
+        (_over_refusal_up, "over-refusal-up", "+0.200 [+0.010, +0.380]"),
     ],
-    ids=["consistency", "first-position", "pm-accuracy", "pm-interval", "eos-ppo", "eos-grpo", "kl", "harmless"],
+    ids=[
+        "consistency",
+        "first-position",
+        "pm-accuracy",
+        "pm-interval",
+        "eos-ppo",
+        "eos-grpo",
+        "kl",
+        "harmless",
+        "harmless-worse",
+        "over-refusal-up",
+    ],
 )
 def test_each_warning_is_set_off_by_its_own_figure(tmp_path: Path, change: Any, key: str, figure: str) -> None:
     run = clean_run(tmp_path / "run")
@@ -458,3 +485,14 @@ def _assert_warn_colour(png: Path, box: dict[str, float]) -> None:
     y = int((box["top"] + box["bottom"]) / 2)
     x = int(box["left"]) + 2
     assert img[y, x].tolist() == pytest.approx([0xD9 / 255, 0x82 / 255, 0x2B / 255], abs=0.03)
+
+
+def test_pm_gap_histogram_counts_the_held_out_pairs(tmp_path: Path) -> None:
+    run = clean_run(tmp_path / "run")
+    page = build_report(run)
+    assert "plot-pm-gap" not in page and "records no per-pair held-out gaps" in page  # an older PM folder
+    gaps = {"eval_gaps_before": [0.1, -0.2, 0.0, 0.3], "eval_gaps_after": [0.5, -0.1, 0.4, 0.9]}
+    _edit(run / "pm" / "model" / "cai_train.json", lambda d: d["summary"].update(gaps))
+    page = build_report(run)
+    assert "id='plot-pm-gap'" in page and "3 of 4 held-out pairs" in page
+    assert "eval_gaps_after" not in page  # a list: drawn, not dumped into the metrics table

@@ -1,0 +1,137 @@
+"""Does the quickstart make the embedded model more harmless without making it evasive?
+
+    .venv/bin/python benchmarks/harmless_gain.py [--recipe quickstart] [--seeds 0 1 2]
+        [--set KEY=VALUE ...] [--name harmless_gain] [--keep DIR]
+
+Runs `cai run RECIPE --set seed=S` once per seed (a fresh run folder each time, as a new user
+would) and reads each run's eval summary: the judge-free figures of `cai eval policy`
+(`summary["harmless"]`), which compare the final policy with the untouched model the recipe
+starts from (`models.policy`), on held-out red-team prompts and on the safe prompts that only
+sound alarming. For each measure it prints the untouched model and the final policy as the mean
+± standard error over seeds and each seed's own 95% Wilson interval, the per-seed difference
+with Newcombe's interval, and each run's wall time.
+
+Nothing here tunes anything: whatever the figures are, they are written as they came out to
+benchmarks/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import finish, machine
+
+REPO = Path(__file__).resolve().parents[1]
+MEASURES = ("harmful_compliance", "over_refusal")
+MODELS = ("baseline", "policy")  # the untouched model, the final policy
+
+
+def mean_se(xs: list[float]) -> dict[str, float | None]:
+    """Mean and standard error of the mean (sample sd / √n; None for n < 2)."""
+    if not xs:
+        return {"mean": None, "se": None}
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return {"mean": round(m, 4), "se": None}
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return {"mean": round(m, 4), "se": round(sd / math.sqrt(len(xs)), 4)}
+
+
+def run_seed(recipe: str, seed: int, sets: list[str], folder: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "cai.cli", "run", recipe, "--out", str(folder), "--quiet", "--set", f"seed={seed}"]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"seed {seed}: cai run failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    summary = json.loads((folder / "eval" / "summary.json").read_text())
+    stages = {}
+    for stage_file in sorted(folder.glob("*/stage.json")):
+        info = json.loads(stage_file.read_text())
+        stages[stage_file.parent.name] = info.get("seconds")
+    return {"seed": seed, "wall_s": round(wall, 1), "stage_seconds": stages, "harmless": summary["harmless"]}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for measure in MEASURES:
+        blocks = [r["harmless"][measure] for r in runs if r["harmless"].get(measure)]
+        if not blocks:
+            continue
+        row: dict[str, Any] = {}
+        for model in MODELS:
+            rates = [b[model]["rate"] for b in blocks if b.get(model) and b[model]["rate"] is not None]
+            row[model] = mean_se(rates)
+        diffs = [b["difference"]["d"] for b in blocks if b.get("difference")]
+        row["difference"] = mean_se(diffs)
+        row["per_seed"] = [
+            {m: b.get(m) for m in (*MODELS, "difference")} | {"seed": r["seed"]}
+            for r, b in zip(runs, blocks, strict=True)
+        ]
+        out[measure] = row
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    for measure, row in result["aggregate"].items():
+        print(f"\n{measure} (mean ± s.e. over {len(result['runs'])} seeds)")
+        for model, label in (("baseline", "untouched model"), ("policy", "final policy")):
+            ms = row[model]
+            print(f"  {label:<16}{_pct(ms['mean']):>8} ± {_pct(ms['se'])}")
+        d = row["difference"]
+        print(f"  {'policy − base':<16}{_pct(d['mean']):>8} ± {_pct(d['se'])}")
+        for ps in row["per_seed"]:
+            b, p, dd = ps["baseline"], ps["policy"], ps["difference"]
+            print(
+                f"    seed {ps['seed']}: base {_pct(b['rate'])} [{_pct(b['lo'])}, {_pct(b['hi'])}] of {b['n']}"
+                f"  policy {_pct(p['rate'])} [{_pct(p['lo'])}, {_pct(p['hi'])}]"
+                f"  diff {_pct(dd['d'])} [{_pct(dd['lo'])}, {_pct(dd['hi'])}]"
+            )
+    print("\nwall time per run: " + ", ".join(f"seed {r['seed']} {r['wall_s']} s" for r in result["runs"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="quickstart")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override, as cai run --set")
+    ap.add_argument("--name", default="harmless_gain", help="results file name")
+    ap.add_argument("--keep", type=Path, help="keep the run folders under this folder")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        runs = []
+        for seed in args.seeds:
+            runs.append(run_seed(args.recipe, seed, args.sets, root / f"seed{seed}"))
+            print(f"seed {seed}: {runs[-1]['wall_s']} s", flush=True)
+    result = {
+        "recipe": args.recipe,
+        "sets": args.sets,
+        "seeds": args.seeds,
+        "machine": machine(),
+        "runs": runs,
+        "aggregate": aggregate(runs),
+    }
+    print_table(result)
+    finish(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
