@@ -75,6 +75,14 @@ def _critique(run: Path, data: dict[str, Any]) -> str:
     return body
 
 
+def _models_line(models: dict[str, Any]) -> str:
+    """Policy and judge by name, then whichever other model settings are set (not every default)."""
+    named = [f"{k} <b>{html.escape(str(models[k]))}</b>" for k in ("policy", "judge") if models.get(k)]
+    rest = {k: v for k, v in models.items() if k not in ("policy", "judge") and v not in (None, "auto", [], {})}
+    extra = f" ({html.escape(json.dumps(rest, sort_keys=True))})" if rest else ""
+    return "models: " + ", ".join(named or ["—"]) + extra
+
+
 def _sections(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
     """In reading order: the judge-free verdict first, then the data flow from labels to evaluation."""
     return [
@@ -116,7 +124,7 @@ def build_report(run: Path) -> str:
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body><h1>{title}</h1>{warnings}"
         f"<p>Constitution <b>{html.escape(str(recipe.get('constitution', '')))}</b>; "
-        f"models {html.escape(json.dumps(recipe.get('models', {})))}.</p>{body}"
+        f"{_models_line(recipe.get('models') or {})}.</p>{body}"
         f"<script type='application/json' id='cai-data'>{blob}</script></body></html>"
     )
     return redact_text(page, secrets)

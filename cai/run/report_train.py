@@ -91,6 +91,8 @@ def _gap_histogram(summary: dict[str, Any]) -> str:
         w: [float(g) for g in summary.get(f"eval_gaps_{w}") or [] if number(g) is not None] for w in ("before", "after")
     }
     if not gaps["after"]:
+        if (summary.get("rows") or {}).get("eval") == 0:
+            return "<p>No held-out pairs (the pm stage's <code>eval</code>), so no held-out reward-gap histogram.</p>"
         return "<p>This PM folder records no per-pair held-out gaps (written before they were), so no histogram.</p>"
     fig, ax = figure(7, 2.8)
     both = gaps["before"] + gaps["after"]

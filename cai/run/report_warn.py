@@ -7,6 +7,7 @@ run, a stage not run), and quotes the figure when it warns, so a reader can chec
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ POSITION_SHARE_MAX = 0.9
 # A PM that ranks held-out pairs right less than 55% of the time, or whose 95% interval holds a
 # coin's 0.5, gives RL a reward that is mostly noise.
 PM_ACCURACY_MIN = 0.55
+# Without held-out pairs: a final training loss this close to ln 2 (soft labels near 0.5 give
+# the same) is what a PM that scores every pair alike reaches.
+PM_LOSS_NEAR_LN2 = 0.02
 # Below 10% of rollouts ending with EOS, nearly every rollout carries the missing-EOS penalty, so
 # the reward mostly measures "cut off or not" rather than the PM's preference.
 EOS_RATE_MIN = 0.1
@@ -78,7 +82,7 @@ def pm_warning(info: dict[str, Any] | None) -> RunWarning | None:
     acc = number(summary.get("eval_accuracy_after"))
     n = (summary.get("rows") or {}).get("eval")
     if acc is None or not isinstance(n, int) or n <= 0:
-        return None
+        return _pm_loss_warning(summary) if n == 0 else None
     lo, hi = wilson(round(acc * n), n) or (0.0, 1.0)
     if acc >= PM_ACCURACY_MIN and not lo <= 0.5 <= hi:
         return None
@@ -86,6 +90,21 @@ def pm_warning(info: dict[str, Any] | None) -> RunWarning | None:
         "pm-chance",
         f"<b>The PM is near chance:</b> held-out accuracy {acc:.3f} on {n} pairs, 95% interval "
         f"[{lo:.3f}, {hi:.3f}] (a coin scores 0.5); its reward is mostly noise.",
+    )
+
+
+def _pm_loss_warning(summary: dict[str, Any]) -> RunWarning | None:
+    """No held-out pairs: the training loss is all there is. Ending next to ln 2, the loss of
+    predicting 0.5 for every pair, it shows nothing was learned."""
+    last = number(summary.get("train_loss_last"))
+    if last is None or abs(last - math.log(2)) > PM_LOSS_NEAR_LN2:
+        return None
+    first = number(summary.get("train_loss_first"))
+    went = f"{first:.3f} → {last:.3f}" if first is not None else f"ended at {last:.3f}"
+    return RunWarning(
+        "pm-chance",
+        f"<b>The PM may be at chance:</b> no held-out pairs measure it (`eval` in the pm stage), and its "
+        f"training loss went {went}, next to ln 2 = 0.693, what predicting 0.5 for every pair scores.",
     )
 
 
@@ -108,7 +127,7 @@ def rl_warnings(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[RunWar
         out.append(
             RunWarning(
                 "rl-negative-kl",
-                f"<b>The KL estimate goes negative</b> ({len(neg)} of {len(kls)} logged updates, lowest {k:.4f} at "
+                f"<b>The KL estimate goes negative</b> ({len(neg)} of {len(kls)} logged updates, lowest {k:.3g} at "
                 f"{html.escape(str(x))}): a negative estimate of KL means the per-token estimator is noisy, not "
                 "that the policy is closer than identical.",
             )

@@ -183,7 +183,7 @@ def test_position_driven_run_warns_first_with_its_figures(tmp_path: Path, always
     lo, hi = wilson(4, 8)
     assert f"accuracy 0.500 on 8 pairs, 95% interval [{lo:.3f}, {hi:.3f}]" in warns["pm-chance"]
     assert "0.0% of rollouts on average over 4 logged updates" in warns["rl-no-eos"]
-    assert "lowest -0.0300 at 32" in warns["rl-negative-kl"]
+    assert "lowest -0.03 at 32" in warns["rl-negative-kl"]
     assert "per-token estimator is noisy, not that the policy is closer than identical" in warns["rl-negative-kl"]
     assert "-0.050 [-0.200, +0.100]" in warns["harmless-no-gain"]
 
@@ -255,6 +255,16 @@ def _no_gain(run: Path) -> None:
     )
 
 
+def _pm_unmeasured(run: Path) -> None:
+    # The quickstart's PM: no held-out pairs, a training loss that ends next to ln 2.
+    _edit(
+        run / "pm" / "model" / "cai_train.json",
+        lambda d: d["summary"].update(
+            eval_accuracy_after=None, rows={"eval": 0}, train_loss_first=0.704, train_loss_last=0.696
+        ),
+    )
+
+
 def _worse(run: Path) -> None:
     _edit(
         run / "eval" / "summary.json",
@@ -276,9 +286,14 @@ def _over_refusal_up(run: Path) -> None:
         (_first_position, "judge-position", "P(first) &gt; 0.5 in 10 of 11 questions (91%)"),
         (_pm_accuracy, "pm-chance", "accuracy 0.540 on 10000 pairs, 95% interval [0.530, 0.550]"),
         (_pm_interval, "pm-chance", "accuracy 0.700 on 10 pairs, 95% interval [0.397, 0.892]"),
+        (
+            _pm_unmeasured,
+            "pm-chance",
+            "no held-out pairs measure it (`eval` in the pm stage), and its training loss went 0.704 → 0.696",
+        ),
         (_no_eos_ppo, "rl-no-eos", "0.0% of rollouts"),
         (_no_eos_grpo, "rl-no-eos", "5.0% of rollouts"),
-        (_negative_kl, "rl-negative-kl", "1 of 6 logged updates, lowest -0.0020 at 24"),
+        (_negative_kl, "rl-negative-kl", "1 of 6 logged updates, lowest -0.002 at 24"),
         (_no_gain, "harmless-no-gain", "-0.100 [-0.250, +0.000]"),
         (_worse, "harmless-worse", "+0.200 [+0.050, +0.350]"),
         (_over_refusal_up, "over-refusal-up", "+0.200 [+0.010, +0.380]"),
@@ -288,6 +303,7 @@ def _over_refusal_up(run: Path) -> None:
         "first-position",
         "pm-accuracy",
         "pm-interval",
+        "pm-unmeasured",
         "eos-ppo",
         "eos-grpo",
         "kl",
