@@ -7,8 +7,8 @@ writes almost no refusals (see benchmarks/harmless_gain.py). This measures the o
 claim: supervised fine-tuning of the same model on replies a careful person wrote, the `chosen`
 replies of data/judge_dev.jsonl's harmless and helpful pairs (ours, hand-written; some decline,
 some help safely, the helpful ones answer benign requests that sound alarming), then the
-quickstart's judge-free evaluation (`cai eval policy` with the quickstart recipe's eval settings:
-held-out red-team prompts 80–111 and 6 safe-lookalike prompts per category), untouched model as
+judge-free evaluation (`cai eval policy`: red-team prompts 80–111, which no quickstart stage
+trains on, and the first 6 safe-lookalike prompts of each category), untouched model as
 baseline. It is not Constitutional AI (people wrote the targets) and not a recipe we ship: it
 shows whether the model *can* learn to refuse from ~250 rows, i.e. whether the bottleneck is the
 data the pipeline gets from the model or the model itself.
