@@ -61,12 +61,20 @@ def _held_out(summary: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def pm_section(run: Path, data: dict[str, Any]) -> str:
-    model = run / "pm" / "model"
+def _trained(run: Path, stage: str) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(model folder, its cai_train.json, that file's summary) for a finished training stage."""
+    model = run / stage / "model"
     info = read_json(model / "cai_train.json")
     if info is None:
+        return None
+    return model, info, info.get("summary", info)
+
+
+def pm_section(run: Path, data: dict[str, Any]) -> str:
+    found = _trained(run, "pm")
+    if found is None:
         return ""
-    summary = info.get("summary", info)
+    model, _, summary = found
     keys = [k for k in summary if ("accuracy" in k or "loss" in k) and not isinstance(summary[k], list)]
     data["pm"] = {k: summary[k] for k in keys}
     rows = train_rows(model)
@@ -118,11 +126,10 @@ def _gap_histogram(summary: dict[str, Any]) -> str:
 
 def dpo_section(run: Path, data: dict[str, Any]) -> str:
     """DPO (in place of PM + RL): its loss and implicit-reward margin per step, and the summary."""
-    model = run / "dpo" / "model"
-    info = read_json(model / "cai_train.json")
-    if info is None:
+    found = _trained(run, "dpo")
+    if found is None:
         return ""
-    summary = info.get("summary", info)
+    model, info, summary = found
     keys = [k for k in summary if any(w in k for w in ("loss", "accuracy", "margin"))]
     rows = train_rows(model)
     loss_name = (info.get("settings") or {}).get("loss", "")

@@ -211,26 +211,32 @@ class CritiqueBatch:
     def records(
         self, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        records = []
-        for k, it in enumerate(self.items):
-            rounds_k = self.rounds[k]
-            records.append(
-                {
-                    "id": ids[k],
-                    "order": orders[k],
-                    "chunk": chunk,
-                    "mode": "revise",
-                    "prompt_id": it.id,
-                    "prompt": it.messages,
-                    "initial_response": self.initial[k],
-                    "rounds": rounds_k,
-                    "final_revision": self.latest[k] if self.errors[k] is None else None,
-                    "flags": sorted({f for r in rounds_k for f in r["flags"]}) if rounds_k else [],
-                    "error": self.errors[k],
-                    "provenance": provenance,
-                }
-            )
-        return records
+        return [
+            _record(ids[k], orders[k], chunk, "revise", it, provenance, self.errors[k])
+            | {
+                "initial_response": self.initial[k],
+                "rounds": self.rounds[k],
+                "final_revision": self.latest[k] if self.errors[k] is None else None,
+                "flags": sorted({f for r in self.rounds[k] for f in r["flags"]}),
+            }
+            for k, it in enumerate(self.items)
+        ]
+
+
+def _record(
+    rid: str, order: int, chunk: int, mode: str, it: PromptItem, provenance: dict[str, Any], error: str | None
+) -> dict[str, Any]:
+    """The fields every critique record has, in either mode."""
+    return {
+        "id": rid,
+        "order": order,
+        "chunk": chunk,
+        "mode": mode,
+        "prompt_id": it.id,
+        "prompt": it.messages,
+        "error": error,
+        "provenance": provenance,
+    }
 
 
 class DistillBatch:
@@ -264,20 +270,13 @@ class DistillBatch:
         self, ids: list[str], orders: list[int], chunk: int, provenance: dict[str, Any]
     ) -> list[dict[str, Any]]:
         return [
-            {
-                "id": ids[k],
-                "order": orders[k],
-                "chunk": chunk,
-                "mode": "distill",
-                "prompt_id": it.id,
-                "prompt": it.messages,
+            _record(ids[k], orders[k], chunk, "distill", it, provenance, self.errors[k])
+            | {
                 "response_raw": self.raw[k],
                 "initial_response": self.answers[k],  # the only answer: the SFT target
                 "rounds": [],
                 "final_revision": self.answers[k] if self.errors[k] is None else None,
                 "flags": self.flags[k],
-                "error": self.errors[k],
-                "provenance": provenance,
             }
             for k, it in enumerate(self.items)
         ]
