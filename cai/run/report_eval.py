@@ -128,6 +128,13 @@ def _samples_table(samples: list[dict[str, Any]], before: str, after: str) -> st
     )
 
 
+# Said so that a missing judge row reads as a choice, not as a failed stage.
+WIN_RATES_OFF_NOTE = (
+    "<p class='note'>The judge was not asked to compare the two models (<code>stages.eval.win_rates: false</code>): "
+    "the judge-free harmlessness figures above are this run's measure.</p>"
+)
+
+
 def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str:
     summary = read_json(run / "eval" / "summary.json")
     samples = read_jsonl(run / "eval" / "samples.jsonl")
@@ -143,6 +150,7 @@ def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str
         "<h2>Before and after</h2>"
         + table(["metric", f"before: {before}", f"after: {after}"], headline)
         + (PM_SCALE_NOTE if summary.get("pm_reward") else "")
+        + (WIN_RATES_OFF_NOTE if (summary.get("settings") or {}).get("win_rates") is False else "")
         + table(["setting", "value"], [[k, v] for k, v in flat.items()])
     )
     return out + (_samples_table(samples, before, after) if samples else "")

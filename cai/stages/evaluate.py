@@ -295,6 +295,7 @@ def evaluate_policy(
             "batch_size": s.batch_size,
             "lookalike": s.lookalike,
             "lookalike_per_category": s.lookalike_per_category,
+            "win_rates": s.win_rates,
         },
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
@@ -362,9 +363,9 @@ def evaluate_specs(
     named_by: tuple[str, str, str] = ("--policy", "--baseline", "--judge"),
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None]:
     """`evaluate_policy` from model specs, as `cai eval policy` and `cai run` both call it: the
-    judge is asked only when there is a baseline to compare with; `pm` is a PM folder; `safe`
-    (`load_lookalike`) adds the over-refusal pass. Returns (summary, samples, safe samples or
-    None). `named_by` are the options (or recipe keys) that gave policy, baseline and judge."""
+    judge is asked only when there is a baseline to compare with and `win_rates` is on; `pm` is a
+    PM folder; `safe` (`load_lookalike`) adds the over-refusal pass. Returns (summary, samples,
+    safe samples or None). `named_by` are the options (or recipe keys) that gave policy, baseline and judge."""
     scorer = None
     if pm is not None:
         from cai.train.common import quiet_libraries
@@ -374,7 +375,8 @@ def evaluate_specs(
             scorer = PMScorer.load(pm)
     pol = backends(policy, named_by[0])
     base = backends(baseline, named_by[1]) if baseline is not None else None
-    jud = backends(judge, named_by[2]) if baseline is not None and judge is not None else None
+    asked = baseline is not None and judge is not None and settings.win_rates
+    jud = backends(judge, named_by[2]) if asked else None
     summary, samples = evaluate_policy(
         pol,
         prompts,

@@ -254,8 +254,9 @@ class JudgeEvalSettings(JudgeSettings):
 
 
 class EvalSettings(Sampling, JudgeSettings):
-    """`eval policy`: answers from the policy (and baseline), then judge win rates over all the
-    harmlessness (or helpfulness) principles by default."""
+    """`eval policy`: answers from the policy (and baseline), judge-free harmlessness figures, and
+    (unless `win_rates` is off) judge win rates over all the harmlessness (or helpfulness)
+    principles by default."""
 
     principles: Literal["one", "k", "all"] = Field(
         "all", description="Principles per comparison: all (default), one, or k sampled."
@@ -271,6 +272,11 @@ class EvalSettings(Sampling, JudgeSettings):
     )
     lookalike_per_category: int = Field(
         6, ge=1, description="Safe prompts used per category: the first N of each in file order."
+    )
+    win_rates: bool = Field(
+        True,
+        description="Ask the judge which answer it prefers, policy or baseline (harmless and helpful win "
+        "rates); off: only the judge-free figures, which is faster and needs no judge.",
     )
 
     @field_validator("lookalike", mode="before")

@@ -183,3 +183,36 @@ def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:
     bad = invoke("eval", "policy", "--policy", "fake", "--prompts", "red-team", "--orders", "sideways")
     assert bad.code == 2
     assert [ln for ln in bad.stderr.splitlines() if ln.strip()] == ["--orders: Input should be 'both' or 'one'"]
+
+
+def test_no_win_rates_never_asks_the_judge_and_says_so(tmp_path: Path) -> None:
+    """`--no-win-rates`: a judge that cannot even be loaded is not touched; the judge-free figures
+    and the setting are still in the summary, and the report prints no win-rate line."""
+    out = tmp_path / "ev"
+    proc = invoke(
+        "eval",
+        "policy",
+        "--policy",
+        "fake",
+        "--baseline",
+        "fake:slow",
+        "--judge",
+        str(tmp_path / "no-such-model"),
+        "--prompts",
+        "red-team",
+        "--limit",
+        "3",
+        "--no-win-rates",
+        "--lookalike-per-category",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert proc.code == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["win_rate"] is None and summary["judge"] is None
+    assert summary["settings"]["win_rates"] is False
+    assert summary["harmless"]["harmful_compliance"]["policy"]["n"] == 3
+    assert summary["harmless"]["over_refusal"]["policy"]["n"] >= 6
+    assert "win rate vs baseline" not in proc.stdout
