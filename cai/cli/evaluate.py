@@ -27,7 +27,10 @@ def eval_policy(
     run: Seed,
     backend: BackendSettings,
     judge: Annotated[
-        str, typer.Option("--judge", "-j", help="Judge model spec for the win rates (used with --baseline).")
+        str,
+        typer.Option(
+            "--judge", "-j", help="Judge model spec for the win rates (used with --baseline, unless --no-win-rates)."
+        ),
     ] = DEFAULT_MODEL,
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="Model to compare against (e.g. the SL-CAI model).")

@@ -142,7 +142,7 @@ def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str
         return ""
     flat = {k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None}
     headline = eval_headline(summary)
-    data["eval"] = flat
+    data["eval"] = flat | {"win_rates": (summary.get("settings") or {}).get("win_rates", True)}
     data["eval_headline"] = {row[0]: row[1:] for row in headline}
     before = model_name(summary.get("baseline"), run, recipe)
     after = model_name(summary.get("policy"), run, recipe)

@@ -52,3 +52,17 @@ def test_samples_show_prompt_text_and_pm_scores(tmp_path: Path) -> None:
     assert "{'content'" not in html and "{&#x27;content" not in html
     assert "user: Hi\nassistant: Hello\nuser: Help me" in html
     assert "PM 1.25" in html and "PM -0.50" in html
+
+
+def test_win_rates_off_is_said_and_recorded(tmp_path: Path) -> None:
+    """A run that did not ask the judge says so next to the table, instead of silently missing rows."""
+    (tmp_path / "eval").mkdir()
+    off = SUMMARY | {"win_rate": None, "judge": None, "settings": {"win_rates": False}}
+    (tmp_path / "eval" / "summary.json").write_text(json.dumps(off))
+    html = build_report(tmp_path)
+    data = json.loads(html.split("id='cai-data'>", 1)[1].split("</script>", 1)[0])
+    assert data["eval"]["win_rates"] is False
+    assert "stages.eval.win_rates: false" in html
+    assert not any(k.startswith("judge prefers") for k in data["eval_headline"])
+    (tmp_path / "on").mkdir()
+    assert "stages.eval.win_rates: false" not in _run(tmp_path / "on")  # no settings: the judge was asked
