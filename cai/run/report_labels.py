@@ -22,8 +22,12 @@ def label_method_section(run: Path, data: dict[str, Any]) -> str:
     prov = records[0].get("provenance", {})
     method = summary.get("method", "mc")
     scorer = (prov.get("judge_settings") or {}).get("method", method)
-    norm = (prov.get("judge_settings") or {}).get("contrast_norm")
-    measured = measured_agreement(prov.get("judge"), scorer, norm) if method not in ("rlcd", "revision") else None
+    js = prov.get("judge_settings") or {}
+    measured = (
+        measured_agreement(prov.get("judge"), scorer, js.get("contrast_norm"), js.get("principles", "one"), js.get("k"))
+        if method not in ("rlcd", "revision")
+        else None
+    )
     data["label_method"] = {"method": method, "rescore": summary.get("rescore"), "measured": measured}
     if method in ("rlcd", "revision"):
         how = f"pairs by construction ({html.escape(method)}): the preferred side is known, no judge decided it" + (
@@ -36,7 +40,7 @@ def label_method_section(run: Path, data: dict[str, Any]) -> str:
         how = (
             f"method <b>{html.escape(measured['method'])}</b> with judge {html.escape(str(prov.get('judge')))}: "
             f"it agrees with people on {fmt(measured['agreement'])} of judge-dev's {measured['split']} split "
-            f"(n={measured['n']}; multiple choice: {fmt(measured['mc'])})"
+            f"(n={measured['n']}, {measured['per_pair']}; multiple choice asked the same way: {fmt(measured['mc'])})"
         )
     else:
         how = (

@@ -376,9 +376,19 @@ def format_comparison(result: dict[str, Any]) -> str:
 MEASURED = "method_agreement.json"  # data/: `--compare` on judge-dev's test split, embedded judge
 
 
-def measured_agreement(judge: str | None, method: str, norm: str | None = None) -> dict[str, Any] | None:
+def _per_pair(principles: str, k: int | None) -> str:
+    return "one principle per pair" if principles == "one" else f"{k if principles == 'k' else 'all'} principles per pair"
+
+
+def measured_agreement(
+    judge: str | None, method: str, norm: str | None = None, principles: str = "one", k: int | None = None
+) -> dict[str, Any] | None:
     """The shipped measurement of `method` with `judge` on judge-dev's test split, if there is one
-    (only the embedded judge is measured here; other judges need their own `judge-eval`)."""
+    (only the embedded judge is measured here; other judges need their own `judge-eval`).
+
+    The table holds one ranking with one principle per pair and, under ``ensembles``, rankings
+    measured with k principles per pair; the one measured the way the run drew its principles is
+    quoted, else the one-principle figure, and ``per_pair`` says which it is."""
     from cai.io.readers import read_json_file
     from cai.paths import data_dir
 
@@ -389,13 +399,17 @@ def measured_agreement(judge: str | None, method: str, norm: str | None = None) 
     if table.get("judge") != judge:
         return None
     name = f"{method} ({norm})" if method == "contrast" and norm else method
-    row = next((r for r in table.get("ranking", []) if r.get("method") == name), None)
-    if row is None or row.get("agreement") is None:
-        return None
-    return {
-        "method": name,
-        "agreement": row["agreement"],
-        "n": row["n"],
-        "split": table.get("split"),
-        "mc": next((r["agreement"] for r in table["ranking"] if r.get("method") == "mc"), None),
-    }
+    blocks = [{"principles": "one", "k": None, "ranking": table.get("ranking", [])}, *table.get("ensembles", [])]
+    same = [b for b in blocks if b.get("principles") == principles and (principles != "k" or b.get("k") == k)]
+    for block in same + blocks[:1]:
+        row = next((r for r in block["ranking"] if r.get("method") == name), None)
+        if row is not None and row.get("agreement") is not None:
+            return {
+                "method": name,
+                "agreement": row["agreement"],
+                "n": row["n"],
+                "split": table.get("split"),
+                "per_pair": _per_pair(block["principles"], block.get("k")),
+                "mc": next((r["agreement"] for r in block["ranking"] if r.get("method") == "mc"), None),
+            }
+    return None

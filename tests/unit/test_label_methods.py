@@ -334,3 +334,18 @@ def test_cot_with_a_contrast_rescore_is_a_settings_error() -> None:
 
     with pytest.raises(ValidationError, match="--cot"):
         LabelSettings(method="rlcd", rescore="contrast", cot=True)
+
+
+def test_measured_agreement_quotes_the_table_measured_the_way_the_run_drew_principles() -> None:
+    """A run with 4 principles per pair gets the 4-principle figures; one drawn another way gets
+    the one-principle figures, named as such (never a figure measured some other way unnamed)."""
+    from cai.stages.judge_eval import measured_agreement
+
+    one = measured_agreement("embedded", "contrast", "mean")
+    four = measured_agreement("embedded", "contrast", "mean", "k", 4)
+    two = measured_agreement("embedded", "contrast", "mean", "k", 2)
+    assert one is not None and four is not None and two is not None
+    assert one["per_pair"] == "one principle per pair" and four["per_pair"] == "4 principles per pair"
+    assert two == one  # not measured with 2: the one-principle figure, said to be that
+    assert four["mc"] is not None and four["agreement"] != one["agreement"]
+    assert measured_agreement("fake", "contrast", "mean", "k", 4) is None
