@@ -377,7 +377,9 @@ MEASURED = "method_agreement.json"  # data/: `--compare` on judge-dev's test spl
 
 
 def _per_pair(principles: str, k: int | None) -> str:
-    return "one principle per pair" if principles == "one" else f"{k if principles == 'k' else 'all'} principles per pair"
+    if principles == "one":
+        return "one principle per pair"
+    return f"{k if principles == 'k' else 'all'} principles per pair"
 
 
 def measured_agreement(
