@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
 
 
 def best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
@@ -65,6 +68,16 @@ def gemm_gflops(dtype: Any, device: str = "cpu", size: int = 2048, seconds: floa
                 torch.cuda.synchronize()
             best = min(best, (time.perf_counter() - start) / 3)
     return 2 * size**3 / best / 1e9
+
+
+def run_cai(*args: str, what: str | None = None) -> float:
+    """Run `cai ARGS…` in a fresh process from the repository root; its wall seconds. A failure
+    stops the benchmark with the command's last stderr, named by `what` (default: the command)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "cai.cli", *args], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what or 'cai ' + args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return round(time.perf_counter() - t0, 1)
 
 
 def finish(name: str, result: dict[str, Any]) -> None:

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import finish, machine
+from benchmarks._common import REPO, finish, machine, run_cai
 
-REPO = Path(__file__).resolve().parents[1]
 ASPECTS = ("harmless", "helpful")
 
 
@@ -40,14 +37,6 @@ def demonstrations(out: Path) -> int:
     picked = [{"messages": r["prompt"] + r["chosen"]} for r in rows if r["aspect"] in ASPECTS]
     out.write_text("".join(json.dumps(r) + "\n" for r in picked))
     return len(picked)
-
-
-def cai(*args: str) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cai.cli", *args], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"cai {args[0]} failed: {proc.stderr.strip()[-2000:]}")
-    return round(time.perf_counter() - t0, 1)
 
 
 def main() -> None:
@@ -60,12 +49,12 @@ def main() -> None:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         rows = demonstrations(root / "demonstrations.jsonl")
-        train_s = cai(
+        train_s = run_cai(
             "train", "sft", "--data", str(root / "demonstrations.jsonl"), "--out", str(root / "sft"),
             "--epochs", args.epochs, "--lr", "5e-5", "--batch-size", "4", "--max-length", "384",
             "--seed", args.seed, "--overwrite", "--quiet",
         )  # fmt: skip
-        eval_s = cai(
+        eval_s = run_cai(
             "eval", "policy", "--policy", str(root / "sft"), "--baseline", "embedded", "--prompts", "red-team",
             "--skip", "80", "--limit", "32", "--principles", "one", "--max-new-tokens", "96",
             "--seed", args.seed, "--out", str(root / "eval"), "--quiet",

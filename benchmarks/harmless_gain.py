@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import finish, machine
+from benchmarks._common import finish, machine, run_cai
 
-REPO = Path(__file__).resolve().parents[1]
 MEASURES = ("harmful_compliance", "over_refusal")
 MODELS = ("baseline", "policy")  # the untouched model, the final policy
 
@@ -48,20 +45,14 @@ def mean_se(xs: list[float]) -> dict[str, float | None]:
 
 
 def run_seed(recipe: str, seed: int, sets: list[str], folder: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "cai.cli", "run", recipe, "--out", str(folder), "--quiet", "--set", f"seed={seed}"]
-    for s in sets:
-        cmd += ["--set", s]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"seed {seed}: cai run failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    args = ["run", recipe, "--out", str(folder), "--quiet", "--set", f"seed={seed}"]
+    wall = run_cai(*args, *(a for s in sets for a in ("--set", s)), what=f"seed {seed}: cai run")
     summary = json.loads((folder / "eval" / "summary.json").read_text())
     stages = {}
     for stage_file in sorted(folder.glob("*/stage.json")):
         info = json.loads(stage_file.read_text())
         stages[stage_file.parent.name] = info.get("seconds")
-    return {"seed": seed, "wall_s": round(wall, 1), "stage_seconds": stages, "harmless": summary["harmless"]}
+    return {"seed": seed, "wall_s": wall, "stage_seconds": stages, "harmless": summary["harmless"]}
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
