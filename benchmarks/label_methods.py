@@ -29,13 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import finish, machine
+from benchmarks._common import REPO, finish, machine
 from cai.constitution.load import load_constitution
 from cai.io.pairs import Pair, load_pairs
 from cai.io.sources import load_prompts
 from cai.models.base import GenerationParams
 from cai.models.spec import load_backend
-from cai.stages.judge_eval import compare_methods, format_comparison, select_split
+from cai.stages.judge_eval import MEASURED, compare_methods, format_comparison, select_split
 from cai.stages.label import judge_pairs, revision_pairs
 from cai.stages.settings import JudgeSettings
 from cai.templates.messages import rlcd_messages
@@ -199,13 +199,7 @@ def main() -> None:
     result["conversation_length"] = length_rows(c, judge, pairs[: max(2, args.pairs // 2)])
     for r in result["conversation_length"]:
         print(r)
-    shipped = Path(__file__).resolve().parents[1] / "data" / "method_agreement.json"
-    if not args.agreement and shipped.is_file():
-        # The full comparison takes over an hour here; quote the shipped measurement, saying so.
-        result["agreement"] = {
-            "test": json.loads(shipped.read_text()),
-            "source": "data/method_agreement.json (cai judge-eval --judge embedded --split test --compare), not rerun",
-        }
+    shipped = REPO / "data" / MEASURED
     if args.agreement:
         result["agreement"] = {}
         for split in ("dev", "test"):
@@ -216,6 +210,12 @@ def main() -> None:
             cmp["seconds"] = round(time.perf_counter() - t0, 1)
             result["agreement"][split] = cmp
             print(f"\n[{split}]\n" + format_comparison(cmp))
+    elif shipped.is_file():
+        # The full comparison takes over an hour here; quote the shipped measurement, saying so.
+        result["agreement"] = {
+            "test": json.loads(shipped.read_text()),
+            "source": "data/method_agreement.json (cai judge-eval --judge embedded --split test --compare), not rerun",
+        }
     finish("label_methods", result)
 
 

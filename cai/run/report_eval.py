@@ -142,7 +142,8 @@ def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str
         return ""
     flat = {k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None}
     headline = eval_headline(summary)
-    data["eval"] = flat | {"win_rates": (summary.get("settings") or {}).get("win_rates", True)}
+    win_rates = (summary.get("settings") or {}).get("win_rates", True)  # absent: written before the setting
+    data["eval"] = flat | {"win_rates": win_rates}
     data["eval_headline"] = {row[0]: row[1:] for row in headline}
     before = model_name(summary.get("baseline"), run, recipe)
     after = model_name(summary.get("policy"), run, recipe)
@@ -150,7 +151,7 @@ def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str
         "<h2>Before and after</h2>"
         + table(["metric", f"before: {before}", f"after: {after}"], headline)
         + (PM_SCALE_NOTE if summary.get("pm_reward") else "")
-        + (WIN_RATES_OFF_NOTE if (summary.get("settings") or {}).get("win_rates") is False else "")
+        + (WIN_RATES_OFF_NOTE if win_rates is False else "")
         + table(["setting", "value"], [[k, v] for k, v in flat.items()])
     )
     return out + (_samples_table(samples, before, after) if samples else "")

@@ -21,8 +21,8 @@ def label_method_section(run: Path, data: dict[str, Any]) -> str:
         return ""
     prov = records[0].get("provenance", {})
     method = summary.get("method", "mc")
-    scorer = (prov.get("judge_settings") or {}).get("method", method)
     js = prov.get("judge_settings") or {}
+    scorer = js.get("method", method)
     measured = (
         measured_agreement(prov.get("judge"), scorer, js.get("contrast_norm"), js.get("principles", "one"), js.get("k"))
         if method not in ("rlcd", "revision")
