@@ -269,6 +269,7 @@ def test_bad_safe_set_recipe_keys_are_one_line_errors(tmp_path: Path) -> None:
             ("    lookalike_per_category: 0\n", ":7: stages.eval.lookalike_per_category: Input should be greater"),
             ("    lookalike: 3\n", ":7: stages.eval.lookalike: Input should be a valid string"),
             ("    lookalike: no-such.jsonl\n", ":7: stages.eval.lookalike: no such file or folder: no-such.jsonl"),
+            ("    win_rates: sometimes\n", ":7: stages.eval.win_rates: Input should be a valid boolean"),
         ]
     ):
         recipe = tmp_path / f"r{n}.yaml"
