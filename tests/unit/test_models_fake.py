@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 
 from cai.constitution.load import load_constitution
 from cai.io.pairs import Pair
+from cai.models import fake
 from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
 from cai.stages.label import judge_pairs
@@ -84,11 +85,15 @@ def test_always_a() -> None:
     assert res["p_a"] == pytest.approx(0.5) and all(x["consistent"] is False for x in res["principles"])
 
 
-def test_slow_sleeps_per_call() -> None:
+def test_slow_sleeps_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    # Only this module's clock is replaced: the test counts the pauses instead of timing them.
+    monkeypatch.setattr(fake, "time", SimpleNamespace(sleep=slept.append))
     backend = FakeBackend("slow")
-    start = time.perf_counter()
     backend.generate([CONV, CONV], GenerationParams())
-    assert time.perf_counter() - start >= 0.05 and backend.calls == 1
+    assert slept == [0.05] and backend.calls == 1
+    FakeBackend("default").generate([CONV], GenerationParams())
+    assert slept == [0.05]
 
 
 def test_unknown_mode() -> None:

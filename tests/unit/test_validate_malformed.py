@@ -1,33 +1,41 @@
 """`cai validate` on hostile and broken inputs, through the real CLI entry point (in-process).
 
 Every case must: exit 2; print one line per problem that names the file and line
-(`path:LINE: ...`); print no traceback and nothing that looks like leaked Python objects; finish
-well inside the time limit; and execute nothing — payloads try to `touch` a marker file that must
-not exist afterwards.
+(`path:LINE: ...`); print no traceback and nothing that looks like leaked Python objects; stay
+within a fixed amount of memory; and execute nothing — payloads try to `touch` a marker file that
+must not exist afterwards.
 
 Each case is its own test, run in its own folder (generated cases also from inside it, so a
 relative `touch pwned` would land there too) under pytest-timeout, so a hang fails the case
-instead of stalling the suite. A few static fixtures that repeat a kind of error already covered
-are checked only through one run of `cai validate` over the whole fixture folder.
+instead of stalling the suite. No assertion reads a clock: a hostile template may be stopped by
+the time budget or by the size budget, whichever comes first on this machine under this load,
+and each budget is tested alone with the other one lifted. A few static fixtures that repeat a
+kind of error already covered are checked only through one run of `cai validate` over the whole
+fixture folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import time
-from dataclasses import dataclass, field
+import tracemalloc
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 
+from cai.templates import budget, sandbox
 from tests.helpers import Result, invoke
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
 MARKER = "@MARKER@"  # replaced by the absolute path of the case's marker file
-TIMEOUT_S = 20
+# A guard against hangs only (pytest-timeout), far above any case's run time on a slow, loaded
+# machine: a render is stopped by its own time budget long before.
+HANG_GUARD_S = 120
+# Python memory a case may allocate at its peak (tracemalloc): a render's size budget is 16 MiB.
+PEAK_BYTES = 96 * 2**20
 SUMMARY_RE = re.compile(r"^\d+ problem\(s\) in \d+ file\(s\)$")
 PROBLEM_RE = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<text>.+)$")
 # What leaked Python internals look like when a payload gets further than it should.
@@ -41,7 +49,13 @@ LEAK_SIGNS = (
     "'__name__': ",
 )
 
-Expect = tuple[str, int, tuple[str, ...]]  # (file relative to the case folder, line, substrings)
+# A needle is a substring of the message, or a tuple of substrings of which one must be there.
+Needle = str | tuple[str, ...]
+Expect = tuple[str, int, tuple[Needle, ...]]  # (file relative to the case folder, line, needles)
+# Which budget stops a template that is both slow and large depends on the machine and its load.
+TIME_BUDGET = "took longer than"
+SIZE_BUDGET = "builds more than"
+EITHER_BUDGET = (TIME_BUDGET, SIZE_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,7 @@ class Case:
         return root / self.id if self.files is not None else FIXTURES
 
 
-def static(target: str, line: int, *needles: str, file: str | None = None, solo: bool = True) -> Case:
+def static(target: str, line: int, *needles: Needle, file: str | None = None, solo: bool = True) -> Case:
     case_id = target.replace("/", "-").rsplit(".", 1)[0]
     return Case(case_id, target, ((file or target, line, needles),), solo=solo)
 
@@ -235,7 +249,7 @@ def gen(
     case_id: str,
     content: str | bytes,
     line: int,
-    *needles: str,
+    *needles: Needle,
     name: str = "input.yaml",
     extra: dict[str, str | bytes] | None = None,
     file: str | None = None,
@@ -340,7 +354,7 @@ gen(
 HEADER = "{#- cai\ndescription: hostile template\nvariables: {x: text, conversation: messages}\n-#}\n"
 
 
-def jinja(case_id: str, payload: str, *needles: str) -> None:
+def jinja(case_id: str, payload: str, *needles: Needle) -> None:
     gen(case_id, HEADER + payload, 5, *needles, name="hostile.jinja")
 
 
@@ -447,15 +461,16 @@ jinja("jinja_power_tower", "{{ (((((2**64)**64)**64)**64)**64)**64 }}", "number 
 jinja("jinja_ljust_bomb", "{{ x.ljust(10**10) }}", "numeric argument")
 jinja("jinja_printf_width_bomb", '{{ "%0999999999d" % 1 }}', "numeric argument")
 jinja("jinja_format_width_bomb", '{{ "{:>9999999999}".format(x) }}', "numeric argument")
+# Both slow and large: stopped by whichever budget runs out first (each alone: see the tests below).
 jinja(
     "jinja_nested_loop_cpu",
     "{% for a in x * 66666 %}{% for b in x * 66666 %}{% endfor %}{% endfor %}",
-    "took longer",
+    EITHER_BUDGET,
 )
 jinja(
     "jinja_exponential_macro",
     "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(60) }}",
-    "took longer",
+    EITHER_BUDGET,
 )
 jinja("jinja_infinite_recursion", "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "RecursionError")
 
@@ -510,7 +525,7 @@ CASES = [c for c in STATIC if c.solo] + GENERATED
 class Outcome:
     proc: Result
     folder: Path
-    error: str | None = None
+    peak_bytes: int
 
 
 def _prepare(case: Case, root: Path) -> Path:
@@ -531,10 +546,17 @@ def _run(case: Case, root: Path) -> Outcome:
     folder = _prepare(case, root)
     # Generated cases run inside their folder, so a relative `touch pwned` would land there too.
     cwd = folder if case.files is not None else root
-    start = time.perf_counter()
-    proc = invoke("validate", str(folder / case.target), cwd=cwd)
-    took = time.perf_counter() - start
-    return Outcome(proc, folder, None if took < TIMEOUT_S else f"took {took:.1f}s, more than {TIMEOUT_S}s")
+    tracemalloc.start()
+    try:
+        proc = invoke("validate", str(folder / case.target), cwd=cwd)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return Outcome(proc, folder, peak)
+
+
+def holds(needle: Needle, text: str) -> bool:
+    return needle in text if isinstance(needle, str) else any(n in text for n in needle)
 
 
 def problem_lines(stderr: str) -> list[str]:
@@ -556,12 +578,11 @@ def test_every_static_fixture_is_used() -> None:
     assert on_disk - helpers == used
 
 
-@pytest.mark.timeout(2 * TIMEOUT_S)  # a hang fails here; a slow run fails on out.error below
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_malformed_input_is_reported_not_run(case: Case, tmp_path: Path) -> None:
-    out = _run(case, tmp_path)
-    assert out.error is None, out.error
+def check_reported(case: Case, out: Outcome) -> None:
+    """The contract every case keeps: one line per problem naming file and line, exit 2, no
+    traceback, no leaked internals, nothing executed, bounded memory."""
     proc = out.proc
+    assert out.peak_bytes < PEAK_BYTES, f"peak {out.peak_bytes / 2**20:.1f} MiB"
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.code == 2, (proc.code, proc.stdout, proc.stderr)
     assert proc.stdout == ""
@@ -579,7 +600,39 @@ def test_malformed_input_is_reported_not_run(case: Case, tmp_path: Path) -> None
         assert Path(m["path"]).resolve() == (out.folder / file).resolve(), line
         assert int(m["line"]) == lineno, line
         for needle in needles:
-            assert needle in m["text"], f"{needle!r} not in {line!r}"
+            assert holds(needle, m["text"]), f"{needle!r} not in {line!r}"
+
+
+@pytest.mark.timeout(HANG_GUARD_S)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_malformed_input_is_reported_not_run(case: Case, tmp_path: Path) -> None:
+    check_reported(case, _run(case, tmp_path))
+
+
+# Each budget alone, with the other one lifted, so the message does not depend on the machine:
+# the time budget shortened and the size budget out of reach, then the size budget lowered (to
+# keep the case fast) and the time budget out of reach.
+BUDGET_CASES = ["jinja_nested_loop_cpu", "jinja_exponential_macro"]
+ALONE = {
+    "time": ({"RENDER_SECONDS": 0.5}, {"MAX_RENDER_BYTES": 2**62}, "took longer than 0.5s"),
+    "size": ({"RENDER_SECONDS": 10.0**9}, {"MAX_RENDER_BYTES": 2**20}, "builds more than 1 MiB in one render"),
+}
+
+
+@pytest.mark.timeout(HANG_GUARD_S)
+@pytest.mark.parametrize("which", sorted(ALONE))
+@pytest.mark.parametrize("case_id", BUDGET_CASES)
+def test_each_budget_alone_stops_a_hostile_template(
+    case_id: str, which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timing, sizing, needle = ALONE[which]
+    for name, value in timing.items():
+        monkeypatch.setattr(sandbox, name, value)
+    for name, value in sizing.items():
+        monkeypatch.setattr(budget, name, value)
+    case = next(c for c in GENERATED if c.id == case_id)
+    ((file, line, _),) = case.expect
+    check_reported(replace(case, expect=((file, line, (needle,)),)), _run(case, tmp_path))
 
 
 def test_whole_malformed_folder_reports_every_file(tmp_path: Path) -> None:
