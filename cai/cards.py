@@ -26,6 +26,7 @@ import yaml
 import cai
 from cai.io.atomic import write_text_atomic
 from cai.redact import redact
+from cai.stages import methods
 
 CARD_FILE = "README.md"
 BASE_TAGS = ["cai", "constitutional-ai", "trl"]
@@ -362,34 +363,27 @@ def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping
     )
 
 
-LABEL_METHODS = {
-    "mc": "the judge's probabilities of (A)/(B) for each comparison principle's question",
-    "mc-calibrated": "the judge's probabilities of (A)/(B), with its content-free option prior divided out",
-    "contrast": "likelihood contrast: log p(reply | positive guidance) - log p(reply | negative guidance) "
-    "per comparison principle, through a sigmoid",
-}
-
-
 def label_method_sentence(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
     """How this dataset's labels were made, from what the run recorded (never a fixed text)."""
     judge = dict((provenance or {}).get("judge_settings") or {})
     method = summary.get("method") or judge.get("method", "mc")
-    if method in ("rlcd", "revision"):
-        what = (
-            "pairs by construction: the answer under the constitution's positive prompt over the one "
-            "under its negative prompt"
-            if method == "rlcd"
-            else "the SL-CAI run's final revision over its first answer"
-        )
+    entry = methods.method(method)
+    if entry is not None and entry.constructs_pairs:
         rescore = summary.get("rescore")
         if rescore:
             return (
-                f"{what}, relabelled by {LABEL_METHODS.get(rescore, rescore)} (agreement with the "
+                f"{entry.describes}, relabelled by {_describe(rescore)} (agreement with the "
                 f"construction: {summary.get('rescore_agreement')})."
             )
-        return f"{what}; every label is p_chosen = 1."
-    orders = " and both option orders" if method != "contrast" and judge.get("orders") == "both" else ""
-    return f"RL-CAI (RLAIF), method {method}: {LABEL_METHODS.get(method, method)}, averaged over principles{orders}."
+        return f"{entry.describes}; every label is p_chosen = 1."
+    order_matters = entry is None or entry.order_matters
+    orders = " and both option orders" if order_matters and judge.get("orders") == "both" else ""
+    return f"RL-CAI (RLAIF), method {method}: {_describe(method)}, averaged over principles{orders}."
+
+
+def _describe(name: str) -> str:
+    entry = methods.method(name)
+    return entry.describes if entry is not None else name
 
 
 def label_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:

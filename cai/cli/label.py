@@ -46,7 +46,6 @@ def label(
     from cai.io.sources import load_prompts
     from cai.io.store import parse_shard
     from cai.stages.label import label_pairs, label_prompts, revision_pairs
-    from cai.stages.settings import SCORERS
 
     check_out(out)
     if settings.method == "revision":
@@ -62,7 +61,7 @@ def label(
         raise fail("--policy", None, "policy", "--pairs are labelled as given; drop --policy")
     c = load_constitution(constitution)
     where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
-    needs_judge = settings.method in SCORERS or settings.rescore is not None
+    needs_judge = settings.needs_judge
     with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
         scorer = backends(judge, "--judge") if needs_judge else None
         if critique is not None:

@@ -1,4 +1,4 @@
-"""Model spec strings → backends.
+"""Model spec strings → backends, and → what training loads.
 
 ``embedded``            the SmolLM2-135M-Instruct default (converted once into the cache)
 ``openai:<model>``      an OpenAI-compatible endpoint (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``,
@@ -6,64 +6,50 @@
 ``fake`` / ``fake:<mode>``  the scripted test backend (see `cai.models.fake`)
 anything else           a local folder or hub id, loaded with transformers
 
+Each kind is one entry of the registry in `cai.models.kinds`; the functions here only find the
+entry that claims a spec and call it. ``kinds=`` replaces the registry in effect for one call.
+
 Heavy libraries are imported only when a backend is built, so ``cai --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib.util
+# Not used here since the kinds moved to `cai.models.kinds`, but tests patch
+# `spec.importlib.util.find_spec` (the same module object `kinds._require` calls).
+import importlib.util  # noqa: F401
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cai.models.base import Backend, ModelSpecError
+from cai.models.kinds import NO_KEY, BackendRequest, ModelKind, ParsedSpec, find_kind, resolve_api_key
 
-# Placeholder sent when no key is configured: llama.cpp and local vLLM need none, but the
-# openai client refuses to start without one.
-NO_KEY = "none"
+# NO_KEY, ParsedSpec and resolve_api_key lived here before the registry; importers keep working.
+__all__ = [
+    "NO_KEY",
+    "ModelKind",
+    "ParsedSpec",
+    "list_models",
+    "list_trained",
+    "load_backend",
+    "parse_spec",
+    "resolve_api_key",
+    "resolve_model_path",
+]
 
 
-@dataclass(frozen=True)
-class ParsedSpec:
-    kind: str  # "embedded" | "openai" | "fake" | "local"
-    target: str  # model name, fake mode or path/hub id ("" for embedded)
-
-
-def parse_spec(spec: str) -> ParsedSpec:
-    spec = spec.strip()
-    if not spec:
+def _claim(spec: str, kinds: Sequence[ModelKind] | None) -> tuple[ModelKind, ParsedSpec]:
+    text = spec.strip()
+    if not text:
         raise ModelSpecError("empty model spec; use 'embedded', 'openai:<model>' or a path")
-    if spec == "embedded":
-        return ParsedSpec("embedded", "")
-    if spec == "fake" or spec.startswith("fake:"):
-        from cai.models.fake import MODES
-
-        mode = spec.partition(":")[2] or "default"
-        if mode not in MODES:
-            raise ModelSpecError(f"unknown fake mode {mode!r}; choose one of {', '.join(MODES)}")
-        return ParsedSpec("fake", mode)
-    if spec.startswith("openai:"):
-        model = spec.partition(":")[2].strip()
-        if not model:
-            raise ModelSpecError("'openai:' needs a model name, e.g. 'openai:gpt-4o-mini'")
-        return ParsedSpec("openai", model)
-    return ParsedSpec("local", spec)
+    kind = find_kind(text, kinds)
+    return kind, kind.parse(text)
 
 
-def _require(module: str, hint: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise ModelSpecError(f"this model spec needs the `{module}` package: {hint}")
-
-
-def resolve_api_key(api_key_env: str | None) -> str:
-    """The key's value (never logged): the named env var, else OPENAI_API_KEY, else NO_KEY."""
-    if api_key_env:
-        value = os.environ.get(api_key_env)
-        if not value:
-            raise ModelSpecError(f"--api-key-env names {api_key_env}, which is not set")
-        return value
-    return os.environ.get("OPENAI_API_KEY") or NO_KEY
+def parse_spec(spec: str, *, kinds: Sequence[ModelKind] | None = None) -> ParsedSpec:
+    """Which kind `spec` is and its target; a malformed spec raises `ModelSpecError`."""
+    return _claim(spec, kinds)[1]
 
 
 def load_backend(
@@ -77,49 +63,39 @@ def load_backend(
     timeout: float = 60.0,
     max_retries: int = 4,
     decoder: str = "auto",
+    kinds: Sequence[ModelKind] | None = None,
 ) -> Backend:
     """Build the backend a spec string names. Raises `ModelSpecError` with a fix on failure."""
-    parsed = parse_spec(spec)
-    if parsed.kind == "fake":
-        from cai.models.fake import FakeBackend
+    kind, parsed = _claim(spec, kinds)
+    request = BackendRequest(
+        spec,
+        parsed.target,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        dtype=dtype,
+        device=device,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+        decoder=decoder,
+    )
+    return kind.backend(request)
 
-        return FakeBackend(parsed.target)
-    if parsed.kind == "openai":
-        _require("openai", "pip install openai")
-        from cai.models.api import ApiBackend, RetryPolicy
 
-        return ApiBackend(
-            parsed.target,
-            api_key=resolve_api_key(api_key_env),
-            base_url=base_url,  # None: the client reads OPENAI_BASE_URL itself
-            spec=spec,
-            concurrency=concurrency,
-            timeout=timeout,
-            retry=RetryPolicy(max_retries=max_retries),
-        )
-    _require("torch", "pip install torch")
-    _require("transformers", "pip install transformers")
-    from cai.models.local import LocalBackend
+def resolve_model_path(spec: str, *, quiet: bool = False, kinds: Sequence[ModelKind] | None = None) -> str:
+    """Map a model spec to something `from_pretrained` accepts.
 
-    if parsed.kind == "embedded":
-        _require("gguf", "pip install gguf  (transformers reads the embedded GGUF with it)")
-        from cai.models.embedded import embedded_dir, ensure_embedded, is_converted, require_gguf
-
-        if not is_converted(embedded_dir()):
-            require_gguf()  # fail with the install hint before importing anything heavy
-        path: str | Path = ensure_embedded()
-    else:
-        path = parsed.target
-        local = Path(path).expanduser()
-        if local.exists():
-            path = str(local)
-        elif path.startswith((".", "/", "~")):
-            raise ModelSpecError(f"model folder {path} does not exist")
-        # else: a hub id; transformers resolves it (from its cache when offline)
+    `embedded` becomes the converted embedded folder (converted on first use); an existing path
+    becomes absolute; anything else is passed on as a hub id. API models (and the fake backend)
+    cannot be trained. Every failure is a one-line `--model` `CaiError`.
+    """
     try:
-        return LocalBackend(path, spec=spec, dtype=dtype, device=device, decoder=decoder)
-    except OSError as exc:  # transformers: not found locally and no hub access
-        raise ModelSpecError(f"cannot load model {spec!r}: {exc}") from exc
+        kind = find_kind(spec, kinds)  # as given: a trainer never saw a stripped spec
+    except ModelSpecError as e:  # only a registry without the catch-all kind gets here
+        from cai.errors import fail
+
+        raise fail("--model", None, spec, str(e)) from None
+    return kind.resolve_for_training(spec, quiet=quiet)
 
 
 def list_models() -> list[dict[str, Any]]:

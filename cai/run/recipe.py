@@ -15,114 +15,57 @@ Which stages may go together (`check_stages`, run on every load):
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model
 
 from cai.constitution.schema import Strict, problems_from_validation
 from cai.constitution.yamlio import YamlDoc, load_yaml
 from cai.errors import CaiError, Problem, did_you_mean, fail
-from cai.models.settings import DEFAULT_MODEL, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
-from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Seed, Window
-from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
-
-STAGE_ORDER = ("critique", "sft", "label", "pm", "dpo", "ppo", "eval")
-NEEDS = {"sft": "critique", "pm": "label", "ppo": "pm", "dpo": "label"}
-# The stages that load the model a training stage saves (sft's is the policy of every later one).
-MODEL_READERS = {
-    "sft": ("label", "pm", "dpo", "ppo", "eval"),
-    "pm": ("ppo", "eval"),
-    "dpo": ("eval",),
-    "ppo": ("eval",),
-}
+from cai.run.registry import PromptSet, StageRegistry, current_stages
+from cai.run.sections import Models
+from cai.stages.settings import Seed
 
 
-def _parseable_spec(v: str | None) -> str | None:
-    """A model spec must parse (``fake:nonsense`` is refused here, not when a stage opens it);
-    nothing is loaded."""
-    if v is not None:
-        from cai.models.base import ModelSpecError
-        from cai.models.spec import parse_spec
-
-        try:
-            parse_spec(v)
-        except ModelSpecError as e:
-            raise ValueError(str(e)) from None
-    return v
-
-
-class Models(BackendSettings):
-    policy: str = Field(DEFAULT_MODEL, description="The helpful model that SL-CAI starts from (model spec).")
-    judge: str = Field(DEFAULT_MODEL, description="The feedback model for labels and evaluation (model spec).")
-
-    _specs = field_validator("policy", "judge")(_parseable_spec)
-
-
-class PromptSlice(Window):
-    prompts: str = Field("red-team", description="Prompt file, datasets folder or shipped set.")
-
-
-# Each stage section is the stage's own settings model (the CLI's options are built from the same
-# model), plus where its prompts come from.
-
-
-class CritiqueStage(CritiqueSettings, PromptSlice):
-    model: str | None = Field(
-        None,
-        description="Model that writes answers, critiques and revisions "
-        "(default: models.policy, which is also the SFT base).",
-    )
-
-    _spec = field_validator("model")(_parseable_spec)
-
-
-class SftStage(SftSettings):
-    pass
-
-
-class LabelStage(LabelSettings, PromptSlice):
-    pass
-
-
-class PmStage(PmSettings):
-    pass
-
-
-class DpoStage(DpoSettings):
-    pass
-
-
-class PpoStage(RlSettings, PromptSlice):
-    pass
-
-
-class EvalStage(EvalSettings, PromptSlice):
-    pass
-
-
-class Stages(Strict):
-    critique: CritiqueStage | None = None
-    sft: SftStage | None = None
-    label: LabelStage | None = None
-    pm: PmStage | None = None
-    dpo: DpoStage | None = None
-    ppo: PpoStage | None = None
-    eval: EvalStage | None = None
-
-
-class Recipe(Seed):
+class RecipeBase(Seed):
     kind: Literal["recipe"]
     name: str = Field(min_length=1)
     description: str = ""
     constitution: str = Field(DEFAULT_CONSTITUTION, description="Constitution name or path (relative to the recipe).")
     models: Models = Field(default_factory=Models)
-    stages: Stages
+    registry: ClassVar[StageRegistry]
+    stages: Any
 
     def enabled(self) -> list[str]:
-        return [s for s in STAGE_ORDER if getattr(self.stages, s) is not None]
+        return [s.name for s in self.registry if getattr(self.stages, s.name) is not None]
+
+    def sections(self) -> dict[str, Any]:
+        """Each registered stage's section, None where the recipe leaves the stage out."""
+        return {s.name: getattr(self.stages, s.name) for s in self.registry}
+
+
+@functools.cache
+def recipe_model(registry: StageRegistry) -> type[RecipeBase]:
+    """The recipe schema of a stage registry: one optional `stages` section per stage."""
+    fields: dict[str, Any] = {s.name: (s.section | None, None) for s in registry}
+    stages = create_model("Stages", __base__=Strict, **fields)
+    model = create_model("Recipe", __base__=RecipeBase, stages=(stages, ...))
+    model.registry = registry
+    return model
+
+
+def __getattr__(name: str) -> Any:
+    """`Recipe` and `Stages`: the schema of the registry in force (the built-in stages unless
+    `use_stages` says otherwise)."""
+    if name == "Recipe":
+        return recipe_model(current_stages())
+    if name == "Stages":
+        return recipe_model(current_stages()).model_fields["stages"].annotation
+    raise AttributeError(name)
 
 
 def _coerce(value: str) -> Any:
@@ -160,7 +103,7 @@ def _deep_copy(d: Any) -> Any:
     return d
 
 
-def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:
+def load_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[RecipeBase, Path]:
     """Parse and validate a recipe (with overrides); returns it and its folder."""
     recipe, base, _ = _load(path, sets)
     return recipe, base
@@ -175,7 +118,7 @@ def _from_set(field: str, sets: list[str]) -> bool:
     return False
 
 
-def _load(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path, YamlDoc]:
+def _load(path: str | Path, sets: list[str] | None = None) -> tuple[RecipeBase, Path, YamlDoc]:
     p = Path(path)
     if not p.is_file():
         from cai.paths import data_dir
@@ -187,16 +130,18 @@ def _load(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path
     if not isinstance(doc.data, dict):
         raise fail(str(p), 1, "", "expected a mapping at the top of the file")
     data = apply_sets(doc.data, sets or [])
+    model = recipe_model(current_stages())
     try:
-        recipe = Recipe.model_validate(data)
+        recipe = model.model_validate(data)
     except ValidationError as err:
-        problems = problems_from_validation(YamlDoc(str(p), data, doc.lines), err, Recipe)
+        problems = problems_from_validation(YamlDoc(str(p), data, doc.lines), err, model)
         for prob in problems:
             if sets and _from_set(prob.field, sets):
                 prob.path, prob.line = "--set", None
         raise CaiError(problems) from None
     if not recipe.enabled():
-        raise fail(str(p), doc.line(("stages",)), "stages", f"no stage enabled (any of {', '.join(STAGE_ORDER)})")
+        names = ", ".join(model.registry.names())
+        raise fail(str(p), doc.line(("stages",)), "stages", f"no stage enabled (any of {names})")
     try:
         check_stages(recipe, str(p), doc)
     except CaiError as err:
@@ -207,43 +152,36 @@ def _load(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path
     return recipe, p.resolve().parent, YamlDoc(str(p), data, doc.lines)
 
 
-def check_stages(recipe: Recipe, path: str, doc: YamlDoc) -> None:
+def check_stages(recipe: RecipeBase, path: str, doc: YamlDoc) -> None:
     """The rules of the module docstring; the first broken one is a one-line error."""
     on = set(recipe.enabled())
+    sections = recipe.sections()
 
     def refuse(stage: str, key: str, message: str) -> None:
         loc = ("stages", stage, key) if key else ("stages", stage)
         raise fail(path, doc.line(loc) or doc.line(("stages", stage)), ".".join(loc), message)
 
-    for stage, before in NEEDS.items():
-        if stage in on and before not in on:
-            refuse(stage, "", f"needs the {before} stage in the same recipe")
-    clash = sorted(on & {"pm", "ppo"})
-    if "dpo" in on and clash:
-        refuse(
-            "dpo",
-            "",
-            f"replaces pm and ppo; remove stages.{' and stages.'.join(clash)} "
-            f"(or --set {' --set '.join(f'stages.{c}=null' for c in clash)})",
-        )
-    for stage, readers in MODEL_READERS.items():
-        cfg = getattr(recipe.stages, stage)
-        later = [r for r in readers if r in on]
-        if cfg is not None and cfg.lora and not cfg.lora_merge and later:
-            refuse(stage, "lora_merge", f"false saves only an adapter, which {later[0]} cannot load; set it true")
-    crit, label = recipe.stages.critique, recipe.stages.label
-    if crit is not None and label is not None and crit.mode == "distill" and label.method == "revision":
-        refuse(
-            "label",
-            "method",
-            "revision reads the critique stage's (first answer, revision) pairs; a distill critique "
-            "stage has one answer per prompt (use rlcd or contrast, or critique mode revise)",
-        )
-
-
-PROMPT_STAGES = ("critique", "label", "ppo", "eval")
-# Prompt sets a stage reads besides its `prompts`: (stage, key, default, rows need a category).
-EXTRA_PROMPT_SETS = (("eval", "lookalike", "safe-lookalike", True),)
+    for s in recipe.registry:
+        if s.name in on and s.needs is not None and s.needs not in on:
+            refuse(s.name, "", f"needs the {s.needs} stage in the same recipe")
+    for s in recipe.registry:
+        clash = sorted(on & set(s.replaces))
+        if s.name in on and clash:
+            refuse(
+                s.name,
+                "",
+                f"replaces {' and '.join(s.replaces)}; remove stages.{' and stages.'.join(clash)} "
+                f"(or --set {' --set '.join(f'stages.{c}=null' for c in clash)})",
+            )
+    for s in recipe.registry:
+        cfg = sections[s.name]
+        later = [r.name for r in recipe.registry if r.name in on and s.name in r.reads_models]
+        if cfg is not None and getattr(cfg, "lora", False) and not cfg.lora_merge and later:
+            refuse(s.name, "lora_merge", f"false saves only an adapter, which {later[0]} cannot load; set it true")
+    for s in recipe.registry:
+        broken = s.rule(sections) if s.rule is not None and s.name in on else None
+        if broken is not None:
+            refuse(s.name, *broken)
 
 
 def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem]:
@@ -263,26 +201,22 @@ def check_inputs(data: dict[str, Any], base: Path, doc: YamlDoc) -> list[Problem
             hint = p.hint or did_you_mean(ref, [])
             problems.append(Problem(doc.path, doc.line(("constitution",)), "constitution", p.message, hint))
     stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
-    for stage in PROMPT_STAGES:
-        cfg = stages.get(stage)
+    for stage in current_stages():
+        cfg = stages.get(stage.name)
         if isinstance(cfg, dict):
-            problems += _check_prompt_set(cfg, stage, "prompts", "red-team", False, base, doc)
-    for stage, key, default, need_category in EXTRA_PROMPT_SETS:
-        cfg = stages.get(stage)
-        if isinstance(cfg, dict):
-            problems += _check_prompt_set(cfg, stage, key, default, need_category, base, doc)
+            for prompt_set in stage.prompt_sets:
+                problems += _check_prompt_set(cfg, stage.name, prompt_set, base, doc)
     return problems
 
 
-def _check_prompt_set(
-    cfg: dict[str, Any], stage: str, key: str, default: str, need_category: bool, base: Path, doc: YamlDoc
-) -> list[Problem]:
-    """One stage's prompt set `key` exists, loads, and (for `prompts`) leaves rows after `skip`."""
+def _check_prompt_set(cfg: dict[str, Any], stage: str, ps: PromptSet, base: Path, doc: YamlDoc) -> list[Problem]:
+    """One stage's prompt set exists, loads, and (when windowed) leaves rows after `skip`."""
     from cai.io.sources import SHIPPED, load_prompts
     from cai.stages.settings import is_off
 
+    key, default, need_category, windowed = ps.key, ps.default, ps.need_category, ps.windowed
     prompts = cfg.get(key, default)
-    if not isinstance(prompts, str) or not prompts.strip() or (key != "prompts" and is_off(prompts)):
+    if not isinstance(prompts, str) or not prompts.strip() or (not windowed and is_off(prompts)):
         return []  # the schema checks the type and empty names; "none" turns an optional set off
     loc = ("stages", stage, key)
     path = base / prompts
@@ -295,7 +229,6 @@ def _check_prompt_set(
                 f"no such file or folder: {prompts} (relative to the recipe; shipped sets: {', '.join(SHIPPED)})",
             )
         ]
-    windowed = key == "prompts"
     skip, limit = (cfg.get("skip", 0), cfg.get("limit")) if windowed else (0, None)
     window = skip + limit if isinstance(skip, int) and isinstance(limit, int) and limit > 0 else None
     try:
@@ -308,7 +241,7 @@ def _check_prompt_set(
     return []
 
 
-def load_checked_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe, Path]:
+def load_checked_recipe(path: str | Path, sets: list[str] | None = None) -> tuple[RecipeBase, Path]:
     """`load_recipe` plus everything `check_inputs` checks: what `cai run` does before any stage."""
     recipe, base, doc = _load(path, sets)
     problems = check_inputs(recipe.model_dump(mode="json"), base, doc)

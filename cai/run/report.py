@@ -10,69 +10,15 @@ from __future__ import annotations
 
 import html
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cai.io.store import read_jsonl
 from cai.redact import known_secrets, redact, redact_text
-from cai.run.report_eval import eval_section, harmless_section
-from cai.run.report_html import read_json, table
-from cai.run.report_labels import label_method_section, labels_section
-from cai.run.report_plot import barh, plot_html
-from cai.run.report_rl import rl_section
-from cai.run.report_train import dpo_section, pm_section, sft_section
+from cai.run.registry import current_stages
+from cai.run.report_eval import harmless_section
+from cai.run.report_html import ReportView, read_json
+from cai.run.report_labels import label_method_section
 from cai.run.report_warn import run_warnings, warnings_html
-
-
-def _critique(run: Path, data: dict[str, Any]) -> str:
-    records = read_jsonl(run / "critique" / "records.jsonl")
-    if not records:
-        return ""
-    summary = read_json(run / "critique" / "summary.json") or {}
-    # The summary's counts are the export's (copy flags recomputed under the run's rule); the
-    # records' own flags can be older. Records are the fallback for folders without them.
-    recorded = Counter(f for r in records for x in r.get("rounds") or [] for f in x["flags"])
-    recorded += Counter(f for r in records if not r.get("rounds") for f in r.get("flags") or [])
-    flags = summary.get("flags") if isinstance(summary.get("flags"), dict) else dict(recorded)
-    distill = summary.get("mode") == "distill"
-    counts = Counter(x["principle"] for r in records for x in r.get("rounds") or [])
-    data["critique"] = {
-        "mode": "distill" if distill else "revise",
-        "per_principle": dict(sorted(counts.items())),
-        "records": len(records),
-        "exported": summary.get("exported"),
-        "flags": dict(sorted(flags.items())),
-    }
-    t = summary.get("throughput", {})
-    head = (
-        "<h2>SL-CAI: context distillation</h2><p>One answer per prompt under the constitution's guidance, "
-        "trained on as the answer to the bare prompt. "
-        if distill
-        else "<h2>SL-CAI: critiques and revisions</h2><p>"
-    )
-    copies = (
-        f" Copies: {summary.get('exemplar_copy')} pasted exemplar or guidance text, "
-        f"{summary.get('critique_copy') if not distill else '—'} repeated the critique; "
-        f"{summary.get('excluded_copies')} rows left out for them."
-        if "exemplar_copy" in summary
-        else ""
-    )
-    body = (
-        f"{head}{len(records)} prompts, {summary.get('exported')} exported for SFT, "
-        f"{summary.get('excluded_flagged')} flagged, {summary.get('errors')} errors; "
-        f"{t.get('prompts_s')} prompts/s, {t.get('tok_s')} tokens/s.{copies}</p>"
-    )
-    if counts:
-        labels = sorted(counts)
-        fig = barh(
-            labels, {"rounds": [counts[k] for k in labels]}, "Critique rounds per principle", "rounds", counts=True
-        )
-        body += plot_html(fig, "critique", "critique counts per principle")
-        body += table(["principle", "rounds"], [[k, counts[k]] for k in labels])
-    if flags:
-        body += table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())])
-    return body
 
 
 def _models_line(models: dict[str, Any]) -> str:
@@ -83,19 +29,11 @@ def _models_line(models: dict[str, Any]) -> str:
     return "models: " + ", ".join(named or ["—"]) + extra
 
 
-def _sections(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
-    """In reading order: the judge-free verdict first, then the data flow from labels to evaluation."""
-    return [
-        harmless_section(run, data, recipe),
-        label_method_section(run, data),
-        _critique(run, data),
-        sft_section(run, data),
-        labels_section(run, data),
-        pm_section(run, data),
-        dpo_section(run, data),
-        rl_section(run, data),
-        eval_section(run, data, recipe),
-    ]
+def _sections(view: ReportView) -> list[str]:
+    """In reading order: the judge-free verdict and the label method first, then each stage's
+    section in run order (the stage registry's)."""
+    stages = [s.report(view) for s in current_stages() if s.report is not None]
+    return [harmless_section(view), label_method_section(view), *stages]
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -113,10 +51,12 @@ def build_report(run: Path) -> str:
     folder written before redaction may still hold a key in `recipe.json`) and every record
     text shown."""
     secrets = known_secrets()
-    data: dict[str, Any] = {}
     recipe = redact(read_json(run / "recipe.json") or {}, secrets)
+    labels = {s.name: s.policy_label for s in current_stages() if s.policy_label}
+    view = ReportView(run, recipe, labels)
+    data = view.data
     warnings = warnings_html(run_warnings(run), data)
-    sections = _sections(run, data, recipe)
+    sections = _sections(view)
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")
     blob = json.dumps(redact(data, secrets), sort_keys=True).replace("</", "<\\/")

@@ -7,24 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from cai.io.store import read_jsonl
-from cai.run.report_html import diff_ci, fmt, rate_ci, read_json, table
-
-# The models a run trains, by stage folder: a spec naming one of them is named as the model it is.
-STAGE_MODELS = {"sft": "SL-CAI model (sft)", "ppo": "RL policy (ppo)", "dpo": "DPO policy (dpo)"}
+from cai.run.report_html import ReportView, diff_ci, fmt, rate_ci, read_json, table
 
 
-def model_name(spec: Any, run: Path, recipe: dict[str, Any]) -> str:
+def model_name(spec: Any, view: ReportView) -> str:
     """What a reader calls the model a spec names: this run's own stage model, the recipe's base
     model, or else the spec itself. A run folder moved since keeps its stage folders' names."""
     if not spec:
         return "—"
     text = str(spec)
     path = Path(text)
-    for stage, name in STAGE_MODELS.items():
+    run = view.run
+    for stage, name in view.policy_labels.items():
         mine = run / stage / "model"
         if path.parts[-3:] == (run.name, stage, "model") or (path.exists() and path.resolve() == mine.resolve()):
             return name
-    if text == (recipe.get("models") or {}).get("policy"):
+    if text == (view.recipe.get("models") or {}).get("policy"):
         return f"base model ({text})"
     return text
 
@@ -39,15 +37,16 @@ def _rows(part: dict[str, Any], name: str) -> list[Any]:
     ]
 
 
-def harmless_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str:
+def harmless_section(view: ReportView) -> str:
     """Harmful compliance and over-refusal, counted without a judge, with 95% intervals."""
+    run, data = view.run, view.data
     summary = read_json(run / "eval" / "summary.json") or {}
     harmless = summary.get("harmless")
     if not isinstance(harmless, dict):
         return ""
     data["harmless"] = harmless
-    before = model_name(summary.get("baseline"), run, recipe)
-    after = model_name(summary.get("policy"), run, recipe)
+    before = model_name(summary.get("baseline"), view)
+    after = model_name(summary.get("policy"), view)
     parts = [("harmful compliance (lower is better)", harmless.get("harmful_compliance"))]
     parts.append(("over-refusal of safe prompts (lower is better)", harmless.get("over_refusal")))
     rows = [_rows(p, name) for name, p in parts if isinstance(p, dict)]
@@ -135,7 +134,8 @@ WIN_RATES_OFF_NOTE = (
 )
 
 
-def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str:
+def eval_section(view: ReportView) -> str:
+    run, data = view.run, view.data
     summary = read_json(run / "eval" / "summary.json")
     samples = read_jsonl(run / "eval" / "samples.jsonl")
     if summary is None:
@@ -145,8 +145,8 @@ def eval_section(run: Path, data: dict[str, Any], recipe: dict[str, Any]) -> str
     win_rates = (summary.get("settings") or {}).get("win_rates", True)  # absent: written before the setting
     data["eval"] = flat | {"win_rates": win_rates}
     data["eval_headline"] = {row[0]: row[1:] for row in headline}
-    before = model_name(summary.get("baseline"), run, recipe)
-    after = model_name(summary.get("policy"), run, recipe)
+    before = model_name(summary.get("baseline"), view)
+    after = model_name(summary.get("policy"), view)
     out = (
         "<h2>Before and after</h2>"
         + table(["metric", f"before: {before}", f"after: {after}"], headline)

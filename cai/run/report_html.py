@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cai.io.readers import read_json_file
+
+
+@dataclass
+class ReportView:
+    """What every report section reads: the run folder, its recipe (redacted), the names of the
+    policies its stages train (from the stage registry), and the figures the page carries as JSON,
+    which each section adds to."""
+
+    run: Path
+    recipe: dict[str, Any]
+    policy_labels: Mapping[str, str]  # stage -> what the report calls the policy it trains
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def read_json(path: Path) -> Any:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 from cai.io.store import read_jsonl
-from cai.run.report_html import fmt, number, read_json, table
+from cai.run.report_html import ReportView, fmt, number, read_json, table
 from cai.run.report_plot import BLUE, GREEN, RED, barh, figure, plot_html
+from cai.stages.methods import constructs_pairs
 
 
-def label_method_section(run: Path, data: dict[str, Any]) -> str:
+def label_method_section(view: ReportView) -> str:
     """First thing a reader needs: which method made the labels, and how far people agree with it."""
+    run, data = view.run, view.data
     from cai.stages.judge_eval import measured_agreement
 
     summary = read_json(run / "label" / "summary.json")
@@ -25,11 +26,11 @@ def label_method_section(run: Path, data: dict[str, Any]) -> str:
     scorer = js.get("method", method)
     measured = (
         measured_agreement(prov.get("judge"), scorer, js.get("contrast_norm"), js.get("principles", "one"), js.get("k"))
-        if method not in ("rlcd", "revision")
+        if not constructs_pairs(method)
         else None
     )
     data["label_method"] = {"method": method, "rescore": summary.get("rescore"), "measured": measured}
-    if method in ("rlcd", "revision"):
+    if constructs_pairs(method):
         how = f"pairs by construction ({html.escape(method)}): the preferred side is known, no judge decided it" + (
             f"; rescored by {html.escape(str(summary['rescore']))}, which agrees with the construction on "
             f"{fmt(summary.get('rescore_agreement'))} of pairs"
@@ -106,7 +107,8 @@ def _label_hist(ps: list[float]) -> str:
     return plot_html(fig, "labels", "label distribution")
 
 
-def labels_section(run: Path, data: dict[str, Any]) -> str:
+def labels_section(view: ReportView) -> str:
+    run, data = view.run, view.data
     summary = read_json(run / "label" / "summary.json")
     records = read_jsonl(run / "label" / "records.jsonl")
     if summary is None or not records:

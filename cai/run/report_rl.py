@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.io.store import read_jsonl
-from cai.run.report_html import fmt, number, read_json, table
+from cai.run.report_html import ReportView, fmt, number, read_json, table
 from cai.run.report_plot import BLUE, GREEN, GREY, ORANGE, RED, figure, integer_x, plot_html, series
 
 
@@ -147,7 +147,8 @@ def _caption(info: dict[str, Any], eval_pm: dict[str, Any]) -> str:
     )
 
 
-def rl_section(run: Path, data: dict[str, Any]) -> str:
+def rl_section(view: ReportView) -> str:
+    run, data = view.run, view.data
     rows, info = rl_log(run)
     if not rows:
         return ""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.io.store import read_jsonl
-from cai.run.report_html import number, read_json, table
+from cai.run.report_html import ReportView, number, read_json, table
 from cai.run.report_plot import BLUE, RED, figure, integer_x, plot_html, series
 from cai.stages.intervals import wilson
 
@@ -35,7 +35,8 @@ def _curves(
     return plot_html(fig, name, f"{title} curves")
 
 
-def sft_section(run: Path, data: dict[str, Any]) -> str:
+def sft_section(view: ReportView) -> str:
+    run, data = view.run, view.data
     model = run / "sft" / "model"
     info = read_json(model / "cai_train.json")
     rows = train_rows(model)
@@ -70,7 +71,8 @@ def _trained(run: Path, stage: str) -> tuple[Path, dict[str, Any], dict[str, Any
     return model, info, info.get("summary", info)
 
 
-def pm_section(run: Path, data: dict[str, Any]) -> str:
+def pm_section(view: ReportView) -> str:
+    run, data = view.run, view.data
     found = _trained(run, "pm")
     if found is None:
         return ""
@@ -124,8 +126,9 @@ def _gap_histogram(summary: dict[str, Any]) -> str:
     )
 
 
-def dpo_section(run: Path, data: dict[str, Any]) -> str:
+def dpo_section(view: ReportView) -> str:
     """DPO (in place of PM + RL): its loss and implicit-reward margin per step, and the summary."""
+    run, data = view.run, view.data
     found = _trained(run, "dpo")
     if found is None:
         return ""

@@ -37,6 +37,7 @@ from cai.stages.label import (
 )
 from cai.stages.label_export import human_credit, judge_stats, reliability
 from cai.stages.label_math import aggregate
+from cai.stages.methods import METHODS
 from cai.stages.settings import JudgeSettings
 from cai.stats import mean, pct
 
@@ -294,10 +295,6 @@ COMPARED: tuple[tuple[str, dict[str, Any]], ...] = (
     ("contrast (sum)", {"method": "contrast", "contrast_norm": "sum"}),
     ("contrast (mean)", {"method": "contrast", "contrast_norm": "mean"}),
 )
-CONSTRUCTED = {
-    "rlcd": "labels by construction (positive vs negative prompt); not measurable on given pairs",
-    "revision": "labels by construction (revision over first answer); not measurable on given pairs",
-}
 
 
 def compare_methods(
@@ -350,7 +347,11 @@ def compare_methods(
         )
     rows.sort(key=lambda r: -(r["agreement"] or 0.0))
     rows += unavailable
-    rows += [{"method": m, "n": None, "agreement": None, "note": note} for m, note in CONSTRUCTED.items()]
+    rows += [
+        {"method": m.name, "n": None, "agreement": None, "note": f"{m.describes}; not measurable on given pairs"}
+        for m in METHODS
+        if m.constructs_pairs
+    ]
     return {"judge": backend.spec, "n": len(pairs), "ranking": rows, "summaries": summaries, "seed": seed}
 
 

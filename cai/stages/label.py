@@ -47,6 +47,7 @@ from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
 from cai.stages.label_export import export_labels, label_record
 from cai.stages.label_math import aggregate, decision
+from cai.stages.methods import constructs_pairs
 from cai.stages.settings import SCORERS, JudgeSettings, LabelSettings, Shard
 from cai.templates.messages import (
     comparison_fewshot,
@@ -495,7 +496,7 @@ class _LabelRun:
         t1 = time.perf_counter()
         todo = [u for u in units if u.error is None and u.pair.a != u.pair.b]
         s = self.settings
-        constructed = s.method in ("rlcd", "revision")
+        constructed = constructs_pairs(s.method)
         if constructed and s.rescore is None:
             results = [constructed_result() for _ in todo]
         else:

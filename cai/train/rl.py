@@ -31,6 +31,7 @@ from typing import Any
 
 from cai.errors import fail
 from cai.io.sources import PromptItem, load_prompts
+from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     TrainOutput,
@@ -40,7 +41,6 @@ from cai.train.common import (
     load_tokenizer,
     param_checksums,
     quiet_libraries,
-    resolve_model_path,
     seed_everything,
     training_dtype,
     use_bf16,

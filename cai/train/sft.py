@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
+from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -29,7 +30,6 @@ from cai.train.common import (
     loss_history,
     param_checksums,
     quiet_libraries,
-    resolve_model_path,
     seed_everything,
     use_bf16,
 )

@@ -363,14 +363,18 @@ def test_a_recipe_with_distill_and_revision_labels_is_refused_before_any_stage(t
 def test_distill_guidance_is_part_of_the_critique_stage_key(tmp_path: Path, c: Constitution) -> None:
     """The guidance template is found by name, outside the constitution's fingerprint: its text
     goes into the stage key, so editing it reruns the stage instead of reusing old answers."""
-    from cai.run.pipeline import _key_extra, stage_key
+    from cai.run.pipeline import stage_key
     from cai.run.recipe import load_recipe
+    from cai.run.registry import BUILTIN
+
+    key_extra = BUILTIN["critique"].key_extra
+    assert key_extra is not None
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("kind: recipe\nname: r\nmodels: {policy: fake}\nstages:\n  critique: {mode: distill}\n")
     r, _ = load_recipe(recipe)
-    extra = _key_extra(r, c, "critique")
+    extra = key_extra(r.stages.critique, c)
     assert extra == content_hash(distill_guidance(c))
     assert stage_key(r, "fp", "critique", [], extra) != stage_key(r, "fp", "critique", [], content_hash("edited"))
     recipe.write_text("kind: recipe\nname: r\nmodels: {policy: fake}\nstages:\n  critique: {mode: revise}\n")
-    assert _key_extra(load_recipe(recipe)[0], c, "critique") is None
+    assert key_extra(load_recipe(recipe)[0].stages.critique, c) is None

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from cai.errors import CaiError
-from cai.run.pipeline import STAGE_SETTINGS, stage_key
+from cai.run.pipeline import stage_key
 from cai.run.recipe import load_recipe
+from cai.run.registry import BUILTIN
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 BASE: dict[str, Any] = {
@@ -43,7 +44,7 @@ def test_a_dpo_recipe_loads_and_runs_dpo_after_label(tmp_path: Path) -> None:
     recipe, _ = load_recipe(_write(tmp_path, {"label": {"limit": 2}, "dpo": {"beta": 0.2, "lora_r": 4}}))
     assert recipe.enabled() == ["label", "dpo"]
     assert recipe.stages.dpo is not None and recipe.stages.dpo.beta == 0.2 and recipe.stages.dpo.lora
-    assert STAGE_SETTINGS["dpo"] is DpoSettings
+    assert BUILTIN["dpo"].settings is DpoSettings and BUILTIN["dpo"].replaces == ("pm", "ppo")
     key = stage_key(recipe, "fp", "dpo", ["k"])
     other, _ = load_recipe(tmp_path / "r.yaml", ["stages.dpo.beta=0.3"])
     assert stage_key(other, "fp", "dpo", ["k"]) != key

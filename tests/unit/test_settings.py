@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from cai.cli.app import build_app
 from cai.cli.options import _help, build_settings, flag
 from cai.errors import CaiError
-from cai.run.pipeline import STAGE_SETTINGS, settings_key, settings_of, stage_key
+from cai.run.pipeline import settings_key, settings_of, stage_key
 from cai.run.recipe import Recipe, Stages, load_recipe
+from cai.run.registry import BUILTIN
 from cai.stages.settings import JudgeSettings, LabelSettings, Seed, StageSettings
 from cai.train.settings import RlSettings
 
@@ -86,9 +87,10 @@ def test_no_command_declares_a_settings_field_of_its_own() -> None:
 
 
 def test_recipe_sections_are_the_stage_settings_with_the_same_defaults() -> None:
-    for stage, model in STAGE_SETTINGS.items():
+    for spec in BUILTIN:
+        stage, model = spec.name, spec.settings
         section = Stages.model_fields[stage].annotation.__args__[0]  # type: ignore[union-attr]
-        assert issubclass(section, model)
+        assert section is spec.section and issubclass(section, model)
         for name, field in model.model_fields.items():
             assert section.model_fields[name].default == field.default, (stage, name)
     assert Recipe.model_fields["seed"].default == Seed.model_fields["seed"].default
@@ -206,9 +208,9 @@ def test_recipe_and_stage_commands_give_the_same_settings_keys_and_outputs(
     res = CliRunner().invoke(build_app(), args)
     assert res.exit_code == 0, res.output
     section = recipe.stages.critique
-    assert crit["settings"] == settings_of(section, STAGE_SETTINGS["critique"]) and crit["seed"] == recipe.seed
+    assert crit["settings"] == settings_of(section, BUILTIN["critique"].settings) and crit["seed"] == recipe.seed
     assert settings_key("critique", crit["settings"]) == settings_key(
-        "critique", settings_of(section, STAGE_SETTINGS["critique"])
+        "critique", settings_of(section, BUILTIN["critique"].settings)
     )
     _same_outputs(out, tmp_path / "run" / "critique", ("run.json", "sft.jsonl"))
 

@@ -1,0 +1,211 @@
+"""The stage registry: everything `cai run`, the recipe, the report and the run folder know about
+a stage, in one descriptor per stage.
+
+Adding a stage means writing its code and one `Stage` entry here: the recipe gains its section,
+`cai run` its place in the order (with its key, resume and skip), `cai validate` its dependency
+rules and prompt checks, and `cai report` its section. A registry is a value: a test (or a
+program built on cai) runs with another one through `use_stages`, without touching this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cai.constitution.model import Constitution
+from cai.run import runners
+from cai.run.context import RunContext
+from cai.run.report_critique import critique_section
+from cai.run.report_eval import eval_section
+from cai.run.report_html import ReportView
+from cai.run.report_labels import labels_section
+from cai.run.report_rl import rl_section
+from cai.run.report_train import dpo_section, pm_section, sft_section
+from cai.run.sections import CritiqueStage, DpoStage, EvalStage, LabelStage, PmStage, PpoStage, SftStage
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
+
+Runner = Callable[[RunContext, Any, Path], dict[str, Any]]
+# A rule over the whole recipe's stages (section by name, None where off): the offending key of
+# this stage's section and what is wrong, or None.
+Rule = Callable[[dict[str, Any]], tuple[str, str] | None]
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A prompt set a stage reads, checked before any stage starts (`cai run`, `cai validate`)."""
+
+    key: str  # the section's key that names it
+    default: str  # what the key defaults to
+    need_category: bool = False  # rows must carry a category
+    windowed: bool = True  # the section's skip/limit apply (else "none" turns the set off)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of `cai run`."""
+
+    name: str
+    section: type[BaseModel]  # its recipe section: `settings` plus where its inputs come from
+    settings: type[StageSettings]  # the stage command's own settings, hashed into the stage key
+    run: Runner
+    output: str  # what a finished stage leaves in its folder; done without it means do it again
+    needs: str | None = None  # the stage whose output it reads
+    replaces: tuple[str, ...] = ()  # stages it does the work of; a recipe may not have both
+    reads_models: tuple[str, ...] = ()  # earlier stages whose trained model it loads
+    policy_label: str | None = None  # it trains a policy, called this in the report
+    prompt_sets: tuple[PromptSet, ...] = ()
+    report: Callable[[ReportView], str] | None = None  # its section of `cai report`
+    key_extra: Callable[[Any, Constitution], str | None] | None = None  # inputs the key must see
+    rule: Rule | None = None
+
+
+@dataclass(frozen=True)
+class StageRegistry:
+    """Stages in run order."""
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.stages]
+        if len(names) != len(set(names)):
+            raise ValueError(f"stage names repeat: {names}")
+        for s in self.stages:
+            for other in (s.needs, *s.reads_models, *s.replaces):
+                if other is not None and other not in names:
+                    raise ValueError(f"stage {s.name} refers to unknown stage {other}")
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __getitem__(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def with_stage(self, stage: Stage, after: str | None = None) -> StageRegistry:
+        """A new registry with `stage` added after `after` (default: at the end)."""
+        at = len(self.stages) if after is None else self.names().index(after) + 1
+        return StageRegistry((*self.stages[:at], stage, *self.stages[at:]))
+
+
+def _distill_feeds_no_revision_pairs(sections: dict[str, Any]) -> tuple[str, str] | None:
+    crit, label = sections.get("critique"), sections.get("label")
+    if crit is not None and label is not None and crit.mode == "distill" and label.method == "revision":
+        return (
+            "method",
+            "revision reads the critique stage's (first answer, revision) pairs; a distill critique "
+            "stage has one answer per prompt (use rlcd or contrast, or critique mode revise)",
+        )
+    return None
+
+
+RED_TEAM = PromptSet("prompts", "red-team")
+TRAINED = "model/cai_train.json"  # a training stage's completion marker, written last
+
+BUILTIN = StageRegistry(
+    (
+        Stage(
+            "critique",
+            CritiqueStage,
+            CritiqueSettings,
+            runners.critique_stage,
+            "records.jsonl",
+            prompt_sets=(RED_TEAM,),
+            report=critique_section,
+            key_extra=runners.critique_key_extra,
+        ),
+        Stage(
+            "sft",
+            SftStage,
+            SftSettings,
+            runners.sft_stage,
+            TRAINED,
+            needs="critique",
+            policy_label="SL-CAI model (sft)",
+            report=sft_section,
+        ),
+        Stage(
+            "label",
+            LabelStage,
+            LabelSettings,
+            runners.label_stage,
+            "records.jsonl",
+            reads_models=("sft",),
+            prompt_sets=(RED_TEAM,),
+            report=labels_section,
+            rule=_distill_feeds_no_revision_pairs,
+        ),
+        Stage(
+            "pm",
+            PmStage,
+            PmSettings,
+            runners.pm_stage,
+            TRAINED,
+            needs="label",
+            reads_models=("sft",),
+            report=pm_section,
+        ),
+        Stage(
+            "dpo",
+            DpoStage,
+            DpoSettings,
+            runners.dpo_stage,
+            TRAINED,
+            needs="label",
+            replaces=("pm", "ppo"),
+            reads_models=("sft",),
+            policy_label="DPO policy (dpo)",
+            report=dpo_section,
+        ),
+        Stage(
+            "ppo",
+            PpoStage,
+            RlSettings,
+            runners.ppo_stage,
+            TRAINED,
+            needs="pm",
+            reads_models=("sft", "pm"),
+            policy_label="RL policy (ppo)",
+            prompt_sets=(RED_TEAM,),
+            report=rl_section,
+        ),
+        Stage(
+            "eval",
+            EvalStage,
+            EvalSettings,
+            runners.eval_stage,
+            "summary.json",
+            reads_models=("sft", "pm", "dpo", "ppo"),
+            prompt_sets=(RED_TEAM, PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False)),
+            report=eval_section,
+        ),
+    )
+)
+
+# The registry in force: the built-in one unless `use_stages` says otherwise for a while.
+_CURRENT: contextvars.ContextVar[StageRegistry] = contextvars.ContextVar("cai_stages", default=BUILTIN)
+
+
+def current_stages() -> StageRegistry:
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def use_stages(registry: StageRegistry) -> Iterator[StageRegistry]:
+    """Run with another registry (e.g. the built-in one plus a stage of your own) until the block ends."""
+    token = _CURRENT.set(registry)
+    try:
+        yield registry
+    finally:
+        _CURRENT.reset(token)

@@ -1,0 +1,60 @@
+"""The report's SL-CAI section: critique rounds per principle, what was exported, copy flags."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from cai.io.store import read_jsonl
+from cai.run.report_html import ReportView, read_json, table
+from cai.run.report_plot import barh, plot_html
+
+
+def critique_section(view: ReportView) -> str:
+    run, data = view.run, view.data
+    records = read_jsonl(run / "critique" / "records.jsonl")
+    if not records:
+        return ""
+    summary = read_json(run / "critique" / "summary.json") or {}
+    # The summary's counts are the export's (copy flags recomputed under the run's rule); the
+    # records' own flags can be older. Records are the fallback for folders without them.
+    recorded = Counter(f for r in records for x in r.get("rounds") or [] for f in x["flags"])
+    recorded += Counter(f for r in records if not r.get("rounds") for f in r.get("flags") or [])
+    flags = summary.get("flags") if isinstance(summary.get("flags"), dict) else dict(recorded)
+    distill = summary.get("mode") == "distill"
+    counts = Counter(x["principle"] for r in records for x in r.get("rounds") or [])
+    data["critique"] = {
+        "mode": "distill" if distill else "revise",
+        "per_principle": dict(sorted(counts.items())),
+        "records": len(records),
+        "exported": summary.get("exported"),
+        "flags": dict(sorted(flags.items())),
+    }
+    t = summary.get("throughput", {})
+    head = (
+        "<h2>SL-CAI: context distillation</h2><p>One answer per prompt under the constitution's guidance, "
+        "trained on as the answer to the bare prompt. "
+        if distill
+        else "<h2>SL-CAI: critiques and revisions</h2><p>"
+    )
+    copies = (
+        f" Copies: {summary.get('exemplar_copy')} pasted exemplar or guidance text, "
+        f"{summary.get('critique_copy') if not distill else '—'} repeated the critique; "
+        f"{summary.get('excluded_copies')} rows left out for them."
+        if "exemplar_copy" in summary
+        else ""
+    )
+    body = (
+        f"{head}{len(records)} prompts, {summary.get('exported')} exported for SFT, "
+        f"{summary.get('excluded_flagged')} flagged, {summary.get('errors')} errors; "
+        f"{t.get('prompts_s')} prompts/s, {t.get('tok_s')} tokens/s.{copies}</p>"
+    )
+    if counts:
+        labels = sorted(counts)
+        fig = barh(
+            labels, {"rounds": [counts[k] for k in labels]}, "Critique rounds per principle", "rounds", counts=True
+        )
+        body += plot_html(fig, "critique", "critique counts per principle")
+        body += table(["principle", "rounds"], [[k, counts[k]] for k in labels])
+    if flags:
+        body += table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())])
+    return body

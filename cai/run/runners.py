@@ -1,0 +1,149 @@
+"""What each built-in stage does inside `cai run`: its recipe section in, its summary out.
+
+A runner takes the run's context, the stage's recipe section and the stage's folder, calls the
+stage's own code (the same that its command runs) and returns the stage's summary. The stage
+registry (`cai.run.registry`) says which runner belongs to which stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cai.constitution.model import Constitution
+from cai.errors import fail
+from cai.io.store import content_hash
+from cai.run.context import RunContext, settings_of
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Window
+from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
+
+
+def critique_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.stages.critique import run_critique
+
+    with ctx.backends() as backends:
+        backend = backends(
+            cfg.model or ctx.recipe.models.policy, "models.policy" if cfg.model is None else "stages.critique.model"
+        )
+        settings = settings_of(cfg, CritiqueSettings)
+        return run_critique(ctx.constitution, ctx.prompts(cfg), backend, out, settings, seed=ctx.seed, quiet=ctx.quiet)
+
+
+def sft_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.sft import train_sft
+
+    settings = settings_of(cfg, SftSettings).model_copy(update={"helpful": [ctx.local(h) for h in cfg.helpful]})
+    return train_sft(
+        [str(ctx.dirs["critique"])],
+        ctx.recipe.models.policy,
+        str(out / "model"),
+        settings,
+        seed=ctx.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
+
+
+def label_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.stages.label import label_pairs, label_prompts, revision_pairs
+
+    settings = settings_of(cfg, LabelSettings)
+    with ctx.backends() as backends:
+        judge = backends(ctx.recipe.models.judge, "models.judge") if settings.needs_judge else None
+        if settings.method == "revision":  # the SL-CAI stage's own pairs: revision over first answer
+            if "critique" not in ctx.dirs:
+                raise fail("stages.label.method", None, "method", "revision needs the recipe's critique stage")
+            pairs = settings_of(cfg, Window).apply(revision_pairs(ctx.dirs["critique"]))
+            return label_pairs(ctx.constitution, judge, pairs, out, settings, seed=ctx.seed, quiet=ctx.quiet)
+        policy = backends(ctx.policy_spec(), "models.policy")
+        return label_prompts(
+            ctx.constitution, judge, policy, ctx.prompts(cfg), out, settings, seed=ctx.seed, quiet=ctx.quiet
+        )
+
+
+def pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.common import resolve_model_path
+    from cai.train.pm import train_pm
+
+    # The PM starts from the policy so that it shares the policy's tokenizer (TRL's PPO feeds
+    # the policy's token ids to the reward and value models).
+    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
+    settings = settings_of(cfg, PmSettings).model_copy(update=local)
+    return train_pm(
+        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+    )
+
+
+def dpo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """DPO in place of pm + ppo: the SL-CAI policy (also the reference) on the label run's pairs."""
+    from cai.train.common import resolve_model_path
+    from cai.train.dpo import train_dpo
+
+    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
+    settings = settings_of(cfg, DpoSettings).model_copy(update=local)
+    return train_dpo(
+        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+    )
+
+
+def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    from cai.train.common import resolve_model_path
+    from cai.train.rl import train_rl
+
+    policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    return train_rl(
+        policy,
+        str(ctx.model_dir("pm")),
+        ctx.prompts(cfg),
+        str(out / "model"),
+        settings_of(cfg, RlSettings),
+        seed=ctx.seed,
+        source=cfg.prompts,
+        quiet=ctx.quiet,
+        overwrite=True,
+    )
+
+
+def eval_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """The final policy against the model it started from, on prompts no stage trained on."""
+    from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
+
+    m = ctx.recipe.models
+    s = settings_of(cfg, EvalSettings)
+    prompts = ctx.prompts(cfg)
+    safe = (
+        load_lookalike(ctx.local(s.lookalike), s.lookalike_per_category, "stages.eval.lookalike")
+        if s.lookalike is not None
+        else None
+    )
+    with ctx.backends() as backends:
+        summary, samples, safe_samples = evaluate_specs(
+            backends,
+            ctx.final_policy_spec(),
+            prompts,
+            ctx.constitution,
+            s,
+            baseline=m.policy,
+            judge=m.judge,
+            pm=str(ctx.model_dir("pm")) if "pm" in ctx.dirs else None,
+            safe=safe,
+            prompts_ref=cfg.prompts,
+            seed=ctx.seed,
+            quiet=ctx.quiet,
+            named_by=("models.policy", "models.policy", "models.judge"),
+        )
+    write_policy_eval(out, summary, samples, safe_samples)
+    return summary
+
+
+def critique_key_extra(section: Any, c: Constitution) -> str | None:
+    """Inputs of the critique stage that the constitution's fingerprint leaves out: distill mode's
+    guidance template is found by name, not through the constitution's `templates:`, so editing it
+    must still rerun the stage."""
+    if getattr(section, "mode", None) == "distill":
+        from cai.stages.critique import distill_guidance
+
+        return content_hash(distill_guidance(c))
+    return None
