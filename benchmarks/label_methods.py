@@ -37,8 +37,8 @@ from cai.models.base import GenerationParams
 from cai.models.spec import load_backend
 from cai.stages.judge_eval import MEASURED, compare_methods, format_comparison, select_split
 from cai.stages.label import judge_pairs, revision_pairs
+from cai.stages.messages import rlcd_messages
 from cai.stages.settings import JudgeSettings
-from cai.templates.messages import rlcd_messages
 
 # An earlier, harmless exchange put before each pair's conversation for the long-conversation
 # rows (about 300 tokens).

@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 
 import cai
+from cai import label_methods as methods
 from cai.io.atomic import write_text_atomic
 from cai.redact import redact
-from cai.stages import methods
 
 CARD_FILE = "README.md"
 BASE_TAGS = ["cai", "constitutional-ai", "trl"]

@@ -47,4 +47,17 @@ class CaiError(Exception):
 
 
 def fail(path: str, line: int | None, field: str, message: str, hint: str | None = None) -> CaiError:
+    """A problem at a place in a file: ``path:line: field: message``. For a command-line option
+    use `option_error`, for a file or folder named by an option `file_error`."""
     return CaiError(Problem(str(path), line, field, message, hint))
+
+
+def option_error(option: str, message: str, *, value: str | None = None, hint: str | None = None) -> CaiError:
+    """An option (``--model``) or recipe key (``stages.label.method``) that cannot be used as given:
+    ``--option: VALUE: message``, or ``--option: message`` when the value says nothing more."""
+    return CaiError(Problem(option, None, value or "", message, hint))
+
+
+def file_error(path: str | object, option: str, message: str, *, line: int | None = None) -> CaiError:
+    """A file or folder that cannot be used, and the option that named it: ``PATH: --option: message``."""
+    return CaiError(Problem(str(path), line, option, message))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cai.cli.options import die
-from cai.errors import CaiError
+from cai.errors import CaiError, option_error
 from cai.paths import DEFAULT_CONSTITUTION
 
 ConstitutionOpt = Annotated[str, typer.Option("--constitution", "-c", help="Constitution: a path or a shipped name.")]
@@ -50,15 +50,14 @@ def render(
     templates: TemplatesOpt = None,
 ) -> None:
     """Print exactly the messages a model receives for one step of the pipeline."""
-    from cai.templates.preview import preview_messages
+    from cai.stages.preview import preview_messages
 
     try:
         sets = {}
         for item in set_ or []:
             if "=" not in item:
-                from cai.errors import fail
 
-                raise fail("--set", None, item, "expected key=value")
+                raise option_error("--set", "expected key=value", value=item)
             k, v = item.split("=", 1)
             sets[k.strip()] = v
         messages = preview_messages(

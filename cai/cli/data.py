@@ -78,7 +78,7 @@ def try_principle(
 ) -> None:
     """One critique→revision run of the stage on one prompt, printed round by round."""
     from cai.constitution.load import load_constitution
-    from cai.errors import fail
+    from cai.errors import option_error
     from cai.io.sources import PromptItem
     from cai.stages.critique import CritiqueBatch, copy_check
 
@@ -104,7 +104,7 @@ def try_principle(
         typer.secho(f"[round {r}: {done['principle']}] revision{flags}", bold=True)
         typer.echo(done["revision"])
     if batch.errors[0]:
-        raise fail("--model", None, model, f"generation failed: {batch.errors[0]}")
+        raise option_error("--model", f"generation failed: {batch.errors[0]}", value=model)
 
 
 def merge(

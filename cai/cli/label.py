@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cai.cli.options import ConstitutionOpt, QuietOpt, ShardOpt, check_out, settings_command
-from cai.errors import fail
+from cai.errors import fail, option_error
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import JudgeEvalSettings, LabelSettings, Seed, Window
@@ -50,15 +50,15 @@ def label(
     check_out(out)
     if settings.method == "revision":
         if critique is None or pairs is not None or prompts is not None or policy is not None:
-            raise fail("--critique", None, "critique", "--method revision reads only --critique DIR (a critique run)")
+            raise option_error("--critique", "--method revision reads only --critique DIR (a critique run)")
     elif critique is not None:
-        raise fail("--critique", None, "critique", "--critique is the input of --method revision only")
+        raise option_error("--critique", "--critique is the input of --method revision only")
     elif (pairs is None) == (prompts is None):
-        raise fail("--pairs", None, "pairs", "give either --prompts (with --policy) or --pairs")
+        raise option_error("--pairs", "give either --prompts (with --policy) or --pairs")
     if prompts is not None and policy is None:
-        raise fail("--policy", None, "policy", "--prompts needs a --policy model to sample responses")
+        raise option_error("--policy", "--prompts needs a --policy model to sample responses")
     if pairs is not None and policy is not None:
-        raise fail("--policy", None, "policy", "--pairs are labelled as given; drop --policy")
+        raise option_error("--policy", "--pairs are labelled as given; drop --policy")
     c = load_constitution(constitution)
     where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
     needs_judge = settings.needs_judge

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, NoReturn
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cai.errors import CaiError, Problem, fail
+from cai.errors import CaiError, Problem, file_error
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")
@@ -57,14 +57,14 @@ def check_out(path: Path | None, option: str = "--out") -> None:
     if path is None:
         return
     if path.exists() and not path.is_dir():
-        raise fail(str(path), None, option, "exists and is not a folder")
+        raise file_error(path, option, "exists and is not a folder")
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise fail(str(path), None, option, f"cannot be made: {ancestor} is a file, not a folder")
+        raise file_error(path, option, f"cannot be made: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise fail(str(path), None, option, f"cannot write in {ancestor} (permission denied)")
+        raise file_error(path, option, f"cannot write in {ancestor} (permission denied)")
 
 
 # ---------------------------------------------------------------------------- settings → options

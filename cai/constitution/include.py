@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cai.constitution.yamlio import YamlDoc, load_yaml
 from cai.errors import CaiError, fail
+from cai.io.yamlio import YamlDoc, load_yaml
 from cai.paths import resolve_named
 
 MAX_INCLUDE_DEPTH = 16

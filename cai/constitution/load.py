@@ -27,8 +27,8 @@ from cai.constitution.schema import (
     parse_as,
     problems_from_validation,
 )
-from cai.constitution.yamlio import YamlDoc, dotted, load_yaml
 from cai.errors import CaiError, Problem, did_you_mean, fail
+from cai.io.yamlio import YamlDoc, dotted, load_yaml
 from cai.templates.renderer import PromptRenderer
 
 # A key path in the merged constitution → the file and line that set it (or its nearest parent).

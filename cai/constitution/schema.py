@@ -9,16 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cai.constitution.yamlio import YamlDoc, dotted
 from cai.errors import CaiError, Problem, did_you_mean
+from cai.io.yamlio import YamlDoc, dotted
+from cai.settings import Strict as Strict  # re-exported: older imports use it from here
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _check_id(v: str) -> str:
@@ -111,14 +108,14 @@ class CritiqueSection(Strict):
     rounds: int = Field(1, ge=1, le=16, description="Critique→revision rounds per prompt.")
     sampling: Sampling = Field(default_factory=Sampling)
     few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
-    exemplars: list[CritiqueExemplar] = []
+    exemplars: list[CritiqueExemplar] = Field(default_factory=list)
     exemplars_file: str | None = Field(None, description="YAML file of exemplars, relative to the constitution.")
 
 
 class ComparisonSection(Strict):
     principles: Selection = Field(default_factory=Selection, description="Both empty: all.")
     few_shot: int | None = Field(None, ge=0, description="How many exemplars to show; all if unset.")
-    exemplars: list[ComparisonExemplar] = []
+    exemplars: list[ComparisonExemplar] = Field(default_factory=list)
     exemplars_file: str | None = None
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cai.constitution.load import load_constitution, load_library
 from cai.constitution.schema import KINDS, kind_of, parse_as
-from cai.constitution.yamlio import load_yaml
 from cai.errors import CaiError, Problem
+from cai.io.yamlio import load_yaml
 from cai.templates.renderer import dry_render
 
 YAML_SUFFIXES = (".yaml", ".yml")

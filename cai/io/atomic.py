@@ -8,6 +8,7 @@ freeing space writes it again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,9 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from cai.errors import fail
+from cai.errors import CaiError, fail
 from cai.io.lock import LOCK_FILE
-from cai.io.store import write_error
 
 # The file a trained model's folder gets last: its presence means "a complete model is here".
 PUBLISHED_MARKER = "cai_train.json"
@@ -43,6 +43,13 @@ def _replacing(path: Path) -> Iterator[IO[str]]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_error(path: Path, e: OSError) -> CaiError:
+    """A failed write as one line naming the path (a full disk is the usual cause)."""
+    hint = "; free some space and rerun to resume" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return fail(str(path), None, "", f"cannot write: {e.strerror or e}{hint}")
+
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:

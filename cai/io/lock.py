@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from cai.errors import fail
+from cai.errors import fail, file_error
 
 LOCK_FILE = ".cai.lock"
 
@@ -33,13 +33,13 @@ class FolderLock:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise fail(str(self.dir), None, what, f"cannot use this folder: {e.strerror or e}") from None
+            raise file_error(self.dir, what, f"cannot use this folder: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise fail(str(self.path), None, what, f"cannot lock: {e.strerror or e}") from None
+                raise file_error(self.path, what, f"cannot lock: {e.strerror or e}") from None
             raise fail(
                 str(self.dir),
                 None,

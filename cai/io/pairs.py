@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cai.chat import Conversation, Generation
 from cai.errors import fail
 from cai.io.readers import Where, read_rows
 from cai.io.sources import SHIPPED, PromptItem, parse_hh
 from cai.io.store import content_hash
-from cai.models.base import Conversation, Generation
 from cai.paths import data_dir
 
 

@@ -10,7 +10,6 @@ skipped, so nothing is lost and nothing is written twice.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cai import __version__
-from cai.errors import CaiError, fail
+from cai.errors import fail, file_error, option_error
+from cai.io.atomic import write_error, write_json_atomic
 from cai.io.lock import FolderLock
 from cai.io.readers import iter_jsonl, read_json_file
 
@@ -83,7 +83,7 @@ class Store:
         except OSError as e:
             raise write_error(self.dir, e) from None
         if not self.dir.is_dir():
-            raise fail(str(self.dir), None, "--out", "exists and is not a folder")
+            raise file_error(str(self.dir), "--out", "exists and is not a folder")
 
     def close(self) -> None:
         if self.lock is not None:
@@ -110,8 +110,6 @@ class Store:
                     "use another --out folder to start a new run",
                 )
         else:
-            from cai.io.atomic import write_json_atomic
-
             write_json_atomic(mpath, self.manifest)
 
     def _repair(self) -> None:
@@ -189,12 +187,6 @@ def dedupe(lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return out, dropped
 
 
-def write_error(path: Path, e: OSError) -> CaiError:
-    """A failed write as one line naming the path (a full disk is the usual cause)."""
-    hint = "; free some space and rerun to resume" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-    return fail(str(path), None, "", f"cannot write: {e.strerror or e}{hint}")
-
-
 def append_bytes(path: Path, blob: bytes) -> None:
     """Append in one go and fsync; on failure cut the file back to its old length."""
     try:
@@ -223,9 +215,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise fail("--shard", None, "shard", f"expected i/N, got {text!r}") from None
+        raise option_error("--shard", f"expected i/N, got {text!r}") from None
     if n < 1 or not 0 <= i < n:
-        raise fail("--shard", None, "shard", f"need 0 <= i < N, got {text!r}")
+        raise option_error("--shard", f"need 0 <= i < N, got {text!r}")
     return i, n
 
 

@@ -255,14 +255,13 @@ class ApiBackend:
         *generate*, never of a reply they are given (prompt log-probabilities would need the
         legacy completions endpoint with ``echo`` plus the model's chat template on this side,
         which an OpenAI-compatible server does not expose). Stop before any work is recorded."""
-        from cai.errors import fail
+        from cai.errors import option_error
 
-        raise fail(
-            self.spec,
-            None,
+        raise option_error(
             "--method",
             "this OpenAI-compatible endpoint cannot score given replies (no prompt log-probabilities); "
             "use a local judge (embedded, a model folder) for likelihood contrast",
+            value=self.spec,
         )
 
     # ---- provenance -----------------------------------------------------------------------

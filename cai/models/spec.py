@@ -92,9 +92,9 @@ def resolve_model_path(spec: str, *, quiet: bool = False, kinds: Sequence[ModelK
     try:
         kind = find_kind(spec, kinds)  # as given: a trainer never saw a stripped spec
     except ModelSpecError as e:  # only a registry without the catch-all kind gets here
-        from cai.errors import fail
+        from cai.errors import option_error
 
-        raise fail("--model", None, spec, str(e)) from None
+        raise option_error("--model", str(e), value=spec) from None
     return kind.resolve_for_training(spec, quiet=quiet)
 
 
@@ -153,13 +153,13 @@ def list_trained(root: str | Path) -> list[dict[str, Any]]:
     is still writing, or one a killed run left, is listed as unfinished so it is not mistaken for
     a missing model. Hidden folders (work and publishing folders) are not searched.
     """
-    from cai.errors import CaiError, fail
+    from cai.errors import CaiError, file_error
     from cai.io.atomic import PUBLISHED_MARKER, is_unfinished_training
     from cai.io.readers import read_json_file
 
     base = Path(root)
     if not base.is_dir():
-        raise fail(str(base), None, "--under", "no such folder" if not base.exists() else "not a folder")
+        raise file_error(str(base), "--under", "no such folder" if not base.exists() else "not a folder")
     rows: list[dict[str, Any]] = []
     for here, dirs, files in os.walk(base):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))

@@ -75,9 +75,10 @@ class RunContext:
         return [s.name for s in self.stages if s.policy_label and s.name in self.dirs]
 
     def policy_spec(self) -> str:
-        """The first policy this run trained (the SL-CAI model), else the recipe's policy."""
-        trained = self._policies()
-        return str(self.model_dir(trained[0])) if trained else self.recipe.models.policy
+        """The policy this run trained from the recipe's own (the SL-CAI model: a policy stage that
+        reads no earlier model), else the recipe's policy."""
+        first = [n for n in self._policies() if not self.stages[n].reads_models]
+        return str(self.model_dir(first[0])) if first else self.recipe.models.policy
 
     def final_policy_spec(self) -> str:
         """The policy the run ends with (PPO's or DPO's, else SL-CAI's), else the recipe's."""

@@ -23,8 +23,8 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from cai.constitution.schema import Strict, problems_from_validation
-from cai.constitution.yamlio import YamlDoc, load_yaml
-from cai.errors import CaiError, Problem, did_you_mean, fail
+from cai.errors import CaiError, Problem, did_you_mean, fail, option_error
+from cai.io.yamlio import YamlDoc, load_yaml
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.run.registry import PromptSet, StageRegistry, current_stages
 from cai.run.sections import Models
@@ -81,7 +81,7 @@ def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     out = _deep_copy(data)
     for item in sets:
         if "=" not in item:
-            raise fail("--set", None, item, "expected key=value (e.g. stages.critique.limit=8)")
+            raise option_error("--set", "expected key=value (e.g. stages.critique.limit=8)", value=item)
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         node = out
@@ -89,7 +89,7 @@ def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             if node.get(p) is None:
                 node[p] = {}
             if not isinstance(node[p], dict):
-                raise fail("--set", None, key, f"{p!r} is not a mapping")
+                raise option_error("--set", f"{p!r} is not a mapping", value=key)
             node = node[p]
         node[parts[-1]] = _coerce(value)
     return out

@@ -6,9 +6,9 @@ import html
 from typing import Any
 
 from cai.io.store import read_jsonl
+from cai.label_methods import constructs_pairs
 from cai.run.report_html import ReportView, fmt, number, read_json, table
 from cai.run.report_plot import BLUE, GREEN, RED, barh, figure, plot_html
-from cai.stages.methods import constructs_pairs
 
 
 def label_method_section(view: ReportView) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.constitution.model import Constitution
-from cai.errors import fail
+from cai.errors import option_error
 from cai.io.store import content_hash
 from cai.run.context import RunContext, settings_of
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Window
@@ -52,7 +52,7 @@ def label_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         judge = backends(ctx.recipe.models.judge, "models.judge") if settings.needs_judge else None
         if settings.method == "revision":  # the SL-CAI stage's own pairs: revision over first answer
             if "critique" not in ctx.dirs:
-                raise fail("stages.label.method", None, "method", "revision needs the recipe's critique stage")
+                raise option_error("stages.label.method", "revision needs the recipe's critique stage")
             pairs = settings_of(cfg, Window).apply(revision_pairs(ctx.dirs["critique"]))
             return label_pairs(ctx.constitution, judge, pairs, out, settings, seed=ctx.seed, quiet=ctx.quiet)
         policy = backends(ctx.policy_spec(), "models.policy")

@@ -28,8 +28,8 @@ from cai.errors import fail
 from cai.io.pairs import Pair
 from cai.models.base import Backend, Conversation
 from cai.stages.label_math import aggregate
+from cai.stages.messages import contrast_messages
 from cai.stages.settings import JudgeSettings
-from cai.templates.messages import contrast_messages
 
 SIDES = ("positive", "negative")
 

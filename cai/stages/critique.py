@@ -33,8 +33,8 @@ from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
 from cai.stages.cleaning import CopyCheck, clean_revision, quality_flags
 from cai.stages.critique_export import excludes, export_critique, write_summary
+from cai.stages.messages import critique_fewshot, critique_messages, prompt_messages, revision_messages
 from cai.stages.settings import CritiqueSettings, Shard
-from cai.templates.messages import critique_fewshot, critique_messages, prompt_messages, revision_messages
 
 DISTILL_TEMPLATE = "distill"
 

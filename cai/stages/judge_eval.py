@@ -23,9 +23,10 @@ from typing import Any
 
 from cai.constitution.load import load_library
 from cai.constitution.model import Constitution, Versioned
-from cai.errors import CaiError, fail
+from cai.errors import CaiError, file_error, option_error
 from cai.io.atomic import write_json_atomic, write_jsonl_atomic
 from cai.io.pairs import Pair
+from cai.label_methods import METHODS
 from cai.models.base import Backend
 from cai.progress import StepProgress
 from cai.stages.label import (
@@ -37,7 +38,6 @@ from cai.stages.label import (
 )
 from cai.stages.label_export import human_credit, judge_stats, reliability
 from cai.stages.label_math import aggregate
-from cai.stages.methods import METHODS
 from cai.stages.settings import JudgeSettings
 from cai.stats import mean, pct
 
@@ -215,11 +215,10 @@ def check_usable(summary: dict[str, Any]) -> None:
     f = summary["failures"]
     if summary["n"] and f["questions"] and f["failed_questions"] == f["questions"]:
         first = f["examples"][0]["error"] if f["examples"] else None
-        raise fail(
-            summary["judge"],
-            None,
+        raise option_error(
             "--judge",
             f"all {f['questions']} judge questions failed (first error: {first}); nothing to evaluate",
+            value=summary["judge"],
         )
 
 
@@ -264,11 +263,11 @@ def format_report(summary: dict[str, Any]) -> str:
 def write_eval(out: str | Path, summary: dict[str, Any], items: list[dict[str, Any]]) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise fail(str(out), None, "--out", "exists and is not a folder")
+        raise file_error(str(out), "--out", "exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise fail(str(out), None, "--out", f"cannot create this folder: {e.strerror or e}") from None
+        raise file_error(str(out), "--out", f"cannot create this folder: {e.strerror or e}") from None
     write_json_atomic(out / "summary.json", summary)
     write_jsonl_atomic(out / "judgements.jsonl", items)
 
@@ -284,7 +283,7 @@ def select_split(pairs: Sequence[Pair], split: str, where: str) -> list[Pair]:
         return list(pairs)
     chosen = [p for p in pairs if p.split == split]
     if not chosen:
-        raise fail(where, None, "--split", f"no pairs with split {split!r} (the file's pairs need a `split` field)")
+        raise file_error(where, "--split", f"no pairs with split {split!r} (the file's pairs need a `split` field)")
     return chosen
 
 
@@ -347,8 +346,9 @@ def compare_methods(
         )
     rows.sort(key=lambda r: -(r["agreement"] or 0.0))
     rows += unavailable
+    note = "labels by construction ({}); not measurable on given pairs"
     rows += [
-        {"method": m.name, "n": None, "agreement": None, "note": f"{m.describes}; not measurable on given pairs"}
+        {"method": m.name, "n": None, "agreement": None, "note": note.format(m.construction)}
         for m in METHODS
         if m.constructs_pairs
     ]

@@ -31,7 +31,7 @@ from typing import Any
 
 from cai import __version__
 from cai.constitution.model import Constitution, Versioned
-from cai.errors import fail
+from cai.errors import fail, file_error, option_error
 from cai.io.pairs import (
     Pair,
     PairUnit,
@@ -42,20 +42,20 @@ from cai.io.pairs import (
 )
 from cai.io.sources import PromptItem
 from cai.io.store import Store, content_hash, derive_seed
+from cai.label_methods import constructs_pairs
 from cai.models.base import Backend, Conversation, Generation, OptionScores
 from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
 from cai.stages.label_export import export_labels, label_record
 from cai.stages.label_math import aggregate, decision
-from cai.stages.methods import constructs_pairs
-from cai.stages.settings import SCORERS, JudgeSettings, LabelSettings, Shard
-from cai.templates.messages import (
+from cai.stages.messages import (
     comparison_fewshot,
     comparison_messages,
     cot_answer_messages,
     prompt_messages,
     rlcd_messages,
 )
+from cai.stages.settings import SCORERS, JudgeSettings, LabelSettings, Shard
 
 OPTIONS = ("A", "B")
 PoolFn = Callable[[Pair], Sequence[Versioned]]
@@ -288,7 +288,7 @@ def label_prompts(
     """
     run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, policy, settings, seed), policy)
     if settings.method == "revision":
-        raise fail("--method", None, "method", "revision reads a critique folder: give --critique DIR, not prompts")
+        raise option_error("--method", "revision reads a critique folder: give --critique DIR, not prompts")
     if settings.method == "rlcd":
         if c.spec.rlcd is None:
             raise fail(str(c.path), None, "rlcd", "--method rlcd needs the constitution's rlcd: {positive, negative}")
@@ -317,7 +317,7 @@ def label_pairs(
     """RLAIF labels for given pairs (`cai label --pairs`, and `--critique` for ``revision``, whose
     pairs come from `revision_pairs`); otherwise as `label_prompts`."""
     if settings.method == "rlcd":
-        raise fail("--method", None, "method", "rlcd samples its own pairs: give prompts, not --pairs")
+        raise option_error("--method", "rlcd samples its own pairs: give prompts, not --pairs")
     run = _LabelRun(c, judge, settings, seed, _fixed(c, judge, None, settings, seed), None)
 
     def units(ci: int, offset: int, chunk: Sequence[Any]) -> list[PairUnit]:
@@ -355,11 +355,11 @@ def revision_pairs(critique_out: str | Path) -> list[Pair]:
 
     path = Path(critique_out) / "records.jsonl"
     if not path.is_file():
-        raise fail(str(critique_out), None, "--critique", "not a `cai critique` output folder (no records.jsonl)")
+        raise file_error(str(critique_out), "--critique", "not a `cai critique` output folder (no records.jsonl)")
     records, _ = dedupe([r for _line, r in iter_jsonl(path, committed_only=True)])  # a retry replaces
     if records and all(is_distill(r) for r in records):
-        raise fail(
-            str(critique_out), None, "--critique", "a `--mode distill` folder has one answer per prompt, no pairs"
+        raise file_error(
+            str(critique_out), "--critique", "a `--mode distill` folder has one answer per prompt, no pairs"
         )
     pairs = []
     for r in sorted(records, key=lambda r: r.get("order", 0)):
@@ -368,7 +368,7 @@ def revision_pairs(critique_out: str | Path) -> list[Pair]:
         if pick is not None and pick.text.strip() != r["initial_response"].strip():
             pairs.append(Pair(r["id"], r["prompt"], pick.text.strip(), r["initial_response"].strip()))
     if not pairs:
-        raise fail(str(path), None, "--critique", "no usable revisions that differ from the first answer")
+        raise file_error(str(path), "--critique", "no usable revisions that differ from the first answer")
     return pairs
 
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from cai.constitution.schema import Strict
+from cai.label_methods import BY_NAME, METHOD_NAMES, SCORER_NAMES, constructs_pairs, help_text
 from cai.models.base import GenerationParams
+from cai.settings import StageSettings
 from cai.stages.cleaning import COPY_NGRAM
-from cai.stages.methods import BY_NAME, METHOD_NAMES, SCORER_NAMES, constructs_pairs, help_text
 
 
 def is_off(v: Any) -> bool:
@@ -36,15 +36,6 @@ Shard = tuple[int, int]  # (i, N): this process does the i-th of N shards
 # runs at most `LocalBackend.batch_size` (32) rows per forward pass; an API backend sends one
 # request per row with bounded concurrency.
 WORK_UNIT = " One work unit: one backend call per step, and what resume and --shard count in."
-
-
-class StageSettings(Strict):
-    """Frozen, no unknown keys, no type coercion (a recipe's ``lr: 1e-5`` string is an error)."""
-
-    def record(self) -> dict[str, Any]:
-        """JSON-shaped settings, as hashed into stage keys and written into manifests.
-        ``retry_failed`` says how a rerun treats failed records, not what a record holds."""
-        return self.model_dump(mode="json", exclude={"retry_failed"})
 
 
 class Sampling:
@@ -76,9 +67,9 @@ class Window(StageSettings):
     def apply(self, items: Sequence[T]) -> list[T]:
         """The window's items; a window past the end is an error, not a run over nothing."""
         if items and self.skip >= len(items):
-            from cai.errors import fail
+            from cai.errors import option_error
 
-            raise fail("--skip", None, "", f"{self.skip} leaves none of the {len(items)} inputs; use a smaller --skip")
+            raise option_error("--skip", f"{self.skip} leaves none of the {len(items)} inputs; use a smaller --skip")
         end = None if self.limit is None else self.skip + self.limit
         return list(items[self.skip : end])
 
@@ -114,7 +105,7 @@ class CritiqueSettings(Sampling, StageSettings):
 Clamp = tuple[float, float] | Literal["none"] | None
 
 
-# The choices come from the label-method table (`cai.stages.methods`): a method is added there.
+# The choices come from the label-method table (`cai.label_methods`): a method is added there.
 Scorer = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # methods that score given pairs
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 SCORERS: tuple[str, ...] = SCORER_NAMES
@@ -175,7 +166,7 @@ class JudgeSettings(StageSettings):
     @model_validator(mode="after")
     def _check_method(self) -> JudgeSettings:
         scorer = getattr(self, "rescore", None) or self.method  # what asks the judge, if anything
-        if self.cot and not BY_NAME[scorer].asks_question:
+        if self.cot and BY_NAME[scorer].scores_pairs and not BY_NAME[scorer].asks_question:
             raise ValueError(f"--cot: method {scorer} asks no question to reason about; use mc")
         if getattr(self, "rescore", None) is not None and not constructs_pairs(self.method):
             raise ValueError("--rescore: only relabels pairs by construction (--method rlcd or revision)")

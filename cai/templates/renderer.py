@@ -26,8 +26,8 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import SecurityError
 
-from cai.constitution.yamlio import load_yaml, read_text
 from cai.errors import CaiError, Problem, did_you_mean, fail
+from cai.io.yamlio import load_yaml, read_text
 from cai.paths import data_dir
 from cai.templates import budget, sandbox
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cai.train.common import TrainOutput, checkpointing_kwargs, training_dtype, use_bf16
+from cai.train.common import checkpointing_kwargs, training_dtype, use_bf16
+from cai.train.publish import TrainOutput
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 

@@ -35,12 +35,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cai.errors import fail
+from cai.errors import file_error
 from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
-    TrainOutput,
     changed_params,
     keep_metrics_off_terminal,
     load_chat_tokenizer,
@@ -52,6 +51,7 @@ from cai.train.common import (
 )
 from cai.train.configs import dpo_config
 from cai.train.pm import PrefRow, PrefTable, preference_inputs
+from cai.train.publish import TrainOutput
 from cai.train.rl_common import encode_prompt
 from cai.train.settings import DpoSettings
 
@@ -187,7 +187,7 @@ def train_dpo(
         # set is a one-line error rather than a failure inside TRL's reference pass.
         train_rows = to_dpo_rows(_prompt_fits(tokenizer, pairs, s.max_length), soft=soft)
         if not train_rows:
-            raise fail(data[0], None, "--max-length", f"every prompt is longer than {s.max_length} tokens")
+            raise file_error(data[0], "--max-length", f"every prompt is longer than {s.max_length} tokens")
         held_rows = to_dpo_rows(_prompt_fits(tokenizer, held.rows, s.max_length), soft=soft)
         with _reference_bar(enabled=not quiet):
             trainer = _build(path, tokenizer, train_rows, held_rows, output, config, s)

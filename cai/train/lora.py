@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from cai.errors import fail
+from cai.errors import option_error
 from cai.train.settings import Lora
 
 Task = Literal["CAUSAL_LM", "SEQ_CLS"]
@@ -34,7 +34,7 @@ def lora_config(s: Lora, task: Task = "CAUSAL_LM") -> Any:
     try:
         from peft import LoraConfig, TaskType
     except ImportError:
-        raise fail("--lora-r", None, "", INSTALL_HINT) from None
+        raise option_error("--lora-r", INSTALL_HINT) from None
     r = int(s.lora_r or 0)
     targets: list[str] | str = s.lora_target_modules
     if targets == ["all-linear"]:
@@ -80,11 +80,9 @@ def check_target_names(path: str, s: Lora, model_flag: str) -> None:
     missing = [m for m in s.lora_target_modules if m not in names]
     if missing:
         shown = ", ".join(sorted(n for n in names if n.endswith("proj"))[:8] or sorted(names)[:8])
-        raise fail(
-            model_flag,
-            None,
+        raise option_error(
             "--lora-target-modules",
-            f"no module named {', '.join(missing)} in this model (it has e.g. {shown})",
+            f"no module named {', '.join(missing)} in the {model_flag} model (it has e.g. {shown})",
         )
 
 
@@ -105,7 +103,7 @@ def prepare_to_save(trainer: Any, s: Lora) -> None:
     if getattr(trainer, "is_deepspeed_enabled", False):
         plugin = trainer.accelerator.state.deepspeed_plugin
         if plugin is not None and plugin.zero_stage == 3:
-            raise fail("--lora-merge", None, "", "cannot merge under DeepSpeed ZeRO-3; use --no-lora-merge")
+            raise option_error("--lora-merge", "cannot merge under DeepSpeed ZeRO-3; use --no-lora-merge")
     setattr(holder, attr, getattr(holder, attr).merge_and_unload())
 
 

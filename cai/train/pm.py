@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
-from cai.errors import fail
+from cai.errors import fail, file_error, option_error
 from cai.io.pairs import parse_pair_row
 from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
-    TrainOutput,
     changed_params,
     keep_metrics_off_terminal,
     load_chat_tokenizer,
@@ -39,6 +38,7 @@ from cai.train.common import (
 )
 from cai.train.configs import reward_config
 from cai.train.pm_loss import soft_preference_loss
+from cai.train.publish import TrainOutput
 from cai.train.rl_common import PMScorer, encode_answer, encode_prompt, use_distinct_pad
 from cai.train.settings import PmSettings
 from cai.train.tables import TableSource, load_table, rows_sha256
@@ -93,7 +93,7 @@ def preference_inputs(
     """The three preference inputs of `train pm` and `train dpo`: AI labels (`--data`, at least
     one), human pairs (`--human`, hard labels) and held-out pairs (`--eval`)."""
     if not data:
-        raise fail("--data", None, "", "give at least one label run folder or preference file")
+        raise option_error("--data", "give at least one label run folder or preference file")
     ai = load_preferences(data, "--data", human=False)
     hum = load_preferences(human, "--human", human=True) if human else PrefTable()
     held = load_preferences(held_out, "--eval", human=True) if held_out else PrefTable()
@@ -126,7 +126,7 @@ def load_preferences(paths: Sequence[str], option: str, *, human: bool) -> PrefT
             if isinstance(row.get("fingerprint"), str):
                 table.fingerprints.add(row["fingerprint"])
         if not used:
-            raise fail(str(source), None, option, "no preference pairs in it")
+            raise file_error(source, option, "no preference pairs in it")
         table.rows.extend(used)
         table.sources.append(TableSource(str(source), kind, len(used), rows_sha256([r.as_record() for r in used])))
     return table
@@ -254,8 +254,8 @@ def train_pm(
         use_distinct_pad(tokenizer)
         examples, dropped = encode_rows(tokenizer, ai.rows + hum.rows, s.max_length, soft=soft)
         if not examples:
-            raise fail(
-                data[0], None, "--max-length", f"every pair is longer than {s.max_length} tokens; raise --max-length"
+            raise file_error(
+                data[0], "--max-length", f"every pair is longer than {s.max_length} tokens; raise --max-length"
             )
         config = reward_config(output, s, seed, quiet)  # first: it sets up the process group
         seed_everything(seed)

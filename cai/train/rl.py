@@ -29,12 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.errors import fail
+from cai.errors import file_error
 from cai.io.sources import PromptItem, load_prompts
 from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
-    TrainOutput,
     changed_params,
     keep_metrics_off_terminal,
     load_causal_lm,
@@ -46,6 +45,7 @@ from cai.train.common import (
     use_bf16,
 )
 from cai.train.configs import group_config, import_ppo, ppo_config
+from cai.train.publish import TrainOutput
 from cai.train.rl_common import (
     PMReward,
     PMScorer,
@@ -127,7 +127,7 @@ def _short_enough(
     kept = [(it, encode_prompt(tokenizer, it.messages)) for it in items]
     kept = [(it, ids) for it, ids in kept if len(ids) <= limit]
     if not kept:
-        raise fail(source, None, "--max-prompt-length", f"every prompt is longer than {limit} tokens")
+        raise file_error(source, "--max-prompt-length", f"every prompt is longer than {limit} tokens")
     return kept
 
 

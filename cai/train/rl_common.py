@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from cai.errors import fail
+from cai.errors import fail, file_error
 from cai.io.readers import read_json_file
 
 Conversation = list[dict[str, str]]
@@ -140,24 +140,18 @@ def check_pm_folder(path: str) -> str:
     check_published(p, "--pm")
     cfg_path = p / "config.json"
     if not cfg_path.is_file():
-        raise fail(
-            str(p),
-            None,
-            "--pm",
-            "not a model folder (no config.json); give the --out folder of `cai train pm`",
-        )
+        raise file_error(str(p), "--pm", "not a model folder (no config.json); give the --out folder of `cai train pm`")
     cfg = read_json_file(cfg_path, kind="model config")
     archs = cfg.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise fail(
+        raise file_error(
             str(p),
-            None,
             "--pm",
             f"not a preference model (architectures: {', '.join(archs) or 'none'}); train one with `cai train pm`",
         )
     labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or 2)
     if labels != 1:
-        raise fail(str(p), None, "--pm", f"a PM has one output, this model has {labels}")
+        raise file_error(str(p), "--pm", f"a PM has one output, this model has {labels}")
     return str(p.resolve())
 
 

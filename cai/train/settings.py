@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from cai.stages.settings import StageSettings
+from cai.settings import StageSettings
 
 REPORT_TO = Field(
     "none", description="Also log to: none, tensorboard, trackio, wandb (metrics.jsonl is always written)."

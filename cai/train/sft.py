@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cai.errors import fail
+from cai.errors import fail, file_error, option_error
 from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
-    TrainOutput,
     changed_params,
     keep_metrics_off_terminal,
     load_chat_tokenizer,
@@ -34,6 +33,7 @@ from cai.train.common import (
     use_bf16,
 )
 from cai.train.configs import sft_config
+from cai.train.publish import TrainOutput
 from cai.train.settings import SftSettings
 from cai.train.tables import Loc, TableSource, load_table, rows_sha256
 
@@ -129,10 +129,10 @@ def split_eval(
     if fraction <= 0:
         return rows, []
     if fraction >= 1:
-        raise fail(where, None, "--eval-fraction", "must be below 1")
+        raise file_error(where, "--eval-fraction", "must be below 1")
     n_eval = max(1, round(fraction * len(rows)))
     if n_eval >= len(rows):
-        raise fail(where, None, "--eval-fraction", f"leaves no training rows out of {len(rows)}")
+        raise file_error(where, "--eval-fraction", f"leaves no training rows out of {len(rows)}")
     order = list(range(len(rows)))
     rng.shuffle(order)
     held = set(order[:n_eval])
@@ -169,17 +169,17 @@ def prepare_sft_data(
 ) -> SFTData:
     """Load, validate, split and mix; every user mistake is a `CaiError` naming file and row."""
     if not data_dirs:
-        raise fail("--data", None, "", "give at least one data folder")
+        raise option_error("--data", "give at least one data folder")
     if not 0.0 <= helpful_ratio < 1.0:
-        raise fail("--helpful-ratio", None, "", f"{helpful_ratio} is not in [0, 1)")
+        raise option_error("--helpful-ratio", f"{helpful_ratio} is not in [0, 1)")
     if helpful and helpful_ratio == 0.0:
-        raise fail("--helpful-ratio", None, "", "--helpful given but the ratio is 0; set e.g. 0.3")
+        raise option_error("--helpful-ratio", "--helpful given but the ratio is 0; set e.g. 0.3")
     if helpful_ratio > 0.0 and not helpful:
-        raise fail("--helpful", None, "", "--helpful-ratio > 0 needs --helpful data")
+        raise option_error("--helpful", "--helpful-ratio > 0 needs --helpful data")
     cai_table = load_messages(data_dirs, "--data")
     if not cai_table.examples:
-        raise fail(
-            data_dirs[0], None, "--data", f"no usable rows ({cai_table.skipped_empty} with an empty final answer)"
+        raise file_error(
+            data_dirs[0], "--data", f"no usable rows ({cai_table.skipped_empty} with an empty final answer)"
         )
     rng = random.Random(seed)
     train, held = split_eval(cai_table.examples, eval_fraction, rng, data_dirs[0])
@@ -187,7 +187,7 @@ def prepare_sft_data(
     if helpful:
         help_table = load_messages(helpful, "--helpful")
         if not help_table.examples:
-            raise fail(helpful[0], None, "--helpful", "no usable rows")
+            raise file_error(helpful[0], "--helpful", "no usable rows")
         train, used = mix_helpful(train, help_table.examples, helpful_ratio, rng)
     return SFTData(train, held, cai_table, help_table, used)
 
@@ -291,9 +291,8 @@ def _build_trainer(
     )
     keep_metrics_off_terminal(trainer, quiet)
     if len(trainer.train_dataset) == 0:
-        raise fail(
+        raise file_error(
             data.cai.sources[0].path,
-            None,
             "--max-length",
             f"every prompt is longer than {config.max_length} tokens; raise --max-length",
         )

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cai.errors import fail
+from cai.errors import fail, file_error
 from cai.io.readers import (
     PROVENANCE_FILE,
     check_rows_folder,
@@ -95,12 +95,12 @@ def find_table(
             return p, "dataset"
         if not any(p.iterdir()):
             check_rows_folder(p, option)
-        raise fail(str(p), None, option, f"no dataset/ folder or {' / '.join(jsonl_names)} in this folder")
+        raise file_error(p, option, f"no dataset/ folder or {' / '.join(jsonl_names)} in this folder")
     if p.is_file():
         if p.suffix in (".jsonl", ".json"):
             return p, "jsonl"
-        raise fail(str(p), None, option, "expected a folder, a saved dataset or a .jsonl file")
-    raise fail(str(p), None, option, "no such file or folder")
+        raise file_error(p, option, "expected a folder, a saved dataset or a .jsonl file")
+    raise file_error(p, option, "no such file or folder")
 
 
 def load_table(

@@ -52,10 +52,11 @@ def test_the_trainer_minimises_the_documented_soft_dpo_loss(tmp_path: Path, tiny
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cai.train.common import TrainOutput, load_tokenizer
+    from cai.train.common import load_tokenizer
     from cai.train.configs import dpo_config
     from cai.train.dpo import _build, to_dpo_rows
     from cai.train.pm import PrefRow
+    from cai.train.publish import TrainOutput
     from cai.train.settings import DpoSettings
 
     tok = load_tokenizer(str(tiny))

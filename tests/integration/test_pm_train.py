@@ -118,9 +118,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> 
 def test_the_trainer_minimises_the_documented_soft_loss(tmp_path: Path, tiny: Path) -> None:
     """On a fixed batch, the loss the trainer computes is the hand-written soft cross-entropy
     of the model's own scores (and TRL's -logsigmoid(d) with --labels hard)."""
-    from cai.train.common import TrainOutput, load_tokenizer
+    from cai.train.common import load_tokenizer
     from cai.train.configs import reward_config
     from cai.train.pm import PrefRow, _build, encode_rows
+    from cai.train.publish import TrainOutput
     from cai.train.rl_common import PMScorer, use_distinct_pad
     from cai.train.settings import PmSettings
 

@@ -112,8 +112,9 @@ def base_path() -> str:
 def test_only_the_answer_and_its_end_of_turn_are_trained(tmp_path: Path, base_path: str) -> None:
     """SmolLM2's template has no {% generation %} markers, so we rely on prompt/completion
     masking: the labels must cover exactly the final answer plus `<|im_end|>`."""
-    from cai.train.common import TrainOutput, load_tokenizer
+    from cai.train.common import load_tokenizer
     from cai.train.configs import sft_config
+    from cai.train.publish import TrainOutput
     from cai.train.settings import SftSettings
     from cai.train.sft import _build_trainer, prepare_sft_data
 

@@ -20,8 +20,8 @@ from cai.io.pairs import Pair
 from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.stages.label import judge_pairs, label_pairs
 from cai.stages.label_math import decision
+from cai.stages.messages import COT_ANSWER_PREFIX
 from cai.stages.settings import JudgeSettings, LabelSettings
-from cai.templates.messages import COT_ANSWER_PREFIX
 
 SHOWN = re.compile(r"\(A\) (.*?)\n\n\(B\) (.*?)\n\n(.*?)\n(?:Answer|Think)", re.S)
 

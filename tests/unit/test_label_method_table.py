@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from cai.cards import label_method_sentence
-from cai.stages.methods import METHODS, SCORER_NAMES
+from cai.label_methods import METHODS, SCORER_NAMES
 from cai.stages.settings import JudgeSettings, LabelSettings
 
 
@@ -40,3 +40,10 @@ def test_cot_is_refused_for_methods_that_ask_no_question() -> None:
             with pytest.raises(ValueError, match="asks no question"):
                 JudgeSettings(method=m.name, cot=True)
     assert JudgeSettings(method="mc", cot=True).cot
+
+
+def test_cot_is_allowed_with_pairs_by_construction() -> None:
+    """--cot reaches the judge only through --rescore; constructed pairs alone are no reason to refuse it."""
+    for m in METHODS:
+        if m.constructs_pairs:
+            assert LabelSettings(method=m.name, cot=True).cot

@@ -77,7 +77,7 @@ def test_stage_on_a_held_folder_exits_2_and_writes_nothing(tmp_path: Path, args:
 
 
 def test_run_and_training_folders_are_locked(tmp_path: Path) -> None:
-    from cai.train.common import TrainOutput
+    from cai.train.publish import TrainOutput
 
     out = TrainOutput(tmp_path / "m", "sft")
     out.prepare()
@@ -166,7 +166,7 @@ PM_FILES = {
 
 
 def _train(out: Path, overwrite: bool = False) -> None:
-    from cai.train.common import TrainOutput
+    from cai.train.publish import TrainOutput
 
     t = TrainOutput(out, "pm", overwrite=overwrite)
     t.prepare()
@@ -209,7 +209,7 @@ class _KillAt:
 def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cai.train import common
+    from cai.train import publish as publishing
     from cai.train.rl_common import check_pm_folder
 
     _train(tmp_path / "ref")
@@ -220,14 +220,14 @@ def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
     while True:
         n += 1
         out = tmp_path / f"o{n}"
-        original = common.TrainOutput.publish
+        original = publishing.TrainOutput.publish
 
         def publish(self: Any, meta: dict[str, Any], n: int = n, original: Any = original) -> None:
             with monkeypatch.context() as m:
                 _KillAt(m, n)
                 original(self, meta)
 
-        monkeypatch.setattr(common.TrainOutput, "publish", publish)
+        monkeypatch.setattr(publishing.TrainOutput, "publish", publish)
         try:
             _train(out)
         except _Killed:
@@ -235,7 +235,7 @@ def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
         else:
             break
         finally:
-            monkeypatch.setattr(common.TrainOutput, "publish", original)
+            monkeypatch.setattr(publishing.TrainOutput, "publish", original)
         # Whatever the kill left, nobody mistakes it for a model …
         if out.exists() and not (out / "cai_train.json").exists():
             with pytest.raises(CaiError, match=r"no complete model|no config\.json"):

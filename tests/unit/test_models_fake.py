@@ -12,8 +12,8 @@ from cai.models import fake
 from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
 from cai.stages.label import judge_pairs
+from cai.stages.messages import cot_answer_messages, critique_messages, revision_messages
 from cai.stages.settings import JudgeSettings
-from cai.templates.messages import cot_answer_messages, critique_messages, revision_messages
 
 CONV = [{"role": "user", "content": "How do I bake bread?"}]
 

@@ -100,3 +100,19 @@ def test_the_builtin_order_and_rules_come_from_the_registry() -> None:
 def test_a_broken_registry_is_refused(stages: tuple[Stage, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         StageRegistry(stages)
+
+
+def test_the_policy_a_stage_starts_from_and_the_one_a_run_ends_with(tmp_path: Path) -> None:
+    """SL-CAI's model when the run trained one, else the recipe's; the run ends with its last policy."""
+    from cai.constitution.load import load_constitution
+    from cai.run.context import RunLog
+    from cai.run.recipe import load_recipe
+
+    recipe, base = load_recipe(_recipe(tmp_path, "  label: {method: rlcd}\n  dpo: {}\n  eval: {}\n"))
+    ctx = RunContext(recipe, base, tmp_path, load_constitution("harmless"), True, RunLog(tmp_path / "l", True), BUILTIN)
+    assert ctx.policy_spec() == ctx.final_policy_spec() == "fake"
+    ctx.dirs.update(label=tmp_path / "label", dpo=tmp_path / "dpo")
+    assert ctx.policy_spec() == "fake" and ctx.final_policy_spec() == str(tmp_path / "dpo" / "model")
+    ctx.dirs["sft"] = tmp_path / "sft"
+    assert ctx.policy_spec() == str(tmp_path / "sft" / "model")
+    assert ctx.final_policy_spec() == str(tmp_path / "dpo" / "model")

@@ -14,7 +14,6 @@ from cai.errors import CaiError
 from cai.train import common
 from cai.train.common import (
     JsonlMetricsCallback,
-    TrainOutput,
     changed_params,
     checkpointing_kwargs,
     ensure_pad_token,
@@ -24,6 +23,7 @@ from cai.train.common import (
     resolve_model_path,
     snapshot_params,
 )
+from cai.train.publish import TrainOutput
 
 # --------------------------------------------------------------------------- model specs
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cai.constitution.yamlio import MAX_DEPTH, YamlDoc, dotted, load_yaml, read_text
 from cai.errors import CaiError
+from cai.io.yamlio import MAX_DEPTH, YamlDoc, dotted, load_yaml, read_text
 
 DOC = """\
 kind: constitution

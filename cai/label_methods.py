@@ -18,6 +18,7 @@ class LabelMethod:
     order_matters: bool  # the judge sees the two replies as (A) and (B), so their order can sway it
     help: str  # for --help and the recipe's field description
     describes: str  # what a dataset card or the report says made the labels
+    construction: str = ""  # pairs by construction: what decides the preferred side
 
     @property
     def constructs_pairs(self) -> bool:
@@ -59,6 +60,7 @@ METHODS: tuple[LabelMethod, ...] = (
         help="the policy answers under the constitution's positive and negative prompts, chosen = positive",
         describes="pairs by construction: the answer under the constitution's positive prompt over the one "
         "under its negative prompt",
+        construction="positive vs negative prompt",
     ),
     LabelMethod(
         "revision",
@@ -67,6 +69,7 @@ METHODS: tuple[LabelMethod, ...] = (
         order_matters=False,
         help="a critique run's final revision over its first answer",
         describes="the SL-CAI run's final revision over its first answer",
+        construction="revision over first answer",
     ),
 )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from cai.constitution.load import load_constitution
-from cai.errors import fail
-from cai.templates import messages as conv
+from cai.errors import fail, option_error
+from cai.stages import messages as conv
 from cai.templates.renderer import placeholder
 
 STEP_VARS = {
@@ -39,12 +39,12 @@ def preview_messages(
         }
         unknown = sorted(set(sets) - set(info.variables))
         if unknown:
-            raise fail("--set", None, unknown[0], f"template {template!r} has no such variable", None)
+            raise option_error("--set", f"template {template!r} has no such variable", value=unknown[0])
         return [{"role": "user", "content": c.renderer.render(template, **values)}]
     allowed = STEP_VARS[role]
     unknown = sorted(set(sets) - set(allowed))
     if unknown:
-        raise fail("--set", None, unknown[0], f"unknown variable for {role} (use: {', '.join(allowed)})")
+        raise option_error("--set", f"unknown variable for {role} (use: {', '.join(allowed)})", value=unknown[0])
     v = {k: sets.get(k, f"<{k}>") for k in allowed if k != "side"}
     prompt = [{"role": "user", "content": v["prompt"]}]
     if role == "distill":
@@ -62,7 +62,7 @@ def preview_messages(
     if role == "contrast":  # the context a reply is scored in, then the reply scored
         side = sets.get("side", "positive")
         if side not in ("positive", "negative"):
-            raise fail("--set", None, "side", f"expected positive or negative, got {side!r}")
+            raise option_error("--set", f"expected positive or negative, got {side!r}", value="side")
         if not getattr(p.principle, side, None):
             raise fail(p.source, None, f"{p.id}.{side}", "this principle has no contrast guidance")
         return [*conv.contrast_messages(c, prompt, p, side), {"role": "assistant", "content": v["response"]}]
