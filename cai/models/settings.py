@@ -49,17 +49,6 @@ class BackendSettings(Strict):
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def check_spec(spec: str, named_by: str = "--model") -> None:
-    """Is `spec` a model spec at all (without loading anything)? One line naming `named_by`."""
-    from cai.models.base import ModelSpecError
-    from cai.models.spec import parse_spec
-
-    try:
-        parse_spec(spec)
-    except ModelSpecError as e:
-        raise option_error(named_by, str(e), value=spec) from None
-
-
 @contextmanager
 def _no_loading_bar(quiet: bool) -> Iterator[None]:
     """Under --quiet, hide transformers' "Loading weights" bar while a model loads (its warnings

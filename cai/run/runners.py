@@ -143,7 +143,7 @@ def critique_key_extra(section: Any, c: Constitution) -> str | None:
     guidance template is found by name, not through the constitution's `templates:`, so editing it
     must still rerun the stage."""
     if getattr(section, "mode", None) == "distill":
-        from cai.stages.critique import distill_guidance
+        from cai.stages.messages import distill_guidance
 
         return content_hash(distill_guidance(c))
     return None

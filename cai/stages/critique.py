@@ -33,10 +33,16 @@ from cai.progress import StepProgress
 from cai.stages.chunks import chunks_for_shard, shard_size
 from cai.stages.cleaning import CopyCheck, clean_revision, quality_flags
 from cai.stages.critique_export import excludes, export_critique, write_summary
-from cai.stages.messages import critique_fewshot, critique_messages, prompt_messages, revision_messages
+from cai.stages.messages import (
+    DISTILL_TEMPLATE,
+    critique_fewshot,
+    critique_messages,
+    distill_guidance,
+    distill_messages,
+    prompt_messages,
+    revision_messages,
+)
 from cai.stages.settings import CritiqueSettings, Shard
-
-DISTILL_TEMPLATE = "distill"
 
 
 def exemplar_texts(c: Constitution) -> list[str]:
@@ -53,18 +59,6 @@ def copy_check(c: Constitution, s: CritiqueSettings) -> CopyCheck:
     distill mode (no exemplars shown) the guidance text itself, echoed back instead of answering."""
     texts = [distill_guidance(c)] if s.mode == "distill" else exemplar_texts(c)
     return CopyCheck.of(texts, s.copy_ngram, s.drop_copies)
-
-
-def distill_guidance(c: Constitution) -> str:
-    """The system turn of distill mode: the constitution's system prompt and its selected
-    critique principles' critique texts (what every answer is reviewed against in revise mode)."""
-    principles = [p.principle.critique for p in c.critique_principles]  # type: ignore[union-attr]
-    return c.renderer.render(DISTILL_TEMPLATE, system_prompt=c.spec.system_prompt or "", principles=principles)
-
-
-def distill_messages(guidance: str, prompt: Conversation) -> Conversation:
-    """The policy's input in distill mode (also what `cai render distill` prints)."""
-    return [{"role": "system", "content": guidance}, *(dict(m) for m in prompt)]
 
 
 def manifest(

@@ -136,3 +136,19 @@ def cot_answer_messages(judge_messages: Conversation, reasoning: str) -> Convers
     """Continue the judge's own reasoning up to the answer letter, so its probability can be read."""
     text = reasoning.split(COT_ANSWER_PREFIX)[0].rstrip()
     return [*judge_messages, _msg("assistant", f"{text}\n{COT_ANSWER_PREFIX}")]
+
+
+# The template of distill mode's system turn (`cai critique --mode distill`), found by name.
+DISTILL_TEMPLATE = "distill"
+
+
+def distill_guidance(c: Constitution) -> str:
+    """The system turn of distill mode: the constitution's system prompt and its selected
+    critique principles' critique texts (what every answer is reviewed against in revise mode)."""
+    principles = [p.principle.critique for p in c.critique_principles]  # type: ignore[union-attr]
+    return c.renderer.render(DISTILL_TEMPLATE, system_prompt=c.spec.system_prompt or "", principles=principles)
+
+
+def distill_messages(guidance: str, prompt: Conversation) -> Conversation:
+    """The policy's input in distill mode (also what `cai render distill` prints)."""
+    return [{"role": "system", "content": guidance}, *(dict(m) for m in prompt)]

@@ -48,7 +48,7 @@ def preview_messages(
     v = {k: sets.get(k, f"<{k}>") for k in allowed if k != "side"}
     prompt = [{"role": "user", "content": v["prompt"]}]
     if role == "distill":
-        from cai.stages.critique import distill_guidance, distill_messages
+        from cai.stages.messages import distill_guidance, distill_messages
 
         return distill_messages(distill_guidance(c), prompt)
     if role in ("critique", "revision"):

@@ -21,7 +21,6 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from cai.errors import file_error
 from cai.io.atomic import PUBLISHED_MARKER
-from cai.io.readers import iter_jsonl
 
 # Spec resolution is a models concern (`cai.models.kinds`); re-exported for the trainers' callers.
 from cai.models.spec import resolve_model_path as resolve_model_path
@@ -222,13 +221,6 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    path = Path(out) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [row for _, row in iter_jsonl(path, committed_only=True)]  # a killed run may tear the last line
-
-
 # --------------------------------------------------------------------------- parameters
 
 
@@ -244,11 +236,6 @@ def param_checksums(model: Any) -> dict[str, tuple[float, float]]:
                 q = p.detach().double()
                 out[name] = (float(q.sum()), float(q.norm()))
     return out
-
-
-def snapshot_params(model: Any) -> dict[str, torch.Tensor]:
-    """An exact CPU copy of the trainable parameters (for tests and small models)."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

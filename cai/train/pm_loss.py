@@ -30,8 +30,3 @@ def soft_preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p_cho
     d = r_chosen - r_rejected
     p = p_chosen.to(d.dtype)
     return -(p * F.logsigmoid(d) + (1.0 - p) * F.logsigmoid(-d)).mean()
-
-
-def hard_preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
-    """TRL's RewardTrainer loss without a margin: ``-log σ(r_c - r_r)``."""
-    return -F.logsigmoid(r_chosen - r_rejected).mean()

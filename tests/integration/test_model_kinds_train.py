@@ -35,7 +35,8 @@ def _toy_kind(base: Path, resolved: list[tuple[str, bool]]) -> ModelKind:
 
 
 def test_a_toy_kind_is_trained_through_cai_train_sft(tmp_path: Path, embedded_model_dir: Path) -> None:
-    from cai.train.common import changed_params, load_causal_lm, snapshot_params
+    from cai.train.common import changed_params, load_causal_lm
+    from tests.train_helpers import snapshot_params
 
     base = tiny_policy(tmp_path / "tiny", embedded_model_dir)
     resolved: list[tuple[str, bool]] = []

@@ -45,10 +45,11 @@ def test_pm_learns_and_saves_a_sequence_classification_model(tmp_path: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from cai.train.common import changed_params, resolve_model_path, snapshot_params
+    from cai.train.common import changed_params, resolve_model_path
     from cai.train.pm import train_pm
     from cai.train.rl_common import PMScorer, encode_answer, encode_prompt
     from cai.train.settings import PmSettings
+    from tests.train_helpers import snapshot_params
 
     rows = easy_pairs(QUESTIONS[:8])
     labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", rows).parent

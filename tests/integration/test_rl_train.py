@@ -55,9 +55,10 @@ def test_ppo_two_updates_change_the_embedded_policy(
 
     from cai.models.base import GenerationParams
     from cai.models.settings import open_backend
-    from cai.train.common import changed_params, snapshot_params
+    from cai.train.common import changed_params
     from cai.train.rl import train_rl
     from cai.train.settings import RlSettings
+    from tests.train_helpers import snapshot_params
 
     out = tmp_path / "ppo"
     s = train_rl(
@@ -115,9 +116,10 @@ def test_rloo_and_grpo_run_and_change_parameters(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cai.train.common import changed_params, snapshot_params
+    from cai.train.common import changed_params
     from cai.train.rl import train_rl
     from cai.train.settings import RlSettings
+    from tests.train_helpers import snapshot_params
 
     policy, pm = tiny
     out = tmp_path / algorithm

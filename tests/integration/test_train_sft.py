@@ -133,9 +133,10 @@ def test_sft_changes_weights_lowers_loss_and_saves_a_model(tmp_path: Path, base_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cai.train.common import changed_params, read_metrics, snapshot_params
+    from cai.train.common import changed_params
     from cai.train.settings import SftSettings
     from cai.train.sft import train_sft
+    from tests.train_helpers import read_metrics, snapshot_params
 
     data = _stage_folder(tmp_path)
     out = tmp_path / "sl-cai"

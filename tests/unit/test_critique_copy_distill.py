@@ -21,7 +21,8 @@ from cai.io.sources import PromptItem
 from cai.io.store import content_hash
 from cai.models.base import Conversation, Generation, GenerationParams
 from cai.stages.cleaning import COPY_NGRAM, CRITIQUE_COPY, EXEMPLAR_COPY, CopyCheck, critique_copy
-from cai.stages.critique import distill_guidance, exemplar_texts, run_critique
+from cai.stages.critique import exemplar_texts, run_critique
+from cai.stages.messages import distill_guidance
 from cai.stages.settings import CritiqueSettings
 from tests.helpers import invoke, records_without_timing
 

@@ -18,13 +18,13 @@ from cai.models.kinds import (
     BUILTIN_KINDS,
     BackendRequest,
     ModelKind,
+    ParsedSpec,
     current_kinds,
     find_kind,
     prefixed,
     registry_with,
     using_kinds,
 )
-from cai.models.settings import check_spec
 from cai.models.spec import load_backend, parse_spec, resolve_model_path
 from tests.helpers import Result, invoke
 
@@ -150,14 +150,15 @@ def test_a_registry_without_a_catch_all_is_a_one_line_error() -> None:
         resolve_model_path("embedded", kinds=kinds)
 
 
-def test_spec_validation_goes_through_the_registry() -> None:
-    """Recipes and command options validate specs with `parse_spec`: the kind's own parser."""
-    check_spec("toy:")  # without the kind, a (hub id like) local spec
+def test_spec_validation_goes_through_the_registry(tmp_path: Path) -> None:
+    """Recipes validate specs with `parse_spec`: the kind's own parser, named by the recipe key."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kind: recipe\nname: r\nmodels: {policy: 'toy:'}\nstages:\n  critique: {}\n")
+    assert parse_spec("toy:").kind == "local"  # without the kind, a (hub id like) local spec
     with using_kinds(toy_kind()):
-        check_spec("toy:x")
-        with pytest.raises(CaiError) as e:
-            check_spec("toy:", named_by="models.policy")
-    assert str(e.value) == "models.policy: toy:: 'toy:' needs a name, e.g. 'toy:x'"
+        assert parse_spec("toy:x") == ParsedSpec("toy", "x")
+        r = invoke("validate", str(recipe))
+    assert r.code == 2 and "models.policy" in r.stderr and "'toy:' needs a name, e.g. 'toy:x'" in r.stderr
 
 
 def test_a_toy_kind_runs_cai_critique(tmp_path: Path) -> None:

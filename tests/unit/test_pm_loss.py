@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from cai.train.pm_loss import hard_preference_loss, soft_preference_loss
+from cai.train.pm_loss import soft_preference_loss
+
+
+def hard_preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """TRL's RewardTrainer loss without a margin, ``-log σ(r_c - r_r)``: what soft labels of 1 must give."""
+    return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
 
 
 def _log_sigmoid(x: float) -> float:

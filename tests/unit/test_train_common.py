@@ -19,11 +19,10 @@ from cai.train.common import (
     ensure_pad_token,
     loss_history,
     param_checksums,
-    read_metrics,
     resolve_model_path,
-    snapshot_params,
 )
 from cai.train.publish import TrainOutput
+from tests.train_helpers import read_metrics, snapshot_params
 
 # --------------------------------------------------------------------------- model specs
 

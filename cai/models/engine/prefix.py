@@ -172,19 +172,6 @@ def option_scores(model: Any, hidden: Any, option_ids: Sequence[Sequence[int]]) 
     return torch.softmax(per, dim=-1), torch.exp(per - lse[:, None]).sum(dim=-1)
 
 
-def last_token_logits(
-    model: Any,
-    suffixes: Sequence[Sequence[int]],
-    *,
-    pad_id: int,
-    prefix_kv: list[tuple[Any, Any]] | None = None,
-    prefix_len: int = 0,
-) -> Any:
-    """Float32 logits (batch, vocab) at each suffix's last token, after an optional prefix."""
-    hidden = last_token_hidden(model, suffixes, pad_id=pad_id, prefix_kv=prefix_kv, prefix_len=prefix_len)
-    return fp32_logits(model, hidden)
-
-
 def last_token_hidden(
     model: Any,
     suffixes: Sequence[Sequence[int]],
@@ -244,11 +231,6 @@ def prefill(model: Any, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
         **{cache_kwarg(model): cache},
     )
     return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def grouped_last_logits(model: Any, prompts: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]:
-    """Float32 last-token logits (vocab,) for every prompt, in input order (see `grouped_last`)."""
-    return grouped_last(model, prompts, lambda h: list(fp32_logits(model, h)), **kwargs)
 
 
 def grouped_option_scores(
