@@ -23,7 +23,7 @@ from cai.run import runners
 from cai.run.context import RunContext
 from cai.run.report_critique import critique_section
 from cai.run.report_eval import eval_section
-from cai.run.report_html import ReportView
+from cai.run.report_html import RunView
 from cai.run.report_labels import labels_section
 from cai.run.report_rl import rl_section
 from cai.run.report_train import dpo_section, pm_section, sft_section
@@ -61,7 +61,7 @@ class Stage:
     reads_models: tuple[str, ...] = ()  # earlier stages whose trained model it loads
     policy_label: str | None = None  # it trains a policy, called this in the report
     prompt_sets: tuple[PromptSet, ...] = ()
-    report: Callable[[ReportView], str] | None = None  # its section of `cai report`
+    report: Callable[[RunView], str] | None = None  # its section of `cai report`
     key_extra: Callable[[Any, Constitution], str | None] | None = None  # inputs the key must see
     rule: Rule | None = None
 

@@ -16,7 +16,7 @@ from typing import Any
 from cai.redact import known_secrets, redact, redact_text
 from cai.run.registry import current_stages
 from cai.run.report_eval import harmless_section
-from cai.run.report_html import ReportView, read_json
+from cai.run.report_html import RunView
 from cai.run.report_labels import label_method_section
 from cai.run.report_warn import run_warnings, warnings_html
 
@@ -29,7 +29,7 @@ def _models_line(models: dict[str, Any]) -> str:
     return "models: " + ", ".join(named or ["—"]) + extra
 
 
-def _sections(view: ReportView) -> list[str]:
+def _sections(view: RunView) -> list[str]:
     """In reading order: the judge-free verdict and the label method first, then each stage's
     section in run order (the stage registry's)."""
     stages = [s.report(view) for s in current_stages() if s.report is not None]
@@ -51,11 +51,11 @@ def build_report(run: Path) -> str:
     folder written before redaction may still hold a key in `recipe.json`) and every record
     text shown."""
     secrets = known_secrets()
-    recipe = redact(read_json(run / "recipe.json") or {}, secrets)
     labels = {s.name: s.policy_label for s in current_stages() if s.policy_label}
-    view = ReportView(run, recipe, labels)
-    data = view.data
-    warnings = warnings_html(run_warnings(run), data)
+    view = RunView(run, {}, labels)
+    view.recipe = redact(view.json("recipe.json") or {}, secrets)
+    recipe, data = view.recipe, view.data
+    warnings = warnings_html(run_warnings(view), data)
     sections = _sections(view)
     body = "".join(s for s in sections if s) or "<p>No finished stages in this folder yet.</p>"
     title = html.escape(f"cai run: {recipe.get('name', run.name)}")

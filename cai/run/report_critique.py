@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cai.io.store import read_jsonl
-from cai.run.report_html import ReportView, read_json, table
+from cai.run.report_html import RunView, table
 from cai.run.report_plot import barh, plot_html
 
 
-def critique_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    records = read_jsonl(run / "critique" / "records.jsonl")
+def critique_section(view: RunView) -> str:
+    data = view.data
+    records = view.jsonl("critique/records.jsonl")
     if not records:
         return ""
-    summary = read_json(run / "critique" / "summary.json") or {}
+    summary = view.json("critique/summary.json") or {}
     # The summary's counts are the export's (copy flags recomputed under the run's rule); the
     # records' own flags can be older. Records are the fallback for folders without them.
     recorded = Counter(f for r in records for x in r.get("rounds") or [] for f in x["flags"])

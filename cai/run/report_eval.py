@@ -6,11 +6,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cai.io.store import read_jsonl
-from cai.run.report_html import ReportView, diff_ci, fmt, rate_ci, read_json, table
+from cai.run.report_html import RunView, diff_ci, fmt, rate_ci, table
 
 
-def model_name(spec: Any, view: ReportView) -> str:
+def model_name(spec: Any, view: RunView) -> str:
     """What a reader calls the model a spec names: this run's own stage model, the recipe's base
     model, or else the spec itself. A run folder moved since keeps its stage folders' names."""
     if not spec:
@@ -37,10 +36,10 @@ def _rows(part: dict[str, Any], name: str) -> list[Any]:
     ]
 
 
-def harmless_section(view: ReportView) -> str:
+def harmless_section(view: RunView) -> str:
     """Harmful compliance and over-refusal, counted without a judge, with 95% intervals."""
-    run, data = view.run, view.data
-    summary = read_json(run / "eval" / "summary.json") or {}
+    data = view.data
+    summary = view.json("eval/summary.json") or {}
     harmless = summary.get("harmless")
     if not isinstance(harmless, dict):
         return ""
@@ -134,10 +133,10 @@ WIN_RATES_OFF_NOTE = (
 )
 
 
-def eval_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    summary = read_json(run / "eval" / "summary.json")
-    samples = read_jsonl(run / "eval" / "samples.jsonl")
+def eval_section(view: RunView) -> str:
+    data = view.data
+    summary = view.json("eval/summary.json")
+    samples = view.jsonl("eval/samples.jsonl")
     if summary is None:
         return ""
     flat = {k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None}

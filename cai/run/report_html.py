@@ -9,18 +9,32 @@ from pathlib import Path
 from typing import Any
 
 from cai.io.readers import read_json_file
+from cai.io.store import read_jsonl
 
 
 @dataclass
-class ReportView:
-    """What every report section reads: the run folder, its recipe (redacted), the names of the
-    policies its stages train (from the stage registry), and the figures the page carries as JSON,
-    which each section adds to."""
+class RunView:
+    """A run folder as the report reads it: its recipe (redacted), the names of the policies its
+    stages train (from the stage registry), every run file read at most once (cached here), and the
+    figures the page carries as JSON, which each section adds to. Sections take this, never a path."""
 
     run: Path
     recipe: dict[str, Any]
     policy_labels: Mapping[str, str]  # stage -> what the report calls the policy it trains
     data: dict[str, Any] = field(default_factory=dict)
+    _files: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def json(self, rel: str) -> Any:
+        """A run file's JSON (``"label/summary.json"``), or None while its stage has not written it."""
+        if rel not in self._files:
+            self._files[rel] = read_json(self.run / rel)
+        return self._files[rel]
+
+    def jsonl(self, rel: str) -> list[dict[str, Any]]:
+        """A run file's complete records, [] before the first; shared between sections, so read-only."""
+        if rel not in self._files:
+            self._files[rel] = read_jsonl(self.run / rel)
+        return self._files[rel]
 
 
 def read_json(path: Path) -> Any:

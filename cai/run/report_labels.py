@@ -5,19 +5,18 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from cai.io.store import read_jsonl
 from cai.label_methods import constructs_pairs
-from cai.run.report_html import ReportView, fmt, number, read_json, table
+from cai.run.report_html import RunView, fmt, number, table
 from cai.run.report_plot import BLUE, GREEN, RED, barh, figure, plot_html
 
 
-def label_method_section(view: ReportView) -> str:
+def label_method_section(view: RunView) -> str:
     """First thing a reader needs: which method made the labels, and how far people agree with it."""
-    run, data = view.run, view.data
+    data = view.data
     from cai.stages.judge_eval import measured_agreement
 
-    summary = read_json(run / "label" / "summary.json")
-    records = read_jsonl(run / "label" / "records.jsonl")
+    summary = view.json("label/summary.json")
+    records = view.jsonl("label/records.jsonl")
     if summary is None or not records:
         return ""
     prov = records[0].get("provenance", {})
@@ -107,10 +106,10 @@ def _label_hist(ps: list[float]) -> str:
     return plot_html(fig, "labels", "label distribution")
 
 
-def labels_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    summary = read_json(run / "label" / "summary.json")
-    records = read_jsonl(run / "label" / "records.jsonl")
+def labels_section(view: RunView) -> str:
+    data = view.data
+    summary = view.json("label/summary.json")
+    records = view.jsonl("label/records.jsonl")
     if summary is None or not records:
         return ""
     ps = [r["p_chosen"] for r in records if r.get("p_chosen") is not None]

@@ -6,19 +6,16 @@ The RL stage's folder is ``ppo`` whichever algorithm (ppo, rloo, grpo) trained t
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
-from cai.io.store import read_jsonl
-from cai.run.report_html import ReportView, fmt, number, read_json, table
+from cai.run.report_html import RunView, fmt, number, table
 from cai.run.report_plot import BLUE, GREEN, GREY, ORANGE, RED, figure, integer_x, plot_html, series
 
 
-def rl_log(run: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def rl_log(view: RunView) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The logged updates (the final summary event left out) and the stage's `cai_train.json`."""
-    model = run / "ppo" / "model"
-    rows = [m for m in read_jsonl(model / "metrics.jsonl") if "reward" in m or "kl" in m]
-    return rows, read_json(model / "cai_train.json") or {}
+    rows = [m for m in view.jsonl("ppo/model/metrics.jsonl") if "reward" in m or "kl" in m]
+    return rows, view.json("ppo/model/cai_train.json") or {}
 
 
 def eos_rate(row: dict[str, Any], batch: int | None) -> float | None:
@@ -147,9 +144,9 @@ def _caption(info: dict[str, Any], eval_pm: dict[str, Any]) -> str:
     )
 
 
-def rl_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    rows, info = rl_log(run)
+def rl_section(view: RunView) -> str:
+    data = view.data
+    rows, info = rl_log(view)
     if not rows:
         return ""
     s = rl_series(rows, info)
@@ -158,7 +155,7 @@ def rl_section(view: ReportView) -> str:
     cols = ["x", "reward", "objective", "kl", "entropy", "eos_rate"]
     return (
         f"<h2>Reinforcement learning ({html.escape(str(algorithm))})</h2>"
-        + _plot(rows, s, info, (read_json(run / "eval" / "summary.json") or {}).get("pm_reward") or {})
+        + _plot(rows, s, info, (view.json("eval/summary.json") or {}).get("pm_reward") or {})
         + table(
             [_x_name(rows), "reward (PM − EOS penalty)", "objective", "KL", "entropy", "EOS rate"],
             [[s[c][i] for c in cols] for i in range(len(rows))],

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
-from cai.io.store import read_jsonl
-from cai.run.report_html import ReportView, number, read_json, table
+from cai.run.report_html import RunView, number, table
 from cai.run.report_plot import BLUE, RED, figure, integer_x, plot_html, series
 from cai.stages.intervals import wilson
 
 
-def train_rows(model: Path) -> list[dict[str, Any]]:
+def train_rows(view: RunView, stage: str) -> list[dict[str, Any]]:
     """The Trainer's per-step log events (its end-of-training summary event left out)."""
-    return [m for m in read_jsonl(model / "metrics.jsonl") if "loss" in m and "train_loss" not in m]
+    return [m for m in view.jsonl(f"{stage}/model/metrics.jsonl") if "loss" in m and "train_loss" not in m]
 
 
 def _curves(
@@ -35,11 +33,10 @@ def _curves(
     return plot_html(fig, name, f"{title} curves")
 
 
-def sft_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    model = run / "sft" / "model"
-    info = read_json(model / "cai_train.json")
-    rows = train_rows(model)
+def sft_section(view: RunView) -> str:
+    data = view.data
+    info = view.json("sft/model/cai_train.json")
+    rows = train_rows(view, "sft")
     if info is None and not rows:
         return ""
     summary = (info or {}).get("summary", info or {})
@@ -62,24 +59,23 @@ def _held_out(summary: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def _trained(run: Path, stage: str) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
-    """(model folder, its cai_train.json, that file's summary) for a finished training stage."""
-    model = run / stage / "model"
-    info = read_json(model / "cai_train.json")
+def _trained(view: RunView, stage: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(its cai_train.json, that file's summary) for a finished training stage."""
+    info = view.json(f"{stage}/model/cai_train.json")
     if info is None:
         return None
-    return model, info, info.get("summary", info)
+    return info, info.get("summary", info)
 
 
-def pm_section(view: ReportView) -> str:
-    run, data = view.run, view.data
-    found = _trained(run, "pm")
+def pm_section(view: RunView) -> str:
+    data = view.data
+    found = _trained(view, "pm")
     if found is None:
         return ""
-    model, _, summary = found
+    _, summary = found
     keys = [k for k in summary if ("accuracy" in k or "loss" in k) and not isinstance(summary[k], list)]
     data["pm"] = {k: summary[k] for k in keys}
-    rows = train_rows(model)
+    rows = train_rows(view, "pm")
     plot = (
         _curves("pm", rows, ("loss", "training loss"), ("accuracy", "batch accuracy"), "PM: training loss")
         if rows
@@ -126,15 +122,15 @@ def _gap_histogram(summary: dict[str, Any]) -> str:
     )
 
 
-def dpo_section(view: ReportView) -> str:
+def dpo_section(view: RunView) -> str:
     """DPO (in place of PM + RL): its loss and implicit-reward margin per step, and the summary."""
-    run, data = view.run, view.data
-    found = _trained(run, "dpo")
+    data = view.data
+    found = _trained(view, "dpo")
     if found is None:
         return ""
-    model, info, summary = found
+    info, summary = found
     keys = [k for k in summary if any(w in k for w in ("loss", "accuracy", "margin"))]
-    rows = train_rows(model)
+    rows = train_rows(view, "dpo")
     loss_name = (info.get("settings") or {}).get("loss", "")
     data["dpo"] = {
         **{k: summary[k] for k in keys},

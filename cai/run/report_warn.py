@@ -9,11 +9,9 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cai.io.store import read_jsonl
-from cai.run.report_html import diff_ci, number, read_json
+from cai.run.report_html import RunView, diff_ci, number
 from cai.run.report_rl import rl_log, rl_series
 from cai.stages.intervals import wilson
 
@@ -177,13 +175,13 @@ def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
     return out
 
 
-def run_warnings(run: Path) -> list[RunWarning]:
-    label = read_json(run / "label" / "summary.json")
+def run_warnings(view: RunView) -> list[RunWarning]:
+    label = view.json("label/summary.json")
     found = [
-        judge_warning(label, read_jsonl(run / "label" / "records.jsonl") if label else []),
-        pm_warning(read_json(run / "pm" / "model" / "cai_train.json")),
-        *rl_warnings(*rl_log(run)),
-        *harmless_warnings(read_json(run / "eval" / "summary.json")),
+        judge_warning(label, view.jsonl("label/records.jsonl") if label else []),
+        pm_warning(view.json("pm/model/cai_train.json")),
+        *rl_warnings(*rl_log(view)),
+        *harmless_warnings(view.json("eval/summary.json")),
     ]
     return [w for w in found if w is not None]
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from cai.run.context import RunContext
 from cai.run.registry import BUILTIN, Stage, StageRegistry, current_stages, use_stages
-from cai.run.report_html import ReportView
+from cai.run.report_html import RunView
 from cai.stages.settings import StageSettings
 from tests.helpers import invoke
 
@@ -29,7 +29,7 @@ def run_toy(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     return {"chars": len(text), "seed": ctx.seed}
 
 
-def toy_report(view: ReportView) -> str:
+def toy_report(view: RunView) -> str:
     path = view.run / "toy" / "toy.txt"
     if not path.is_file():
         return ""
