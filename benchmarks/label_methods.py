@@ -36,7 +36,8 @@ from cai.io.sources import load_prompts
 from cai.models.base import GenerationParams
 from cai.models.spec import load_backend
 from cai.stages.judge_eval import MEASURED, compare_methods, format_comparison, select_split
-from cai.stages.label import judge_pairs, revision_pairs
+from cai.stages.judging import judge_pairs
+from cai.stages.label import revision_pairs
 from cai.stages.messages import rlcd_messages
 from cai.stages.settings import JudgeSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,7 +53,7 @@ def eval_policy(
     compliance and over-refusal with 95% intervals, samples."""
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
-    from cai.stages.evaluate import evaluate_specs, format_policy_report, load_lookalike, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
 
     check_out(out)
     c = load_constitution(constitution)
@@ -61,31 +61,30 @@ def eval_policy(
     # Read before any model loads: a bad safe set fails in a second, not after the main answers.
     lookalike = settings.lookalike
     safe = load_lookalike(lookalike, settings.lookalike_per_category) if lookalike is not None else None
+    models = {"baseline": baseline, "judge": judge, "pm": pm_}
     with Backends(backend, quiet=quiet) as backends:
         summary, samples, safe_samples = evaluate_specs(
-            backends,
-            policy,
-            items,
-            c,
-            settings,
-            baseline=baseline,
-            judge=judge,
-            pm=pm_,
-            safe=safe,
-            prompts_ref=prompts,
-            seed=run.seed,
-            quiet=quiet,
+            backends, policy, items, c, settings, **models, safe=safe, prompts_ref=prompts, seed=run.seed, quiet=quiet
         )
     summary["prompts"] = prompts
     if out is not None:
         write_policy_eval(out, summary, samples, safe_samples)
+    _show(summary, samples, out, show, as_json, safe=safe_samples is not None)
+
+
+def _show(
+    summary: dict[str, Any], samples: list[dict[str, Any]], out: Path | None, show: int, as_json: bool, *, safe: bool
+) -> None:
+    """Print the summary as JSON, or the readable report and where the files went."""
+    from cai.stages.evaluate_text import format_policy_report
+
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
-    else:
-        typer.echo(format_policy_report(summary, samples, show=show))
-        if out is not None:
-            extra = f", {out / 'samples_safe.jsonl'}" if safe_samples is not None else ""
-            typer.echo(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'}{extra}")
+        return
+    typer.echo(format_policy_report(summary, samples, show=show))
+    if out is not None:
+        extra = f", {out / 'samples_safe.jsonl'}" if safe else ""
+        typer.echo(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'}{extra}")
 
 
 def register(app: typer.Typer) -> None:

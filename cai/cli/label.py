@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +48,26 @@ def label(
     from cai.stages.label import label_pairs, label_prompts, revision_pairs
 
     check_out(out)
+    _check_inputs(settings, prompts, policy, pairs, critique)
+    c = load_constitution(constitution)
+    where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
+    with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
+        scorer = backends(judge, "--judge") if settings.needs_judge else None
+        if critique is not None:
+            summary = label_pairs(c, scorer, window.apply(revision_pairs(critique)), out, settings, **where)
+        elif policy is None:
+            summary = label_pairs(c, scorer, window.apply(load_pairs(str(pairs))), out, settings, **where)
+        else:
+            items = window.apply(load_prompts(str(prompts)))
+            summary = label_prompts(c, scorer, backends(policy, "--policy"), items, out, settings, **where)
+    typer.echo(_label_line(summary, settings, out))
+
+
+def _check_inputs(
+    settings: LabelSettings, prompts: str | None, policy: str | None, pairs: str | None, critique: str | None
+) -> None:
+    """Exactly one source of pairs, with what it needs: --critique for revision, --prompts with
+    --policy, or --pairs."""
     if settings.method == "revision":
         if critique is None or pairs is not None or prompts is not None or policy is not None:
             raise option_error("--critique", "--method revision reads only --critique DIR (a critique run)")
@@ -59,23 +79,15 @@ def label(
         raise option_error("--policy", "--prompts needs a --policy model to sample responses")
     if pairs is not None and policy is not None:
         raise option_error("--policy", "--pairs are labelled as given; drop --policy")
-    c = load_constitution(constitution)
-    where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}
-    needs_judge = settings.needs_judge
-    with Backends(backend, quiet=quiet) as backends:  # the same spec for both roles loads once
-        scorer = backends(judge, "--judge") if needs_judge else None
-        if critique is not None:
-            summary = label_pairs(c, scorer, window.apply(revision_pairs(critique)), out, settings, **where)
-        elif policy is None:
-            summary = label_pairs(c, scorer, window.apply(load_pairs(str(pairs))), out, settings, **where)
-        else:
-            items = window.apply(load_prompts(str(prompts)))
-            summary = label_prompts(c, scorer, backends(policy, "--policy"), items, out, settings, **where)
+
+
+def _label_line(summary: dict[str, Any], settings: LabelSettings, out: Path) -> str:
+    """The one line `cai label` prints when it is done."""
     t, pos = summary["throughput"], summary["position_bias"]
     judged = (
         f"; order consistency {summary['order_consistency']}, option mass {summary['option_mass']}, "
         f"P(first) {pos['p_first_mean']}"
-        if settings.judge.method != "contrast" and needs_judge
+        if settings.judge.method != "contrast" and settings.needs_judge
         else ""
     )
     rescored = (
@@ -83,11 +95,11 @@ def label(
         if settings.rescore
         else ""
     )
-    typer.echo(
+    return (
         f"{summary['records']} pairs by {settings.method} ({summary['exported']} exported, "
         f"{summary['unlabelled']} unlabelled, {summary['errors']} errors, "
         f"{summary['identical']} identical) in {out}{judged}{rescored}"
-        + (f"; {t['labels_s']} labels/s" if needs_judge else "")
+        + (f"; {t['labels_s']} labels/s" if settings.needs_judge else "")
     )
 
 
@@ -126,17 +138,14 @@ def judge_eval(
     items = window.apply(select_split(load_pairs(pairs), settings.split, pairs))
     if not any(p.human for p in items):
         raise fail(pairs, None, "chosen", "judge-eval needs human-labelled pairs (chosen/rejected)")
+    with Backends(backend, quiet=quiet) as backends:
+        scorer = backends(judge, "--judge")
+        how: dict[str, Any] = {"seed": run.seed, "batch_size": settings.batch_size, "quiet": quiet}
+        if settings.compare:
+            result = compare_methods(c, scorer, items, settings.judge, **how)
+        else:
+            summary, judged = evaluate_judge(c, scorer, items, settings.judge, **how)
     if settings.compare:
-        with Backends(backend, quiet=quiet) as backends:
-            result = compare_methods(
-                c,
-                backends(judge, "--judge"),
-                items,
-                settings.judge,
-                seed=run.seed,
-                batch_size=settings.batch_size,
-                quiet=quiet,
-            )
         result["split"] = settings.split
         typer.echo(format_comparison(result))
         if out is not None:
@@ -144,16 +153,6 @@ def judge_eval(
             write_json_atomic(out / "summary.json", result)
             typer.echo(f"wrote {out / 'summary.json'}")
         return
-    with Backends(backend, quiet=quiet) as backends:
-        summary, judged = evaluate_judge(
-            c,
-            backends(judge, "--judge"),
-            items,
-            settings.judge,
-            seed=run.seed,
-            batch_size=settings.batch_size,
-            quiet=quiet,
-        )
     typer.echo(format_report(summary))
     if out is not None:
         write_eval(out, summary, judged)

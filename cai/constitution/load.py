@@ -129,6 +129,28 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
         ),
         [],
     )
+    critique_exemplars, comparison_exemplars = _all_exemplars(problems, spec, critique, comparison, line_of)
+    renderer = _gather(problems, lambda: _renderer(spec, extra_template_dirs, line_of), None)
+    if problems or renderer is None:
+        raise CaiError(problems)
+    return Constitution(
+        spec,
+        top,
+        [str(p) for p in chain],
+        critique_principles=critique_principles,
+        comparison_principles=comparison_principles,
+        critique_exemplars=critique_exemplars,
+        comparison_exemplars=comparison_exemplars,
+        renderer=renderer,
+        _all_critique=critique,
+        _all_comparison=comparison,
+    )
+
+
+def _all_exemplars(
+    problems: list[Problem], spec: ConstitutionSpec, critique: Any, comparison: Any, line_of: LineOf
+) -> tuple[Any, Any]:
+    """Both kinds of few-shot exemplars, each checked against its principles (problems collected)."""
     critique_exemplars = _gather(
         problems,
         lambda: _exemplars(
@@ -153,21 +175,7 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
         ),
         [],
     )
-    renderer = _gather(problems, lambda: _renderer(spec, extra_template_dirs, line_of), None)
-    if problems or renderer is None:
-        raise CaiError(problems)
-    return Constitution(
-        spec,
-        top,
-        [str(p) for p in chain],
-        critique_principles=critique_principles,
-        comparison_principles=comparison_principles,
-        critique_exemplars=critique_exemplars,
-        comparison_exemplars=comparison_exemplars,
-        renderer=renderer,
-        _all_critique=critique,
-        _all_comparison=comparison,
-    )
+    return critique_exemplars, comparison_exemplars
 
 
 def _line_finder(origins: Origins, top: Path) -> LineOf:

@@ -19,104 +19,8 @@ from typing import Any
 
 from cai.models.base import Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.models.device import choose_device, choose_dtype, torch_dtype
+from cai.models.engine.sampling import StopOnStrings, StopTail, SuppressEos, is_prefix, picker
 from cai.models.options import truncate_at_stop
-
-
-class _SuppressEos:
-    """Logits processor: EOS impossible before ``until`` total tokens (benchmarks' fixed-length
-    runs). transformers' own ``min_new_tokens`` builds a full-vocabulary mask every step,
-    which cost 7 % of a batch-32 decode step here; this touches only the EOS columns."""
-
-    def __init__(self, eos_ids: Sequence[int], until: int) -> None:
-        self.eos_ids = list(eos_ids)
-        self.until = until
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if input_ids.shape[1] < self.until:
-            scores[:, self.eos_ids] = float("-inf")
-        return scores
-
-
-def _is_prefix(conversation: Conversation) -> bool:
-    return bool(conversation) and conversation[-1].get("role") == "assistant"
-
-
-class _StopTail:
-    """Whether generated ids newly contain a stop string, looking only at their tail.
-
-    Only the last few tokens are decoded (enough to cover the longest stop string), so the
-    per-step cost stays small; exact truncation happens after decoding.
-    """
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.window = max((len(s) for s in self.stops), default=0) + 2
-
-    def __call__(self, ids: Sequence[int]) -> bool:
-        tail = self.tokenizer.decode(list(ids[-self.window :]), skip_special_tokens=True)
-        return any(s in tail for s in self.stops)
-
-
-class _StopOnStrings:
-    """transformers stopping criterion: a row is done once its generated text has a stop string."""
-
-    def __init__(self, stopped: _StopTail, prompt_width: int) -> None:
-        self.stopped = stopped
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        rows = input_ids[:, self.prompt_width :][:, -self.stopped.window :].tolist()
-        return torch.tensor([self.stopped(r) for r in rows], dtype=torch.bool, device=input_ids.device)
-
-
-def _sample_rows(weights: Any, torch: Any) -> Any:
-    """One index per row, drawn in proportion to non-negative ``weights`` (inverse CDF: one
-    cumulative sum and a binary search, far cheaper than ``multinomial`` over a vocabulary)."""
-    cum = weights.cumsum(dim=-1)
-    u = torch.rand(weights.shape[0], 1, device=weights.device, dtype=cum.dtype) * cum[:, -1:]
-    return torch.searchsorted(cum, u, right=True).clamp_(max=weights.shape[-1] - 1).squeeze(-1)
-
-
-def _argmax_rows(logits: Any, torch: Any) -> Any:
-    """Greedy choice per row. On a CPU, numpy's argmax over (32 × 49152) float32 took 0.1 ms
-    where torch's took 1.4 ms, a few percent of a decode step; both return the first maximum."""
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous():
-        import numpy as np
-
-        return torch.from_numpy(np.argmax(logits.numpy(), axis=-1))
-    return logits.argmax(dim=-1)
-
-
-def _picker(params: GenerationParams, torch: Any, candidates: int = 64) -> Any:
-    """Next-token choice from float logits (rows, vocab): greedy, or temperature + nucleus.
-
-    Nucleus sampling keeps the most likely tokens until their mass reaches ``top_p``. Sorting
-    the whole vocabulary every step cost more than a decode step's attention here, so we look
-    at the top ``candidates`` first and sort everything only when they hold less than top_p
-    of the mass in some row (exact either way).
-    """
-    if params.temperature <= 0:
-        return lambda logits: _argmax_rows(logits, torch)
-
-    def nucleus(ranked: Any) -> Any:
-        ranked = ranked.clone()
-        ranked[(ranked.cumsum(dim=-1) - ranked) >= params.top_p] = 0.0  # always keeps the first
-        return ranked
-
-    def pick(logits: Any) -> Any:
-        probs = torch.softmax(logits / params.temperature, dim=-1)
-        if params.top_p >= 1.0:
-            return _sample_rows(probs, torch)
-        ranked, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
-        if not bool((ranked.sum(dim=-1) >= params.top_p).all()):
-            ranked, order = probs.sort(dim=-1, descending=True)
-        choice = _sample_rows(nucleus(ranked), torch)
-        return order.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-
-    return pick
 
 
 class LocalBackend:
@@ -207,7 +111,7 @@ class LocalBackend:
 
     def encode(self, conversation: Conversation) -> list[int]:
         """Token ids of the chat-templated prompt (generation prompt, or continued prefix)."""
-        cont = _is_prefix(conversation)
+        cont = is_prefix(conversation)
         ids = self.tokenizer.apply_chat_template(
             list(conversation),
             add_generation_prompt=not cont,
@@ -288,12 +192,12 @@ class LocalBackend:
             from transformers import LogitsProcessorList
 
             until = width + min(min_new_tokens, params.max_new_tokens)
-            kwargs["logits_processor"] = LogitsProcessorList([_SuppressEos(sorted(self.eos_ids), until)])
+            kwargs["logits_processor"] = LogitsProcessorList([SuppressEos(sorted(self.eos_ids), until)])
         if params.stop:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(_StopTail(self.tokenizer, params.stop), width)]
+                [StopOnStrings(StopTail(self.tokenizer, params.stop), width)]
             )
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         texts, counts = [], []
@@ -311,11 +215,11 @@ class LocalBackend:
     def _decode_batch(
         self, prompts: Sequence[Any], params: GenerationParams, min_new_tokens: int
     ) -> tuple[list[str], list[int]]:
-        stopped = _StopTail(self.tokenizer, params.stop)
+        stopped = StopTail(self.tokenizer, params.stop)
         rows = self.decoder.generate(
             prompts,
             max_new_tokens=params.max_new_tokens,
-            pick=_picker(params, self._torch),
+            pick=picker(params, self._torch),
             eos_ids=sorted(self.eos_ids),
             pad_id=self.pad_id,
             min_new_tokens=min(min_new_tokens, params.max_new_tokens),

@@ -8,8 +8,9 @@ same outputs, even on backends whose results depend on batch composition (paddin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -27,3 +28,39 @@ def chunks_for_shard(
 def shard_size(n_items: int, batch_size: int, shard: tuple[int, int]) -> int:
     i, n = shard
     return sum(min(batch_size, n_items - s) for c, s in enumerate(range(0, n_items, batch_size)) if c % n == i)
+
+
+class _Records(Protocol):
+    """What a resumable loop needs of a store: membership and the record an id holds."""
+
+    def __contains__(self, record_id: object) -> bool: ...
+    def get(self, record_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Pending(Generic[T]):
+    """One chunk of this shard and the work it still needs: the ids of its units missing from the
+    store, or failed there when failed records are retried."""
+
+    index: int
+    offset: int
+    items: Sequence[T]
+    todo: list[str]  # in the chunk's unit order
+    retry: list[str]  # the part of `todo` already in the store: failed records to replace
+
+
+def pending_chunks(
+    items: Sequence[T],
+    batch_size: int,
+    shard: tuple[int, int],
+    store: _Records,
+    ids_of: Callable[[int, Sequence[T]], list[str]],
+    failed: Callable[[dict[str, Any] | None], bool] | None,
+) -> Iterator[Pending[T]]:
+    """The resumable loop every data stage runs: each chunk of this shard with its units still to
+    do (`ids_of(chunk index, chunk)` gives every unit's id, known before any model call), so a
+    resumed run does only what is missing and, when `failed` is given, redoes what failed."""
+    for ci, offset, chunk in chunks_for_shard(items, batch_size, shard):
+        ids = ids_of(ci, chunk)
+        todo = [i for i in ids if i not in store or (failed is not None and failed(store.get(i)))]
+        yield Pending(ci, offset, chunk, todo, [i for i in todo if i in store])

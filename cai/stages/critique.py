@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from cai.io.sources import PromptItem
 from cai.io.store import Store, content_hash, derive_seed
 from cai.models.base import Backend, Conversation, Generation, GenerationParams
 from cai.progress import StepProgress
-from cai.stages.chunks import chunks_for_shard, shard_size
+from cai.stages.chunks import pending_chunks, shard_size
 from cai.stages.cleaning import CopyCheck, clean_revision, quality_flags
 from cai.stages.critique_export import excludes, export_critique, write_summary
 from cai.stages.messages import (
@@ -299,6 +300,40 @@ def failed(record: dict[str, Any] | None) -> bool:
     return record is not None and record.get("error") is not None
 
 
+def _provenance(
+    c: Constitution, backend: Backend, settings: CritiqueSettings, seed: int, check: CopyCheck, guidance: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the records' ids hash, what every record carries besides)."""
+    fixed: dict[str, Any] = {
+        "constitution": c.name,
+        "fingerprint": c.fingerprint(),
+        "templates": c.template_hashes(),
+        "model": backend.spec,
+        "params": settings.params.as_record(),
+        "seed": seed,
+        "rounds": settings.rounds or c.spec.critique.rounds,
+    }
+    # What the records' ids hash: revise mode's exactly as before the mode existed, so that
+    # folders written then resume; distill's answers depend on the guidance text, not on rounds.
+    if guidance is not None:
+        fixed |= {"rounds": None, "mode": "distill", "guidance": content_hash(guidance)}
+    provenance = {
+        **fixed,
+        "model_info": backend.describe(),
+        "cai_version": __version__,
+        # How this run flagged copies (what `cai merge`, which has no constitution, goes by).
+        "copies": {"ngram": check.n, "drop": check.drop},
+    }
+    if guidance is not None:
+        provenance["distill"] = {
+            "template": c.renderer.info(DISTILL_TEMPLATE).sha256,
+            "principles": [p.ref for p in c.critique_principles],
+        }
+    else:
+        provenance["fewshot"] = {"n_turns": len(critique_fewshot(c)), "system_prompt": c.spec.system_prompt}
+    return fixed, provenance
+
+
 def _run(
     c: Constitution,
     prompts: list[PromptItem],
@@ -311,49 +346,26 @@ def _run(
     quiet: bool,
     guidance: str | None,
 ) -> dict[str, Any]:
-    distill = guidance is not None
     rounds = settings.rounds or c.spec.critique.rounds
     check = copy_check(c, settings)
-    fixed: dict[str, Any] = {
-        "constitution": c.name,
-        "fingerprint": c.fingerprint(),
-        "templates": c.template_hashes(),
-        "model": backend.spec,
-        "params": settings.params.as_record(),
-        "seed": seed,
-        "rounds": rounds,
-    }
-    # What the records' ids hash: revise mode's exactly as before the mode existed, so that
-    # folders written then resume; distill's answers depend on the guidance text, not on rounds.
-    if distill:
-        fixed |= {"rounds": None, "mode": "distill", "guidance": content_hash(guidance)}
-    provenance = {
-        **fixed,
-        "model_info": backend.describe(),
-        "cai_version": __version__,
-        # How this run flagged copies (what `cai merge`, which has no constitution, goes by).
-        "copies": {"ngram": check.n, "drop": check.drop},
-    }
-    if distill:
-        provenance["distill"] = {
-            "template": c.renderer.info(DISTILL_TEMPLATE).sha256,
-            "principles": [p.ref for p in c.critique_principles],
-        }
-    else:
-        provenance["fewshot"] = {"n_turns": len(critique_fewshot(c)), "system_prompt": c.spec.system_prompt}
+    fixed, provenance = _provenance(c, backend, settings, seed, check, guidance)
     total = shard_size(len(prompts), settings.batch_size, shard)
-    steps_per_chunk = 1 if distill else 1 + 2 * rounds
+    steps_per_chunk = 1 if guidance is not None else 1 + 2 * rounds
     new_prompts = 0
+
+    def ids_of(ci: int, chunk: Sequence[PromptItem]) -> list[str]:
+        return [content_hash("critique", fixed, it.id, it.messages) for it in chunk]
+
     with StepProgress("critique", total * steps_per_chunk, quiet) as prog:
-        for ci, offset, chunk in chunks_for_shard(prompts, settings.batch_size, shard):
-            ids = [content_hash("critique", fixed, it.id, it.messages) for it in chunk]
-            todo = [k for k, i in enumerate(ids) if i not in store or (settings.retry_failed and failed(store.get(i)))]
-            prog.advance(items=(len(chunk) - len(todo)) * steps_per_chunk)
-            if not todo:
+        retry = failed if settings.retry_failed else None
+        for p in pending_chunks(prompts, settings.batch_size, shard, store, ids_of, retry):
+            prog.advance(items=(len(p.items) - len(p.todo)) * steps_per_chunk)
+            if not p.todo:
                 continue
-            items = [chunk[k] for k in todo]
+            todo = [k for k, i in enumerate(ids_of(p.index, p.items)) if i in p.todo]
+            items = [p.items[k] for k in todo]
             t0 = time.perf_counter()
-            chunk_seed = derive_seed(seed, "chunk", ci)
+            chunk_seed = derive_seed(seed, "chunk", p.index)
 
             def step(tok: int, n: int = len(items)) -> None:
                 prog.advance(items=n, tokens=tok)
@@ -366,16 +378,8 @@ def _run(
                 batch = CritiqueBatch(c, items, rounds, seed, check=check)
                 batch.run(backend, settings.params, rounds, chunk_seed, on_step=step)
             timing = {"chunk_seconds": round(time.perf_counter() - t0, 3), "chunk_tokens": batch.tokens}
-            redo = [ids[k] for k in todo]
-            store.append(
-                batch.records(
-                    redo,
-                    [offset + k for k in todo],
-                    ci,
-                    {**provenance, "timing": {**timing, "chunk_size": len(items)}},
-                ),
-                retry=[i for i in redo if i in store],
-            )
+            extra = {**provenance, "timing": {**timing, "chunk_size": len(items)}}
+            store.append(batch.records(p.todo, [p.offset + k for k in todo], p.index, extra), retry=p.retry)
             new_prompts += len(items)
     return _finish(store, out, new_prompts, prog, check)
 

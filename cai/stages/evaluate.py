@@ -5,7 +5,7 @@ For held-out prompts, the policy (and a baseline, usually the SL-CAI model) answ
 * **PM reward**: the mean score of a preference model (`--pm`) on each model's answers;
 * **win rate** of policy vs baseline, judged twice: with the constitution's harmlessness
   comparison principles and with its helpfulness ones (`judge_eval.helpful_principles`). The
-  judge is asked exactly as `cai label` asks (`label.judge_pairs`), in both orders by default,
+  judge is asked exactly as `cai label` asks (`judging.judge_pairs`), in both orders by default,
   so a position-biased judge cannot favour either model. A pair counts 1 when the judge prefers
   the policy's answer, 0.5 for a tie (including identical answers, which are not asked), 0 else;
 * **refusal / evasiveness** (the CAI paper's point: harmless *and* not evasive), a heuristic:
@@ -44,11 +44,11 @@ from cai.progress import StepProgress
 from cai.stages import refusal
 from cai.stages.intervals import difference_with_interval, rate_with_interval
 from cai.stages.judge_eval import HELPFUL_TAG, helpful_principles
-from cai.stages.label import judge_pairs
+from cai.stages.judging import judge_pairs
 from cai.stages.label_export import order_consistency
 from cai.stages.label_math import decision
 from cai.stages.settings import EvalSettings
-from cai.stats import mean, pct, share
+from cai.stats import mean, share
 
 SHORT_WORDS = 5
 ASPECTS = ("harmless", "helpful")
@@ -288,26 +288,28 @@ def evaluate_policy(
             "detector": detector(),
         },
         "answer_words": {k: mean([len(t.split()) if t else None for t in v]) for k, v in answers.items()},
-        "settings": {
-            "params": s.params.as_record(),
-            "judge": s.judge.as_record(),
-            "seed": seed,
-            "batch_size": s.batch_size,
-            "lookalike": s.lookalike,
-            "lookalike_per_category": s.lookalike_per_category,
-            "win_rates": s.win_rates,
-        },
+        "settings": _settings_record(s, seed),
         "constitution": c.name,
         "fingerprint": c.fingerprint(),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    if (
-        rewards.get("baseline") is not None
-        and summary["pm_reward"]["policy"] is not None
-        and summary["pm_reward"]["baseline"] is not None
-    ):
-        summary["pm_reward"]["delta"] = round(summary["pm_reward"]["policy"] - summary["pm_reward"]["baseline"], 4)
+    reward = summary["pm_reward"]
+    if rewards.get("baseline") is not None and reward["policy"] is not None and reward["baseline"] is not None:
+        reward["delta"] = round(reward["policy"] - reward["baseline"], 4)
     return summary, samples
+
+
+def _settings_record(s: EvalSettings, seed: int) -> dict[str, Any]:
+    """The settings an eval summary records (what its figures depend on)."""
+    return {
+        "params": s.params.as_record(),
+        "judge": s.judge.as_record(),
+        "seed": seed,
+        "batch_size": s.batch_size,
+        "lookalike": s.lookalike,
+        "lookalike_per_category": s.lookalike_per_category,
+        "win_rates": s.win_rates,
+    }
 
 
 def _pm_rewards(
@@ -417,88 +419,3 @@ def write_policy_eval(
     else:  # an earlier run's safe answers would pass for this run's
         (out / "samples_safe.jsonl").unlink(missing_ok=True)
     write_json_atomic(out / "summary.json", summary)  # last: its presence means "complete"
-
-
-def _clip(text: str | None, width: int) -> str:
-    if text is None:
-        return "(error)"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _rate(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "-"
-    if r["rate"] is None:
-        return "- of 0"
-    return f"{pct(r['rate'])} [{pct(r['lo'])}, {pct(r['hi'])}] of {r['n']}"
-
-
-def _kn(r: dict[str, Any] | None) -> str:
-    return "-" if r is None else f"{r['k']}/{r['n']}"
-
-
-def _diff(d: dict[str, Any] | None) -> str:
-    return "" if d is None else f"  difference {100 * d['d']:+.1f} pts [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-
-
-def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
-    """The judge-free block: each rate with its 95% interval, policy vs baseline."""
-    if not h:
-        return []
-    lines = []
-    for key, what in (("harmful_compliance", "harmful compliance"), ("over_refusal", "over-refusal")):
-        m = h.get(key)
-        if m is None:
-            continue
-        lines.append(
-            f"{what} ({m['prompts'] or '-'}): policy {_rate(m['policy'])}  baseline {_rate(m['baseline'])}"
-            + _diff(m["difference"])
-        )
-        if m.get("per_category"):
-            lines.append(
-                "  refused by category (policy vs baseline): "
-                + ", ".join(f"{cat} {_kn(c['policy'])} vs {_kn(c['baseline'])}" for cat, c in m["per_category"].items())
-            )
-    d = h.get("detector")
-    if d:
-        lines.append(
-            f"refusal detector ({d['split']} split, {d['n']} replies): precision {pct(d['precision'])}"
-            f"  recall {pct(d['recall'])}"
-        )
-    return lines
-
-
-def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60) -> str:
-    lines = [
-        f"policy {summary['policy']}  baseline {summary['baseline'] or '-'}  "
-        f"judge {summary['judge'] or '-'}  prompts {summary['n']}"
-    ]
-    if summary["pm_reward"]:
-        pm = summary["pm_reward"]
-        lines.append("PM reward: " + "  ".join(f"{k} {v}" for k, v in pm.items()))
-    for aspect, w in (summary["win_rate"] or {}).items():
-        lines.append(
-            f"win rate vs baseline ({aspect}): {pct(w.get('win_rate'))} of {w['n']}"
-            + (
-                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency {pct(w['order_consistency'])})"
-                if w.get("win_rate") is not None
-                else f"  {w.get('note', '')}"
-            )
-        )
-    for name, r in summary["refusal"].items():
-        lines.append(
-            f"{name}: refusal {pct(r['refusal_rate'])}  short {pct(r['short_rate'])}"
-            f"  evasive {pct(r['evasive_rate'])}  words "
-            f"{summary['answer_words'][name]}"
-        )
-    lines += _harmless_lines(summary.get("harmless"))
-    lines.append("")
-    for row in samples[:show]:
-        lines.append(f"[{row['id']}] {_clip(row['prompt'][-1]['content'], width)}")
-        for name in ("policy", "baseline"):
-            if name in row:
-                pm = row.get(f"{name}_pm")
-                tag = f" (PM {pm:.2f})" if isinstance(pm, float) else ""
-                lines.append(f"  {name:<8}{tag}: {_clip(row[name], width)}")
-    return "\n".join(lines)

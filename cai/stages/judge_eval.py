@@ -1,6 +1,6 @@
 """How far to trust a judge: its labels against human-labelled pairs.
 
-The judge is asked exactly as `cai label` asks it (`label.judge_pairs`), so the figures describe
+The judge is asked exactly as `cai label` asks it (`judging.judge_pairs`), so the figures describe
 the labels a run with the same settings would produce. In ``--orders one`` mode a seeded coin per
 question decides whether the human-chosen reply is shown first; otherwise a judge that always
 answers "A" would score 100% on a file that lists the chosen reply first.
@@ -29,7 +29,7 @@ from cai.io.pairs import Pair
 from cai.label_methods import METHODS
 from cai.models.base import Backend
 from cai.progress import StepProgress
-from cai.stages.label import (
+from cai.stages.judging import (
     PoolFn,
     draw_for,
     judge_pairs,

@@ -104,21 +104,28 @@ def train_rl(
         summary = _train(trainer, model, callback, s, policy_path, quiet)
         summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
         summary["out"] = str(Path(out).resolve())
-        meta = {
-            "base_model": policy,
-            "base_model_path": policy_path,
-            "pm": pm_path,
-            "prompts": source,
-            "settings": {**s.record(), "seed": seed, "bf16": use_bf16()},
-            "lora": lora.record(s),
-            "reward": "PM score at the reply's EOS - missing_eos_penalty; "
-            + ("- kl_coef * KL per token (TRL PPO, k1)" if is_ppo else "KL via beta = kl_coef"),
-            "summary": summary,
-        }
+        meta = _meta(policy, policy_path, pm_path, source, s, seed, summary)
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
         lora.prepare_to_save(trainer, s)
         output.finalize(trainer, load_tokenizer(policy_path), meta)
     return summary
+
+
+def _meta(
+    policy: str, policy_path: str, pm_path: str, source: str, s: RlSettings, seed: int, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """What `cai_train.json` records of an RL run besides the summary."""
+    return {
+        "base_model": policy,
+        "base_model_path": policy_path,
+        "pm": pm_path,
+        "prompts": source,
+        "settings": {**s.record(), "seed": seed, "bf16": use_bf16()},
+        "lora": lora.record(s),
+        "reward": "PM score at the reply's EOS - missing_eos_penalty; "
+        + ("- kl_coef * KL per token (TRL PPO, k1)" if s.algorithm == "ppo" else "KL via beta = kl_coef"),
+        "summary": summary,
+    }
 
 
 def _short_enough(

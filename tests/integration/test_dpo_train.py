@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import invoke
-from tests.integration.test_rl_helpers import QUESTIONS, easy_pairs, tiny_policy, write_jsonl
+from tests.rl_helpers import QUESTIONS, easy_pairs, tiny_policy, write_jsonl
 
 pytestmark = pytest.mark.slow
 

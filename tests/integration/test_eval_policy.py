@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_rl_helpers import tiny_policy, untrained_pm
+from tests.rl_helpers import tiny_policy, untrained_pm
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.pairs import Pair, load_pairs
 from cai.stages.judge_eval import evaluate_judge
-from cai.stages.label import judge_pairs
+from cai.stages.judging import judge_pairs
 from cai.stages.messages import comparison_messages
 from cai.stages.settings import JudgeSettings
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cai.errors import CaiError
-from tests.integration.test_rl_helpers import QUESTIONS, SYSTEM, easy_pairs, tiny_policy, write_jsonl
+from tests.rl_helpers import QUESTIONS, SYSTEM, easy_pairs, tiny_policy, write_jsonl
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("peft")

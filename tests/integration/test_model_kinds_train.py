@@ -12,7 +12,7 @@ import pytest
 from cai.models.fake import FakeBackend
 from cai.models.kinds import BackendRequest, ModelKind, prefixed, using_kinds
 from tests.helpers import invoke
-from tests.integration.test_rl_helpers import tiny_policy
+from tests.rl_helpers import tiny_policy
 
 # Needs the converted embedded model for its tokenizer (~20 s the first time) and runs TRL: about
 # 10 s once converted, too heavy for the unit tests (which load no model).

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO, cai_env
-from tests.integration.test_rl_helpers import (
+from tests.rl_helpers import (
     BAD,
     GOOD,
     QUESTIONS,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_rl_helpers import (
+from tests.rl_helpers import (
     QUESTIONS,
     SYSTEM,
     tiny_policy,
@@ -213,7 +213,7 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
     from cai.train.pm import train_pm
     from cai.train.rl import train_rl
     from cai.train.settings import PmSettings, RlSettings
-    from tests.integration.test_rl_helpers import easy_pairs
+    from tests.rl_helpers import easy_pairs
 
     labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", easy_pairs(QUESTIONS[:8]))
     s = train_pm(

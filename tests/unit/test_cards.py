@@ -84,10 +84,10 @@ def test_a_cai_model_trained_on_a_cai_model_names_the_hub_root(runs: dict[str, P
 def test_published_model_folders_get_the_card(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from tests.unit.test_locks_publish import _train
+    from tests.train_helpers import publish_fake_pm
 
     out = tmp_path / "pm"
-    _train(out)
+    publish_fake_pm(out)
     card = ModelCard.load(out / "README.md")
     assert "reward-model" in card.data.tags and card.data.library_name == "transformers"
     assert (out / "cai_train.json").is_file()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.sources import PromptItem
 from cai.io.store import content_hash
-from cai.models.base import Conversation, Generation, GenerationParams
+from cai.models.base import Conversation, GenerationParams
 from cai.stages.cleaning import COPY_NGRAM, CRITIQUE_COPY, EXEMPLAR_COPY, CopyCheck, critique_copy
 from cai.stages.critique import exemplar_texts, run_critique
 from cai.stages.messages import distill_guidance
 from cai.stages.settings import CritiqueSettings
+from tests.doubles import ScriptedBackend
 from tests.helpers import invoke, records_without_timing
 
 CRITIQUE_MARK = "Write the critique only"  # prompts/critique.jinja
@@ -46,38 +46,30 @@ GOOD = [
 ]
 
 
-class Scripted:
+class Scripted(ScriptedBackend):
     """Per step, by the last user turn: the first answer, the critique, or the next of the
     prompt's scripted revisions (in round order). Records every conversation it is given."""
 
-    spec = "scripted"
-
     def __init__(self, revisions: dict[str, list[str]] | None = None, answers: dict[str, str] | None = None):
+        super().__init__("scripted", reply=self._reply)
         self.revisions = revisions or {}
         self.answers = answers or {}
         self.done: Counter[str] = Counter()
-        self.convs: list[Conversation] = []
-        self.calls = 0
 
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
-        self.calls += 1
-        out = []
-        for conv in conversations:
-            self.convs.append(conv)
-            last = conv[-1]["content"]
-            if CRITIQUE_MARK in last:
-                text = CRITIQUE
-            elif REVISION_MARK in last:
-                prompt = conv[-5]["content"]  # user prompt, answer, critique request, critique, this
-                text = self.revisions[prompt][self.done[prompt]]
-                self.done[prompt] += 1
-            else:
-                text = self.answers.get(last, ANSWER)
-            out.append(Generation([text], n_tokens=len(text.split())))
-        return out
+    @property
+    def convs(self) -> list[Conversation]:
+        return [conv for _, convs in self.calls for conv in convs]
 
-    def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec}
+    def _reply(self, conv: Conversation, params: GenerationParams, i: int) -> str:
+        last = conv[-1]["content"]
+        if CRITIQUE_MARK in last:
+            return CRITIQUE
+        if REVISION_MARK in last:
+            prompt = conv[-5]["content"]  # user prompt, answer, critique request, critique, this
+            text = self.revisions[prompt][self.done[prompt]]
+            self.done[prompt] += 1
+            return text
+        return self.answers.get(last, ANSWER)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +198,7 @@ def test_records_written_before_the_flags_resume_and_export_flagged(tmp_path: Pa
         lines.append(json.dumps(r) + "\n")
     (old / "records.jsonl").write_text("".join(lines))
     summary, backend = _revise(old, c)
-    assert backend.calls == 0 and summary["throughput"]["new_prompts"] == 0
+    assert not backend.calls and summary["throughput"]["new_prompts"] == 0
     assert (old / "sft.jsonl").read_text() == (tmp_path / "new" / "sft.jsonl").read_text()
     assert (summary["exemplar_copy"], summary["critique_copy"], summary["excluded_copies"]) == (3, 2, 1)
     merged = tmp_path / "merged"
@@ -234,7 +226,7 @@ def test_distill_answers_once_under_the_guidance_and_exports_the_bare_prompt(tmp
     assert c.spec.system_prompt and c.spec.system_prompt in guidance
     assert all(p.principle.critique in guidance for p in c.critique_principles)  # type: ignore[union-attr]
     # One generation per prompt (two chunks of at most two), each under the guidance.
-    assert backend.calls == 2 and len(backend.convs) == 3
+    assert len(backend.calls) == 2 and len(backend.convs) == 3
     assert backend.convs == [[{"role": "system", "content": guidance}, *it.messages] for it in items]
     recs = _rows(tmp_path / "records.jsonl")
     for r in recs:
@@ -256,7 +248,7 @@ def test_distill_answers_once_under_the_guidance_and_exports_the_bare_prompt(tmp
     # Rerunning resumes: nothing is asked again.
     again = Scripted(answers=answers)
     run_critique(c, items, again, tmp_path, s, seed=3, quiet=True)  # type: ignore[arg-type]
-    assert again.calls == 0
+    assert not again.calls
 
 
 def test_distill_shards_merge_to_the_unsharded_run_and_modes_do_not_mix(tmp_path: Path) -> None:

@@ -10,42 +10,26 @@ import pytest
 
 from cai.constitution.load import load_constitution
 from cai.io.sources import PromptItem
-from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
+from cai.models.base import Conversation
 from cai.models.fake import FakeBackend
 from cai.stages.evaluate import (
     evaluate_policy,
-    format_policy_report,
     is_refusal,
     is_short,
     refusal_stats,
     write_policy_eval,
 )
+from cai.stages.evaluate_text import format_policy_report
 from cai.stages.settings import EvalSettings
+from tests.doubles import ScriptedBackend, canned
 from tests.helpers import invoke
 
 PROMPTS = [PromptItem(f"p{i}", [{"role": "user", "content": f"How do I do bad thing {i}?"}]) for i in range(4)]
 
 
-class Canned:
+def Canned(spec: str, text: str, fail_last: bool = False) -> ScriptedBackend:
     """A backend that answers every prompt with one fixed text (prompt 3: a generation error)."""
-
-    def __init__(self, spec: str, text: str, fail_last: bool = False):
-        self.spec, self.text, self.fail_last = spec, text, fail_last
-
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
-        out = []
-        for conv in conversations:
-            if self.fail_last and "3" in conv[-1]["content"]:
-                out.append(Generation(error="boom"))
-            else:
-                out.append(Generation(texts=[self.text], n_tokens=len(self.text.split())))
-        return out
-
-    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
-        raise AssertionError("not a judge")
-
-    def close(self) -> None:
-        pass
+    return canned(spec, text, fails=lambda conv: fail_last and "3" in conv[-1]["content"])
 
 
 class LengthScorer:
@@ -131,7 +115,8 @@ def test_identical_answers_are_ties_without_asking_and_no_baseline_means_no_judg
     tmp_path: Path,
 ) -> None:
     c = load_constitution("harmless")
-    same = Canned("same", "A fine answer with enough words in it.")
+    fine = "A fine answer with enough words in it."
+    same = Canned("same", fine)
     judge = FakeBackend()
     summary, _ = evaluate_policy(
         same,
@@ -148,7 +133,7 @@ def test_identical_answers_are_ties_without_asking_and_no_baseline_means_no_judg
     write_policy_eval(tmp_path / "ev", alone, samples)
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["n"] == 4
     lines = (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[0])["policy"] == same.text
+    assert len(lines) == 4 and json.loads(lines[0])["policy"] == fine
 
 
 def test_eval_policy_cli_on_the_fake_backend(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,13 @@ import pytest
 from cai.constitution.load import load_constitution
 from cai.errors import CaiError
 from cai.io.sources import PromptItem, load_prompts
-from cai.models.base import Conversation, Generation, GenerationParams, OptionScores
-from cai.stages.evaluate import evaluate_policy, format_policy_report, load_lookalike, over_refusal
+from cai.models.base import Conversation, Generation, GenerationParams
+from cai.stages.evaluate import evaluate_policy, load_lookalike, over_refusal
+from cai.stages.evaluate_text import format_policy_report
 from cai.stages.intervals import difference_with_interval, newcombe_diff, rate_with_interval, wilson
 from cai.stages.refusal import is_refusal
 from cai.stages.settings import EvalSettings
+from tests.doubles import ScriptedBackend
 from tests.helpers import Result, invoke
 
 Z = 1.959963984540054
@@ -77,30 +79,15 @@ def test_interval_edges() -> None:
 # ------------------------------------------------------------------------------ the two measures
 
 
-class Scripted:
+def Scripted(spec: str, refuse: Collection[str] = (), fail: Collection[str] = ()) -> ScriptedBackend:
     """Refuses the prompts whose text is in `refuse`, fails on those in `fail`, answers the rest;
-    records the sampling params of every call."""
+    records the sampling params of every call (`.params`)."""
 
-    def __init__(self, spec: str, refuse: Collection[str] = (), fail: Collection[str] = ()):
-        self.spec, self.refuse, self.fail = spec, refuse, fail
-        self.params: list[GenerationParams] = []
+    def reply(conv: Conversation, params: GenerationParams, i: int) -> str | Generation:
+        text = conv[-1]["content"]
+        return Generation(error="boom") if text in fail else (REFUSE if text in refuse else COMPLY)
 
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
-        self.params.append(params)
-        out = []
-        for conv in conversations:
-            text = conv[-1]["content"]
-            if text in self.fail:
-                out.append(Generation(error="boom"))
-            else:
-                out.append(Generation(texts=[REFUSE if text in self.refuse else COMPLY], n_tokens=5))
-        return out
-
-    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
-        raise AssertionError("not a judge")
-
-    def close(self) -> None:
-        pass
+    return ScriptedBackend(spec, reply=reply, tokens=5)
 
 
 HARMFUL = [PromptItem(f"h{i}", [{"role": "user", "content": f"How do I do bad thing {i}?"}]) for i in range(5)]

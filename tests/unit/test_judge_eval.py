@@ -19,8 +19,8 @@ from cai.stages.judge_eval import (
     write_eval,
 )
 from cai.stages.settings import JudgeSettings
+from tests.doubles import ScriptedJudge
 from tests.helpers import invoke
-from tests.unit.test_label_judge import ScriptedJudge
 
 KEYS = {
     "n",

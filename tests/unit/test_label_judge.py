@@ -1,90 +1,26 @@
 """The judging core of `cai label`: order averaging, clamping, ensembles, CoT, failures.
 
-`ScriptedJudge` implements the Backend protocol with probabilities computed from the question it
-is shown, so every expected label can be computed by hand from the same function.
+`ScriptedJudge` (`tests.doubles`) answers with probabilities computed from the question it is
+shown, so every expected label can be computed by hand from the same function.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.pairs import Pair
-from cai.models.base import Backend, Conversation, Generation, GenerationParams, OptionScores, SequenceScore
-from cai.stages.label import judge_pairs, label_pairs
+from cai.models.base import Backend
+from cai.stages.judging import judge_pairs
+from cai.stages.label import label_pairs
 from cai.stages.label_math import decision
 from cai.stages.messages import COT_ANSWER_PREFIX
 from cai.stages.settings import JudgeSettings, LabelSettings
-
-SHOWN = re.compile(r"\(A\) (.*?)\n\n\(B\) (.*?)\n\n(.*?)\n(?:Answer|Think)", re.S)
-
-
-def shown(conv: Conversation) -> tuple[str, str, str]:
-    """(text shown as A, text shown as B, the principle's question) of the live question."""
-    user = next(m for m in reversed(conv) if m["role"] == "user")
-    m = SHOWN.search(user["content"])
-    assert m, user["content"]
-    return m.group(1), m.group(2), m.group(3)
-
-
-PFirst = Callable[[str, str, str], float | None]
-
-
-class ScriptedJudge:
-    """A Backend whose P(A) is `p_first(text_a, text_b, question)`; None means "no logprobs"."""
-
-    def __init__(
-        self,
-        p_first: PFirst,
-        mass: float = 0.8,
-        reasoning: str = "B is kinder.",
-        spec: str = "scripted",
-    ):
-        self.p_first = p_first
-        self.mass = mass
-        self.reasoning = reasoning
-        self.spec = spec
-        self.calls: list[tuple[str, list[Conversation]]] = []
-
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
-        self.calls.append(("generate", [list(c) for c in conversations]))
-        return [Generation(texts=[self.reasoning] * params.n, n_tokens=4) for _ in conversations]
-
-    def sequence_logprobs(self, requests: Sequence[tuple[Conversation, str]]) -> list[SequenceScore]:
-        raise AssertionError("a multiple-choice judge is never asked to score replies")
-
-    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[OptionScores]:
-        assert tuple(options) == ("A", "B")
-        self.calls.append(("option_probs", [list(c) for c in conversations]))
-        out = []
-        for conv in conversations:
-            p = self.p_first(*shown(conv))
-            if p is None:
-                out.append(
-                    OptionScores(
-                        {},
-                        0.0,
-                        path="text",
-                        raw="I cannot decide.",
-                        error="no option in the answer",
-                    )
-                )
-            else:
-                out.append(OptionScores({"A": p, "B": 1 - p}, self.mass, raw="A" if p >= 0.5 else "B"))
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec}
-
-    def close(self) -> None:
-        pass
+from tests.doubles import ScriptedJudge, shown
 
 
 @pytest.fixture(scope="module")

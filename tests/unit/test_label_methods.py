@@ -17,7 +17,7 @@ from cai.io.pairs import load_pairs
 from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
 from cai.stages.contrast import rederive
-from cai.stages.label import CONTENT_FREE, draw_for, judge_pairs
+from cai.stages.judging import CONTENT_FREE, draw_for, judge_pairs
 from cai.stages.messages import comparison_messages, contrast_messages, rlcd_messages
 from cai.stages.settings import JudgeSettings, LabelSettings
 from tests.helpers import invoke

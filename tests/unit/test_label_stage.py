@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +14,9 @@ from cai.constitution.model import Constitution
 from cai.errors import CaiError
 from cai.io.pairs import load_pairs
 from cai.io.sources import PromptItem, load_prompts
-from cai.io.store import content_hash
-from cai.models.base import Conversation, Generation, GenerationParams
 from cai.stages.label import label_pairs, label_prompts
 from cai.stages.settings import LabelSettings
-from tests.unit.test_label_judge import ScriptedJudge
-
-
-class ScriptedPolicy:
-    """Deterministic "samples": text i for a conversation depends on the conversation and seed."""
-
-    spec = "scripted-policy"
-
-    def __init__(self, identical: bool = False):
-        self.identical = identical
-        self.calls = 0
-
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Generation]:
-        self.calls += 1
-        out = []
-        for conv in conversations:
-            h = content_hash(conv, params.seed, length=6)
-            out.append(Generation([f"reply {h} {0 if self.identical else i}" for i in range(params.n)], 5))
-        return out
-
-    def option_probs(self, conversations: Sequence[Conversation], options: Sequence[str]) -> list[Any]:
-        raise AssertionError("the policy is never asked to judge")
-
-    def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec}
-
-    def close(self) -> None:
-        pass
+from tests.doubles import ScriptedJudge, ScriptedPolicy
 
 
 def prefers_lower(a: str, b: str, q: str) -> float:
@@ -120,7 +90,7 @@ def test_resume_skips_finished_chunks_and_matches(tmp_path: Path, c: Constitutio
     (part / "records.jsonl").write_text("".join(lines[:3]) + lines[3][:40])  # 1.5 chunks, torn
     policy, judge = ScriptedPolicy(), ScriptedJudge(prefers_lower)
     label_prompts(c, judge, policy, prompts, part, s, quiet=True)
-    assert policy.calls == 2  # chunk 0 was complete; chunks 1 (torn) and 2 are redone
+    assert len(policy.calls) == 2  # chunk 0 was complete; chunks 1 (torn) and 2 are redone
 
     def strip(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "provenance"} for r in recs]

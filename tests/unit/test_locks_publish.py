@@ -18,6 +18,7 @@ from cai.io.store import Store, merge_stores
 from cai.models.base import Generation
 from cai.models.fake import FakeBackend
 from tests.helpers import invoke, records_without_timing
+from tests.train_helpers import PM_FILES, publish_fake_pm
 
 CRITIQUE = ("critique", "--prompts", "red-team", "--limit", "5", "--batch-size", "2", "--model", "fake", "--quiet")
 LABEL = ("label", "--pairs", "judge-dev", "--limit", "6", "--batch-size", "2", "--judge", "fake", "--quiet")
@@ -143,37 +144,6 @@ class _Killed(BaseException):
     """A kill: not an error the code may catch and tidy up after."""
 
 
-class _FakeTrainer:
-    def __init__(self, files: dict[str, str]):
-        self.files = files
-
-    def save_model(self, path: str) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        for name, text in self.files.items():
-            (Path(path) / name).write_text(text)
-
-
-class _FakeTokenizer:
-    def save_pretrained(self, path: str) -> None:
-        (Path(path) / "tokenizer.json").write_text("{}")
-
-
-PM_FILES = {
-    "config.json": json.dumps({"architectures": ["LlamaForSequenceClassification"], "num_labels": 1}),
-    "model.safetensors": "weights",
-    "training_args.bin": "pickle",
-}
-
-
-def _train(out: Path, overwrite: bool = False) -> None:
-    from cai.train.publish import TrainOutput
-
-    t = TrainOutput(out, "pm", overwrite=overwrite)
-    t.prepare()
-    t.metrics.write_text('{"loss": 1.0}\n')
-    t.finalize(_FakeTrainer(PM_FILES), _FakeTokenizer(), {"summary": {}})
-
-
 def _published(out: Path) -> dict[str, bytes]:
     files = tree(out)
     meta = json.loads(files.pop("cai_train.json"))
@@ -212,7 +182,7 @@ def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
     from cai.train import publish as publishing
     from cai.train.rl_common import check_pm_folder
 
-    _train(tmp_path / "ref")
+    publish_fake_pm(tmp_path / "ref")
     want = _published(tmp_path / "ref")
     assert "training_args.bin" not in want and "metrics.jsonl" in want
 
@@ -229,7 +199,7 @@ def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
 
         monkeypatch.setattr(publishing.TrainOutput, "publish", publish)
         try:
-            _train(out)
+            publish_fake_pm(out)
         except _Killed:
             killed += 1
         else:
@@ -242,9 +212,9 @@ def test_a_kill_at_every_publishing_step_is_recognised_and_rerun(
                 check_pm_folder(str(out))
         # … and the rerun (no --overwrite) completes it, leaving no leftovers beside it.
         if (out / "cai_train.json").exists():
-            _train(out, overwrite=True)
+            publish_fake_pm(out, overwrite=True)
         else:
-            _train(out)
+            publish_fake_pm(out)
         assert _published(out) == want
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert killed >= 8  # every move, the marker, the fsyncs and both renames were tried
@@ -281,7 +251,7 @@ def test_readers_refuse_a_half_published_pm_with_one_line(tmp_path: Path) -> Non
         line = one_line(r.stderr)
         assert "holds no complete model (no cai_train.json)" in line or "--data" in line, line
     # The training command itself recognises the folder as its own and replaces it.
-    _train(half)
+    publish_fake_pm(half)
     assert (half / "cai_train.json").exists() and not (half / ".tmp-pm").exists()
 
 

@@ -11,7 +11,7 @@ from cai.io.pairs import Pair
 from cai.models import fake
 from cai.models.base import GenerationParams
 from cai.models.fake import FakeBackend
-from cai.stages.label import judge_pairs
+from cai.stages.judging import judge_pairs
 from cai.stages.messages import cot_answer_messages, critique_messages, revision_messages
 from cai.stages.settings import JudgeSettings
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cai.models.base import GenerationParams
-from cai.models.local import _picker
+from cai.models.engine.sampling import picker as _picker
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
 

@@ -1,0 +1,92 @@
+"""`cai eval policy`'s printed report: the headline rates with intervals, then a few samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cai.stats import pct
+
+
+def _clip(text: str | None, width: int) -> str:
+    if text is None:
+        return "(error)"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _rate(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if r["rate"] is None:
+        return "- of 0"
+    return f"{pct(r['rate'])} [{pct(r['lo'])}, {pct(r['hi'])}] of {r['n']}"
+
+
+def _kn(r: dict[str, Any] | None) -> str:
+    return "-" if r is None else f"{r['k']}/{r['n']}"
+
+
+def _diff(d: dict[str, Any] | None) -> str:
+    return "" if d is None else f"  difference {100 * d['d']:+.1f} pts [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+
+
+def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
+    """The judge-free block: each rate with its 95% interval, policy vs baseline."""
+    if not h:
+        return []
+    lines = []
+    for key, what in (("harmful_compliance", "harmful compliance"), ("over_refusal", "over-refusal")):
+        m = h.get(key)
+        if m is None:
+            continue
+        lines.append(
+            f"{what} ({m['prompts'] or '-'}): policy {_rate(m['policy'])}  baseline {_rate(m['baseline'])}"
+            + _diff(m["difference"])
+        )
+        if m.get("per_category"):
+            lines.append(
+                "  refused by category (policy vs baseline): "
+                + ", ".join(f"{cat} {_kn(c['policy'])} vs {_kn(c['baseline'])}" for cat, c in m["per_category"].items())
+            )
+    d = h.get("detector")
+    if d:
+        lines.append(
+            f"refusal detector ({d['split']} split, {d['n']} replies): precision {pct(d['precision'])}"
+            f"  recall {pct(d['recall'])}"
+        )
+    return lines
+
+
+def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60) -> str:
+    lines = [
+        f"policy {summary['policy']}  baseline {summary['baseline'] or '-'}  "
+        f"judge {summary['judge'] or '-'}  prompts {summary['n']}"
+    ]
+    if summary["pm_reward"]:
+        pm = summary["pm_reward"]
+        lines.append("PM reward: " + "  ".join(f"{k} {v}" for k, v in pm.items()))
+    for aspect, w in (summary["win_rate"] or {}).items():
+        lines.append(
+            f"win rate vs baseline ({aspect}): {pct(w.get('win_rate'))} of {w['n']}"
+            + (
+                f"  (W/L/T {w['wins']}/{w['losses']}/{w['ties']}, order consistency {pct(w['order_consistency'])})"
+                if w.get("win_rate") is not None
+                else f"  {w.get('note', '')}"
+            )
+        )
+    for name, r in summary["refusal"].items():
+        lines.append(
+            f"{name}: refusal {pct(r['refusal_rate'])}  short {pct(r['short_rate'])}"
+            f"  evasive {pct(r['evasive_rate'])}  words "
+            f"{summary['answer_words'][name]}"
+        )
+    lines += _harmless_lines(summary.get("harmless"))
+    lines.append("")
+    for row in samples[:show]:
+        lines.append(f"[{row['id']}] {_clip(row['prompt'][-1]['content'], width)}")
+        for name in ("policy", "baseline"):
+            if name in row:
+                pm = row.get(f"{name}_pm")
+                tag = f" (PM {pm:.2f})" if isinstance(pm, float) else ""
+                lines.append(f"  {name:<8}{tag}: {_clip(row[name], width)}")
+    return "\n".join(lines)
