@@ -29,14 +29,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cai.errors import file_error
-from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -45,11 +43,9 @@ from cai.train.common import (
     load_chat_tokenizer,
     loss_history,
     param_checksums,
-    quiet_libraries,
-    seed_everything,
-    use_bf16,
 )
 from cai.train.configs import dpo_config
+from cai.train.core import Trained, TrainJob, train_model
 from cai.train.pm import PrefRow, PrefTable, preference_inputs
 from cai.train.publish import TrainOutput
 from cai.train.rl_common import encode_prompt
@@ -171,17 +167,11 @@ def train_dpo(
     """
     s = settings or DpoSettings()
     ai, hum, held = preference_inputs(data, s.human, s.eval)
-    output = TrainOutput(out, "dpo", overwrite=overwrite)
-    output.check()
-    path = resolve_model_path(model, quiet=quiet)
-    lora.check_target_names(path, s, model)
     soft = s.labels == "soft"
-    recorded = {**s.record(), "seed": seed, "loss": SOFT_LOSS if soft else HARD_LOSS, "bf16": use_bf16()}
-    with quiet_libraries(quiet):
-        tokenizer = load_chat_tokenizer(path, model, "DPO on chat pairs needs an instruct/chat model")
-        config = dpo_config(output, s, seed, quiet)  # first: it sets up the process group
-        seed_everything(seed)
-        output.prepare()
+
+    def step(job: TrainJob) -> Trained:
+        tokenizer = load_chat_tokenizer(job.path, model, "DPO on chat pairs needs an instruct/chat model")
+        config = job.start(dpo_config(job.output, s, seed, quiet))  # first: it sets up the process group
         pairs = ai.rows + hum.rows
         # TRL drops pairs whose prompt alone fills max_length; dropped here first, so an empty
         # set is a one-line error rather than a failure inside TRL's reference pass.
@@ -190,25 +180,20 @@ def train_dpo(
             raise file_error(data[0], "--max-length", f"every prompt is longer than {s.max_length} tokens")
         held_rows = to_dpo_rows(_prompt_fits(tokenizer, held.rows, s.max_length), soft=soft)
         with _reference_bar(enabled=not quiet):
-            trainer = _build(path, tokenizer, train_rows, held_rows, output, config, s)
+            trainer = _build(job.path, tokenizer, train_rows, held_rows, job.output, config, s)
         summary = _train_and_summarize(trainer, bool(held_rows))
         summary["rows"] = _row_counts(ai, hum, held, trainer, len(pairs), s.max_length)
-        summary["out"] = str(Path(out).resolve())
         meta = {
-            "base_model": model,
-            "base_model_path": path,
             "reference": REFERENCE,
             "data": [src.as_record() for src in ai.sources],
             "human": [src.as_record() for src in hum.sources],
             "eval": [src.as_record() for src in held.sources],
             "constitution_fingerprints": sorted(ai.fingerprints),
-            "settings": recorded,
-            "lora": lora.record(s),
-            "summary": summary,
         }
-        lora.prepare_to_save(trainer, s)
-        output.finalize(trainer, tokenizer, meta)
-    return summary
+        return Trained(trainer, tokenizer, summary, meta)
+
+    loss = SOFT_LOSS if soft else HARD_LOSS
+    return train_model("dpo", model, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, loss=loss)
 
 
 def _build(

@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from cai.errors import fail, file_error, option_error
 from cai.io.pairs import parse_pair_row
-from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -32,11 +30,9 @@ from cai.train.common import (
     load_chat_tokenizer,
     loss_history,
     param_checksums,
-    quiet_libraries,
-    seed_everything,
-    use_bf16,
 )
 from cai.train.configs import reward_config
+from cai.train.core import Trained, TrainJob, train_model
 from cai.train.pm_loss import soft_preference_loss
 from cai.train.publish import TrainOutput
 from cai.train.rl_common import PMScorer, encode_answer, encode_prompt, use_distinct_pad
@@ -241,15 +237,11 @@ def train_pm(
     """
     s = settings or PmSettings()
     ai, hum, held = preference_inputs(data, s.human, s.eval)
-    output = TrainOutput(out, "pm", overwrite=overwrite)
-    output.check()
-    path = resolve_model_path(model, quiet=quiet)
-    lora.check_target_names(path, s, model)
     soft = s.labels == "soft"
-    recorded = {**s.record(), "seed": seed, "loss": SOFT_LOSS if soft else HARD_LOSS, "bf16": use_bf16()}
-    with quiet_libraries(quiet):
+
+    def step(job: TrainJob) -> Trained:
         tokenizer = load_chat_tokenizer(
-            path, model, "the PM scores chat replies, so start it from the (instruct) policy model"
+            job.path, model, "the PM scores chat replies, so start it from the (instruct) policy model"
         )
         use_distinct_pad(tokenizer)
         examples, dropped = encode_rows(tokenizer, ai.rows + hum.rows, s.max_length, soft=soft)
@@ -257,30 +249,23 @@ def train_pm(
             raise file_error(
                 data[0], "--max-length", f"every pair is longer than {s.max_length} tokens; raise --max-length"
             )
-        config = reward_config(output, s, seed, quiet)  # first: it sets up the process group
-        seed_everything(seed)
-        output.prepare()
-        trainer = _build(path, tokenizer, examples, output, config, quiet, lora.lora_config(s, "SEQ_CLS"))
+        config = job.start(reward_config(job.output, s, seed, quiet))  # first: it sets up the process group
+        trainer = _build(job.path, tokenizer, examples, job.output, config, quiet, lora.lora_config(s, "SEQ_CLS"))
         summary = _train_and_summarize(trainer, tokenizer, held.rows)
         summary["rows"] = _row_counts(ai, hum, held, len(examples), dropped)
-        summary["out"] = str(Path(out).resolve())
         meta = {
-            "base_model": model,
-            "base_model_path": path,
             "data": [src.as_record() for src in ai.sources],
             "human": [src.as_record() for src in hum.sources],
             "eval": [src.as_record() for src in held.sources],
             "constitution_fingerprints": sorted(ai.fingerprints),
-            "settings": recorded,
-            "lora": lora.record(s),
             "pad_token": tokenizer.pad_token,
             "scoring": "score head at the last token of chat_template(prompt, "
             "add_generation_prompt=True) + answer + EOS",
-            "summary": summary,
         }
-        lora.prepare_to_save(trainer, s)
-        output.finalize(trainer, tokenizer, meta)
-    return summary
+        return Trained(trainer, tokenizer, summary, meta)
+
+    loss = SOFT_LOSS if soft else HARD_LOSS
+    return train_model("pm", model, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, loss=loss)
 
 
 def _row_counts(ai: PrefTable, hum: PrefTable, held: PrefTable, train: int, dropped: int) -> dict[str, int]:

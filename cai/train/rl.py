@@ -26,12 +26,10 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cai.errors import file_error
 from cai.io.sources import PromptItem, load_prompts
-from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     changed_params,
@@ -39,13 +37,10 @@ from cai.train.common import (
     load_causal_lm,
     load_tokenizer,
     param_checksums,
-    quiet_libraries,
-    seed_everything,
     training_dtype,
-    use_bf16,
 )
 from cai.train.configs import group_config, import_ppo, ppo_config
-from cai.train.publish import TrainOutput
+from cai.train.core import Trained, TrainJob, train_model
 from cai.train.rl_common import (
     PMReward,
     PMScorer,
@@ -80,51 +75,37 @@ def train_rl(
     s = settings or RlSettings()
     items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
     source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
-    output = TrainOutput(out, s.algorithm, overwrite=overwrite)
-    output.check()
-    policy_path = resolve_model_path(policy, quiet=quiet)
-    pm_path = check_pm_folder(pm)
-    check_same_tokenizer(policy_path, pm_path)
-    lora.check_target_names(policy_path, s, policy)
-    with quiet_libraries(quiet):
-        tokenizer = load_tokenizer(policy_path, padding_side="left")
+
+    def check(policy_path: str) -> None:
+        check_same_tokenizer(policy_path, check_pm_folder(pm))
+
+    def step(job: TrainJob) -> Trained:
+        pm_path = check_pm_folder(pm)  # checked before anything loaded (`check`); cheap to ask again
+        tokenizer = load_tokenizer(job.path, padding_side="left")
         use_distinct_pad(tokenizer)
         kept = _short_enough(tokenizer, items, s.max_prompt_length, source)
         is_ppo = s.algorithm == "ppo"
         # The config comes first: it sets up the process group.
-        config = ppo_config(output, s, seed, quiet) if is_ppo else group_config(output, s, seed, quiet)
-        seed_everything(seed)
-        output.prepare()
-        trainer, model, scorer = (_build_ppo if is_ppo else _build_group)(
-            policy_path, pm_path, tokenizer, kept, config, s
-        )
+        config = job.start((ppo_config if is_ppo else group_config)(job.output, s, seed, quiet))
+        trainer, model, scorer = (_build_ppo if is_ppo else _build_group)(job.path, pm_path, tokenizer, kept, config, s)
         samples = [it.messages for it, _ in kept[:sample_prompts]]
         sampler = make_sampler(tokenizer, samples, scorer, s.response_length) if samples else None
-        callback = metrics_callback(output.metrics, s.algorithm, sampler)
-        summary = _train(trainer, model, callback, s, policy_path, quiet)
+        callback = metrics_callback(job.output.metrics, s.algorithm, sampler)
+        summary = _train(trainer, model, callback, s, job.path, quiet)
         summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
-        summary["out"] = str(Path(out).resolve())
-        meta = _meta(policy, policy_path, pm_path, source, s, seed, summary)
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
-        lora.prepare_to_save(trainer, s)
-        output.finalize(trainer, load_tokenizer(policy_path), meta)
-    return summary
+        return Trained(trainer, load_tokenizer(job.path), summary, _meta(pm_path, source, s))
+
+    return train_model(s.algorithm, policy, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, check=check)
 
 
-def _meta(
-    policy: str, policy_path: str, pm_path: str, source: str, s: RlSettings, seed: int, summary: dict[str, Any]
-) -> dict[str, Any]:
-    """What `cai_train.json` records of an RL run besides the summary."""
+def _meta(pm_path: str, source: str, s: RlSettings) -> dict[str, Any]:
+    """What `cai_train.json` records of an RL run besides what every training run records."""
     return {
-        "base_model": policy,
-        "base_model_path": policy_path,
         "pm": pm_path,
         "prompts": source,
-        "settings": {**s.record(), "seed": seed, "bf16": use_bf16()},
-        "lora": lora.record(s),
         "reward": "PM score at the reply's EOS - missing_eos_penalty; "
         + ("- kl_coef * KL per token (TRL PPO, k1)" if s.algorithm == "ppo" else "KL via beta = kl_coef"),
-        "summary": summary,
     }
 
 

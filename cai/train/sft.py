@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import fail, file_error, option_error
-from cai.models.spec import resolve_model_path
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -28,11 +27,9 @@ from cai.train.common import (
     load_chat_tokenizer,
     loss_history,
     param_checksums,
-    quiet_libraries,
-    seed_everything,
-    use_bf16,
 )
 from cai.train.configs import sft_config
+from cai.train.core import Trained, TrainJob, train_model
 from cai.train.publish import TrainOutput
 from cai.train.settings import SftSettings
 from cai.train.tables import Loc, TableSource, load_table, rows_sha256
@@ -215,34 +212,24 @@ def train_sft(
     data = prepare_sft_data(
         data_dirs, helpful=s.helpful or None, helpful_ratio=s.helpful_ratio, eval_fraction=s.eval_fraction, seed=seed
     )
-    output = TrainOutput(out, "sft", overwrite=overwrite)
-    output.check()  # fail before loading a model when the folder is unusable
-    path = resolve_model_path(model, quiet=quiet)
-    lora.check_target_names(path, s, model)
-    recorded = {**s.record(), "seed": seed, "loss": "completion_only (prompt/completion form)", "bf16": use_bf16()}
-    with quiet_libraries(quiet):
-        tokenizer = load_chat_tokenizer(path, model, "SFT on `messages` needs an instruct/chat model")
+
+    def step(job: TrainJob) -> Trained:
+        tokenizer = load_chat_tokenizer(job.path, model, "SFT on `messages` needs an instruct/chat model")
         # The config comes first: building it sets up the process group (DDP, DeepSpeed) the
         # way transformers expects, before anything else asks which process this is.
-        config = sft_config(output, s, seed, quiet, logging_steps)
-        seed_everything(seed)
-        output.prepare()
-        trainer = _build_trainer(path, tokenizer, data, output, config, quiet, lora.lora_config(s))
+        config = job.start(sft_config(job.output, s, seed, quiet, logging_steps))
+        trainer = _build_trainer(job.path, tokenizer, data, job.output, config, quiet, lora.lora_config(s))
         summary = _train_and_summarize(trainer, data, out)
         meta = {
-            "base_model": model,
-            "base_model_path": path,
             "data": [src.as_record() for src in data.cai.sources],
             "helpful": [src.as_record() for src in data.helpful.sources] if data.helpful else [],
             "constitution_fingerprints": sorted(data.cai.fingerprints),
-            "settings": recorded,
-            "lora": lora.record(s),
             "final_loss": summary["train_loss_last"],
-            "summary": summary,
         }
-        lora.prepare_to_save(trainer, s)
-        output.finalize(trainer, tokenizer, meta)
-    return summary
+        return Trained(trainer, tokenizer, summary, meta)
+
+    loss = "completion_only (prompt/completion form)"
+    return train_model("sft", model, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, loss=loss)
 
 
 def _train_and_summarize(trainer: Any, data: SFTData, out: str) -> dict[str, Any]:
