@@ -30,7 +30,8 @@ from cai.io.pairs import Pair, load_pairs
 from cai.io.sources import load_prompts
 from cai.models.base import Backend
 from cai.models.spec import load_backend
-from cai.stages.label import judge_pairs, label_prompts
+from cai.stages.judging import judge_pairs
+from cai.stages.label import label_prompts
 from cai.stages.settings import JudgeSettings, LabelSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labels.json"

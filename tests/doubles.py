@@ -38,6 +38,7 @@ def _harmless() -> Constitution:
 def _pattern(c: Constitution, template: str) -> re.Pattern[str]:
     """Where (A), (B) and the question sit in the last lines of a rendered comparison prompt."""
     text = c.renderer.render(template, conversation=[], response_a=_A, response_b=_B, question=_Q)
+    assert text.index(_A) < text.index(_B) < text.index(_Q), f"{template}: expected (A), (B), then the question"
     tail = text[text.rindex("\n", 0, text.index(_A)) + 1 :]  # from the line that shows (A) on
     escaped = re.escape(tail)
     for marker in (_A, _B, _Q):

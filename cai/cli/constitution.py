@@ -56,7 +56,6 @@ def render(
         sets = {}
         for item in set_ or []:
             if "=" not in item:
-
                 raise option_error("--set", "expected key=value", value=item)
             k, v = item.split("=", 1)
             sets[k.strip()] = v

@@ -51,7 +51,6 @@ def write_error(path: Path, e: OSError) -> CaiError:
     return fail(str(path), None, "", f"cannot write: {e.strerror or e}{hint}")
 
 
-
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     with _replacing(path) as f:
         for r in rows:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from cai.errors import option_error
+from cai.errors import file_error, option_error
 from cai.train.settings import Lora
 
 Task = Literal["CAUSAL_LM", "SEQ_CLS"]
@@ -69,8 +69,9 @@ def module_names(path: str) -> set[str]:
     return {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
 
 
-def check_target_names(path: str, s: Lora, model_flag: str) -> None:
-    """Fail before training when a ``--lora-target-modules`` name is not in the model at `path`."""
+def check_target_names(path: str, s: Lora, model_spec: str) -> None:
+    """Fail before training when a ``--lora-target-modules`` name is not in the model at `path`
+    (named `model_spec` in the error, as the user gave it)."""
     if not s.lora or s.lora_target_modules == ["all-linear"]:
         return
     try:
@@ -80,9 +81,10 @@ def check_target_names(path: str, s: Lora, model_flag: str) -> None:
     missing = [m for m in s.lora_target_modules if m not in names]
     if missing:
         shown = ", ".join(sorted(n for n in names if n.endswith("proj"))[:8] or sorted(names)[:8])
-        raise option_error(
+        raise file_error(
+            model_spec,
             "--lora-target-modules",
-            f"no module named {', '.join(missing)} in the {model_flag} model (it has e.g. {shown})",
+            f"no module named {', '.join(missing)} in this model (it has e.g. {shown})",
         )
 
 
