@@ -148,7 +148,8 @@ def main() -> None:
 
     from cai.io.pairs import load_pairs
     from cai.io.sources import load_prompts
-    from cai.train.common import load_tokenizer, resolve_model_path
+    from cai.models.spec import resolve_model_path
+    from cai.train.common import load_tokenizer
     from cai.train.pm import train_pm
     from cai.train.rl import train_rl
     from cai.train.rl_common import PMScorer, use_distinct_pad

@@ -61,35 +61,36 @@ def label_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         )
 
 
-def pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
-    from cai.train.common import resolve_model_path
-    from cai.train.pm import train_pm
+def _preference_stage(ctx: RunContext, cfg: Any, out: Path, kind: str) -> dict[str, Any]:
+    """pm or dpo: trained from the SL-CAI policy on the label run's pairs (and the section's
+    human and held-out pairs, relative to the recipe). The PM starts from the policy so that it
+    shares the policy's tokenizer (TRL's PPO feeds the policy's token ids to the reward and value
+    models); DPO uses it as its reference too."""
+    from cai.models.spec import resolve_model_path
 
-    # The PM starts from the policy so that it shares the policy's tokenizer (TRL's PPO feeds
-    # the policy's token ids to the reward and value models).
+    if kind == "pm":
+        from cai.train.pm import train_pm as train
+    else:
+        from cai.train.dpo import train_dpo as train
     base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
     local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
-    settings = settings_of(cfg, PmSettings).model_copy(update=local)
-    return train_pm(
+    settings = settings_of(cfg, PmSettings if kind == "pm" else DpoSettings).model_copy(update=local)
+    return train(
         [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
     )
+
+
+def pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    return _preference_stage(ctx, cfg, out, "pm")
 
 
 def dpo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """DPO in place of pm + ppo: the SL-CAI policy (also the reference) on the label run's pairs."""
-    from cai.train.common import resolve_model_path
-    from cai.train.dpo import train_dpo
-
-    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
-    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
-    settings = settings_of(cfg, DpoSettings).model_copy(update=local)
-    return train_dpo(
-        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
-    )
+    return _preference_stage(ctx, cfg, out, "dpo")
 
 
 def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
-    from cai.train.common import resolve_model_path
+    from cai.models.spec import resolve_model_path
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)

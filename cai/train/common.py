@@ -22,9 +22,6 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from cai.errors import file_error
 from cai.io.atomic import PUBLISHED_MARKER
 
-# Spec resolution is a models concern (`cai.models.kinds`); re-exported for the trainers' callers.
-from cai.models.spec import resolve_model_path as resolve_model_path
-
 TRAIN_META = PUBLISHED_MARKER
 METRICS_FILE = "metrics.jsonl"
 # Files the Trainer writes next to a model that a model folder does not need (a pickled

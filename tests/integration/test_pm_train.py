@@ -45,7 +45,8 @@ def test_pm_learns_and_saves_a_sequence_classification_model(tmp_path: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from cai.train.common import changed_params, resolve_model_path
+    from cai.models.spec import resolve_model_path
+    from cai.train.common import changed_params
     from cai.train.pm import train_pm
     from cai.train.rl_common import PMScorer, encode_answer, encode_prompt
     from cai.train.settings import PmSettings

@@ -104,7 +104,7 @@ def one_torch_thread() -> Any:
 
 @pytest.fixture(scope="module")
 def base_path() -> str:
-    from cai.train.common import resolve_model_path
+    from cai.models.spec import resolve_model_path
 
     return resolve_model_path("embedded", quiet=True)
 

@@ -55,7 +55,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def base_path() -> str:
-    from cai.train.common import resolve_model_path
+    from cai.models.spec import resolve_model_path
 
     return resolve_model_path("embedded", quiet=True)
 

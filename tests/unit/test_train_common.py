@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cai.errors import CaiError
+from cai.models.spec import resolve_model_path
 from cai.train import common
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -19,7 +20,6 @@ from cai.train.common import (
     ensure_pad_token,
     loss_history,
     param_checksums,
-    resolve_model_path,
 )
 from cai.train.publish import TrainOutput
 from tests.train_helpers import read_metrics, snapshot_params
