@@ -1,5 +1,5 @@
 """How a model spec is opened: one settings model for every command's backend options and for the
-recipe's `models` section (`cai.run.recipe.Models` adds the policy and judge specs), and the one
+recipe's `models` section (`cai.run.sections.Models` adds the policy and judge specs), and the one
 place a spec becomes a backend."""
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ Unknown keys are errors, at any depth, with the file and line. A stage section i
 settings model (`cai.stages.settings`, `cai.train.settings`), so its keys, defaults and ranges are
 the stage command's options (with ``_`` for ``-``).
 
-Which stages may go together (`check_stages`, run on every load):
-* each stage needs the one it reads: sft ← critique, pm ← label, ppo ← pm, dpo ← label;
-* ``dpo`` *replaces* ``pm`` + ``ppo`` (it trains the policy on the labels directly): a recipe
-  with ``stages.dpo`` and either of them is refused rather than one being silently skipped;
-* a LoRA stage that saves only its adapter (``lora_merge: false``) cannot feed a later stage,
-  which loads a full model folder.
+The schema's `stages` sections are the stage registry's (`cai.run.registry`): one optional
+section per registered stage, in run order. Which stages may go together (`check_stages`, run on
+every load), from each stage's descriptor:
+* each stage needs the one it reads (`needs`): sft ← critique, pm ← label, ppo ← pm, dpo ← label;
+* a stage that *replaces* others (dpo replaces pm + ppo: it trains the policy on the labels
+  directly) is refused beside them rather than one being silently skipped;
+* a LoRA stage that saves only its adapter (``lora_merge: false``) cannot feed a later stage that
+  loads its model (`reads_models`), which needs a full model folder;
+* a stage's own `rule` (label: revision pairs need a critique stage in revise mode).
 """
 
 from __future__ import annotations

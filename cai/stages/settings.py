@@ -2,7 +2,7 @@
 
 `cai critique`, `cai label`, `cai judge-eval` and `cai eval policy` build their options from these
 models (`cai.cli.options.settings_command`), a recipe's stage sections *are* these models plus the
-prompt slice (`cai.run.recipe`), and the stages read them. So a default cannot differ between a
+prompt slice (`cai.run.sections`), and the stages read them. So a default cannot differ between a
 stage command and `cai run`.
 
 The run-level inputs stay outside: the seed (one per run), `--shard`, the model specs and the

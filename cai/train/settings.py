@@ -1,7 +1,7 @@
 """Settings of the training stages: the one place each default, range and help text lives.
 
 `cai train sft|pm|dpo|ppo` build their options from these models, a recipe's `sft`, `pm`, `dpo`
-and `ppo` sections are these models (`cai.run.recipe`), and `train_sft`, `train_pm`, `train_dpo`,
+and `ppo` sections are these models (`cai.run.sections`), and `train_sft`, `train_pm`, `train_dpo`,
 `train_rl` take them; `cai.train.configs` turns them into TRL configs and `cai.train.lora` the
 ``lora_*`` fields into a peft config. Nothing here imports torch, TRL or peft.
 
