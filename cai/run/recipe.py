@@ -29,7 +29,7 @@ from cai.constitution.schema import Strict, problems_from_validation
 from cai.errors import CaiError, Problem, did_you_mean, fail, option_error
 from cai.io.yamlio import YamlDoc, load_yaml
 from cai.paths import DEFAULT_CONSTITUTION
-from cai.run.registry import PromptSet, StageRegistry, current_stages
+from cai.run.registry import BUILTIN, PromptSet, StageRegistry, current_stages
 from cai.run.sections import Models
 from cai.stages.settings import Seed
 
@@ -61,14 +61,9 @@ def recipe_model(registry: StageRegistry) -> type[RecipeBase]:
     return model
 
 
-def __getattr__(name: str) -> Any:
-    """`Recipe` and `Stages`: the schema of the registry in force (the built-in stages unless
-    `use_stages` says otherwise)."""
-    if name == "Recipe":
-        return recipe_model(current_stages())
-    if name == "Stages":
-        return recipe_model(current_stages()).model_fields["stages"].annotation
-    raise AttributeError(name)
+# The schema of the built-in stages; `recipe_model(current_stages())` is the one in force.
+Recipe = recipe_model(BUILTIN)
+Stages = Recipe.model_fields["stages"].annotation
 
 
 def _coerce(value: str) -> Any:
