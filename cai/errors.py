@@ -7,6 +7,7 @@ Anything a person can get wrong in a file (YAML, templates, recipes, prompt file
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -58,6 +59,6 @@ def option_error(option: str, message: str, *, value: str | None = None, hint: s
     return CaiError(Problem(option, None, value or "", message, hint))
 
 
-def file_error(path: str | object, option: str, message: str, *, line: int | None = None) -> CaiError:
+def file_error(path: str | os.PathLike[str], option: str, message: str, *, line: int | None = None) -> CaiError:
     """A file or folder that cannot be used, and the option that named it: ``PATH: --option: message``."""
     return CaiError(Problem(str(path), line, option, message))

@@ -52,11 +52,7 @@ def build_report(run: Path) -> str:
     text shown."""
     secrets = known_secrets()
     labels = {s.name: s.policy_label for s in current_stages() if s.policy_label}
-    view = RunView(run, {}, labels)
-    # Redacted once, and the cached copy replaced: no section can read the keys a run folder
-    # written before redaction may still hold.
-    view.recipe = redact(view.json("recipe.json") or {}, secrets)
-    view._files["recipe.json"] = view.recipe
+    view = RunView.open(run, labels, secrets)
     recipe, data = view.recipe, view.data
     warnings = warnings_html(run_warnings(view), data)
     sections = _sections(view)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cai.io.readers import read_json_file
 from cai.io.store import read_jsonl
+from cai.redact import redact
 
 
 @dataclass
@@ -23,6 +24,13 @@ class RunView:
     policy_labels: Mapping[str, str]  # stage -> what the report calls the policy it trains
     data: dict[str, Any] = field(default_factory=dict)
     _files: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, run: Path, policy_labels: Mapping[str, str], secrets: Iterable[str]) -> RunView:
+        """The view of `run` with its recipe read once and redacted, the cached copy included:
+        no section can read the keys a run folder written before redaction may still hold."""
+        recipe = redact(read_json(run / "recipe.json") or {}, secrets)
+        return cls(run, recipe, policy_labels, _files={"recipe.json": recipe})
 
     def json(self, rel: str) -> Any:
         """A run file's JSON (``"label/summary.json"``), or None while its stage has not written it."""

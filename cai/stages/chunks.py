@@ -45,7 +45,8 @@ class Pending(Generic[T]):
     index: int
     offset: int
     items: Sequence[T]
-    todo: list[str]  # in the chunk's unit order
+    positions: list[int]  # where in the chunk's unit order the units still to do stand
+    todo: list[str]  # their ids, in that order
     retry: list[str]  # the part of `todo` already in the store: failed records to replace
 
 
@@ -62,5 +63,6 @@ def pending_chunks(
     resumed run does only what is missing and, when `failed` is given, redoes what failed."""
     for ci, offset, chunk in chunks_for_shard(items, batch_size, shard):
         ids = ids_of(ci, chunk)
-        todo = [i for i in ids if i not in store or (failed is not None and failed(store.get(i)))]
-        yield Pending(ci, offset, chunk, todo, [i for i in todo if i in store])
+        positions = [k for k, i in enumerate(ids) if i not in store or (failed is not None and failed(store.get(i)))]
+        todo = [ids[k] for k in positions]
+        yield Pending(ci, offset, chunk, positions, todo, [i for i in todo if i in store])

@@ -362,7 +362,7 @@ def _run(
             prog.advance(items=(len(p.items) - len(p.todo)) * steps_per_chunk)
             if not p.todo:
                 continue
-            todo = [k for k, i in enumerate(ids_of(p.index, p.items)) if i in p.todo]
+            todo = p.positions  # one unit per prompt: a unit's position is its prompt's
             items = [p.items[k] for k in todo]
             t0 = time.perf_counter()
             chunk_seed = derive_seed(seed, "chunk", p.index)

@@ -37,7 +37,7 @@ from cai.stages.messages import (
     prompt_messages,
     rlcd_messages,
 )
-from cai.stages.settings import SCORERS, LabelSettings, Shard
+from cai.stages.settings import LabelSettings, Shard
 
 # ------------------------------------------------------------------------------- the label stage
 
@@ -259,7 +259,7 @@ class _LabelRun:
         per_prompt: Any,
     ) -> dict[str, Any]:
         s = self.settings
-        if s.judge.method == "contrast" and self.judge is not None and (s.method in SCORERS or s.rescore):
+        if s.judge.method == "contrast" and self.judge is not None and s.needs_judge:
             from cai.stages.contrast import preflight
 
             preflight(self.c, self.judge, self.c.comparison_principles)
@@ -281,8 +281,7 @@ class _LabelRun:
                         tally.gen_s += gen_s
                         timing = {"generate_seconds": round(gen_s, 3)}
                         store.append(
-                            self._judged(units, p.index, {**provenance, "timing": timing}, tally),
-                            retry=[u.id for u in units if u.id in store],
+                            self._judged(units, p.index, {**provenance, "timing": timing}, tally), retry=p.retry
                         )
                     prog.advance(items=len(p.items))
             summary = export_labels(store, out, throughput={**tally.throughput(prog.elapsed), "retried": store.retried})

@@ -108,7 +108,6 @@ Clamp = tuple[float, float] | Literal["none"] | None
 # The choices come from the label-method table (`cai.label_methods`): a method is added there.
 Scorer = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # methods that score given pairs
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
-SCORERS: tuple[str, ...] = SCORER_NAMES
 METHOD_HELP = help_text(SCORER_NAMES)
 
 
@@ -185,7 +184,7 @@ class JudgeSettings(StageSettings):
     def judge(self) -> JudgeSettings:
         """Only the judge's part (stages that also sample answers inherit from this model)."""
         values = {name: getattr(self, name) for name in JudgeSettings.model_fields}
-        if values["method"] not in SCORERS:  # pairs by construction: the judge only rescores them
+        if constructs_pairs(values["method"]):  # the judge only rescores them
             values["method"] = getattr(self, "rescore", None) or "mc"
         return JudgeSettings(**values)
 

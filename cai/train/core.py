@@ -84,7 +84,7 @@ def train_model(
             "base_model": model,
             "base_model_path": path,
             **done.meta,
-            "settings": done.meta.get("settings", recorded),
+            "settings": recorded,
             "lora": lora.record(s),
             "summary": done.summary,
         }
