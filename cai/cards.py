@@ -26,6 +26,15 @@ import yaml
 import cai
 from cai import label_methods as methods
 from cai.io.atomic import write_text_atomic
+from cai.outputs import (
+    CritiqueSummary,
+    DataSource,
+    JudgeSettings,
+    LabelSummary,
+    Provenance,
+    RunManifest,
+    TrainRecord,
+)
 from cai.redact import redact
 
 CARD_FILE = "README.md"
@@ -158,45 +167,50 @@ def _source_name(path: str) -> str:
     return p.parent.name if inside and p.parent.name else p.name
 
 
-def data_provenance(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _manifest(path: Path) -> RunManifest:
+    """The ``run.json`` of the run folder a data source lies in (or is); empty when there is none
+    (a data set from elsewhere) or it cannot be read."""
+    for folder in (path.parent, path):
+        try:
+            return RunManifest.model_validate_json((folder / "run.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+    return RunManifest()
+
+
+def data_provenance(sources: Sequence[DataSource]) -> list[dict[str, Any]]:
     """What the run folders a model was trained on say about themselves (their ``run.json``)."""
     out = []
     for src in sources:
-        path = Path(str(src.get("path", "")))
-        run: dict[str, Any] = {}
-        for folder in (path.parent, path):
-            try:
-                run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-                break
-            except (OSError, ValueError):
-                continue
+        path = Path(src.path or "")
+        run = _manifest(path)
         out.append(
             {
                 "name": _source_name(str(path)),
-                "kind": src.get("kind"),
-                "rows": src.get("rows"),
-                "sha256": src.get("sha256"),
-                "stage": run.get("stage"),
-                "constitution": run.get("constitution"),
-                "fingerprint": run.get("fingerprint"),
+                "kind": src.kind,
+                "rows": src.rows,
+                "sha256": src.sha256,
+                "stage": run.stage,
+                "constitution": run.constitution,
+                "fingerprint": run.fingerprint,
             }
         )
     return out
 
 
-def model_card(meta: Mapping[str, Any], name: str | None = None) -> str:
+def model_card(meta: TrainRecord, name: str | None = None) -> str:
     """The card of a trained model folder, from its ``cai_train.json`` contents (`meta`).
 
     The title defaults to the kind of model, not the folder's name: a model folder is renamed
     and moved (publishing itself renames it), and its card should not change with it.
     """
-    kind = str(meta.get("kind", ""))
-    sources = [*meta.get("data", []), *meta.get("human", []), *meta.get("helpful", [])]
-    data = data_provenance(sources)
-    base, license_ = resolve_base(meta.get("base_model"))
+    kind = meta.kind or ""
+    version = meta.cai_version or cai.__version__
+    data = data_provenance([*meta.data, *meta.human, *meta.helpful])
+    base, license_ = resolve_base(meta.base_model)
     pipeline = "text-classification" if kind == "pm" else "text-generation"
     constitutions = sorted({(d["constitution"], d["fingerprint"]) for d in data if d["fingerprint"]}, key=str)
-    fingerprints = sorted(set(meta.get("constitution_fingerprints", [])) | {f for _, f in constitutions})
+    fingerprints = sorted(set(meta.constitution_fingerprints) | {f for _, f in constitutions})
     front = {
         "base_model": base,
         "datasets": sorted({d["name"] for d in data}),
@@ -204,7 +218,7 @@ def model_card(meta: Mapping[str, Any], name: str | None = None) -> str:
         "pipeline_tag": pipeline,
         "license": license_,
         "tags": [*BASE_TAGS, KIND_TAGS.get(kind, kind)],
-        "cai": {"kind": kind, "version": meta.get("cai_version", cai.__version__), "fingerprints": fingerprints},
+        "cai": {"kind": kind, "version": version, "fingerprints": fingerprints},
     }
     known = {f for _, f in constitutions}
     rows = [(c or "(unnamed)", f) for c, f in constitutions] + [
@@ -212,10 +226,10 @@ def model_card(meta: Mapping[str, Any], name: str | None = None) -> str:
     ]
     provenance = "\n".join(
         [
-            f"Method: {KIND_METHOD.get(kind, kind)}. Trained with cai {meta.get('cai_version', cai.__version__)}.",
+            f"Method: {KIND_METHOD.get(kind, kind)}. Trained with cai {version}.",
             "",
-            f"Base model: `{public_spec(meta.get('base_model'))}`"
-            + (f" ({base})" if base and base != meta.get("base_model") else "")
+            f"Base model: `{public_spec(meta.base_model)}`"
+            + (f" ({base})" if base and base != meta.base_model else "")
             + ".",
             "",
             _table(rows, ("constitution", "fingerprint")) if rows else "Constitution: not recorded in the data.",
@@ -225,9 +239,9 @@ def model_card(meta: Mapping[str, Any], name: str | None = None) -> str:
         ["| source | stage | rows | sha256 |", "| --- | --- | --- | --- |"]
         + [f"| {d['name']} | {d['stage'] or d['kind']} | {d['rows']} | {str(d['sha256'])[:16]} |" for d in data]
     )
-    settings = meta.get("settings") or {}
-    summary = meta.get("summary") or {}
-    libs = meta.get("libraries") or {}
+    settings = meta.settings.figures() if meta.settings is not None else {}
+    summary = meta.summary.figures() if meta.summary is not None else {}
+    libs = meta.libraries or {}
     return _card(
         front,
         name or f"cai {KIND_TAGS.get(kind, kind)} model",
@@ -250,7 +264,7 @@ def dataset_card(
     tags: Sequence[str],
     configs: Sequence[tuple[str, str]],
     rows: int,
-    provenance: Mapping[str, Any] | None,
+    provenance: Provenance | None,
     method: str,
     layout: str,
     figures: Mapping[str, Any],
@@ -270,7 +284,7 @@ def dataset_card(
             for i, (name, path) in enumerate(configs)
         ],
     }
-    prov = dict(provenance or {})
+    prov = provenance.figures() if provenance is not None else {}
     shown = [
         ("constitution", prov.get("constitution")),
         ("fingerprint", prov.get("fingerprint")),
@@ -340,8 +354,8 @@ TRL RewardTrainer / DPOTrainer (conversational, explicit prompt); cai's PM |
 * Ties (|p - 0.5| < tie_tolerance) are not exported; `labels.ties` counts them."""
 
 
-def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
-    distill = summary.get("mode") == "distill"
+def critique_dataset_card(provenance: Provenance | None, summary: CritiqueSummary) -> str:
+    distill = summary.mode == "distill"
     return dataset_card(
         title="SL-CAI context distillation" if distill else "SL-CAI revisions",
         tags=["sft"],
@@ -350,7 +364,7 @@ def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping
             ("prompt_completion", "sft_prompt_completion.jsonl"),
             *([] if distill else [("cai", "cai.jsonl")]),
         ],
-        rows=int(summary.get("exported", 0)),
+        rows=summary.exported or 0,
         provenance=provenance,
         method="SL-CAI by context distillation: the model's answers to red-team prompts under the "
         "constitution's system prompt and principles are the SFT targets for the prompts without them."
@@ -358,26 +372,26 @@ def critique_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping
         else "SL-CAI: the model's answers to red-team prompts, critiqued and revised against "
         "principles sampled from the constitution; the latest unflagged revision is the SFT target.",
         layout=DISTILL_LAYOUT if distill else CRITIQUE_LAYOUT,
-        figures={k: v for k, v in summary.items() if k not in ("per_principle", "flags")}
-        | {"flags": summary.get("flags", {})},
+        figures={k: v for k, v in summary.figures().items() if k not in ("per_principle", "flags")}
+        | {"flags": summary.flags or {}},
     )
 
 
-def label_method_sentence(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
+def label_method_sentence(provenance: Provenance | None, summary: LabelSummary) -> str:
     """How this dataset's labels were made, from what the run recorded (never a fixed text)."""
-    judge = dict((provenance or {}).get("judge_settings") or {})
-    method = summary.get("method") or judge.get("method", "mc")
+    judge = (provenance.judge_settings if provenance is not None else None) or JudgeSettings()
+    method = summary.method or judge.method or "mc"
     entry = methods.method(method)
     if entry is not None and entry.constructs_pairs:
-        rescore = summary.get("rescore")
+        rescore = summary.rescore
         if rescore:
             return (
                 f"{entry.describes}, relabelled by {_describe(rescore)} (agreement with the "
-                f"construction: {summary.get('rescore_agreement')})."
+                f"construction: {summary.rescore_agreement})."
             )
         return f"{entry.describes}; every label is p_chosen = 1."
     order_matters = entry is None or entry.order_matters
-    orders = " and both option orders" if order_matters and judge.get("orders") == "both" else ""
+    orders = " and both option orders" if order_matters and judge.orders == "both" else ""
     return f"RL-CAI (RLAIF), method {method}: {_describe(method)}, averaged over principles{orders}."
 
 
@@ -386,10 +400,11 @@ def _describe(name: str) -> str:
     return entry.describes if entry is not None else name
 
 
-def label_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> str:
-    labels = summary.get("labels") or {}
+def label_dataset_card(provenance: Provenance | None, summary: LabelSummary) -> str:
+    written = summary.figures()
+    labels = written.get("labels") or {}
     figures = {
-        k: summary.get(k)
+        k: written.get(k)
         for k in (
             "records",
             "exported",
@@ -402,12 +417,12 @@ def label_dataset_card(provenance: Mapping[str, Any] | None, summary: Mapping[st
         )
     }
     figures["labels"] = {k: v for k, v in labels.items() if k != "histogram"}
-    figures["position_bias"] = summary.get("position_bias") or {}
+    figures["position_bias"] = written.get("position_bias") or {}
     return dataset_card(
         title="RLAIF preference labels",
         tags=["dpo", "reward-model", "rlaif", "preference"],
         configs=[("default", "preferences.jsonl")],
-        rows=int(summary.get("exported", 0)),
+        rows=summary.exported or 0,
         provenance=provenance,
         method=label_method_sentence(provenance, summary),
         layout=LABEL_LAYOUT,

@@ -155,7 +155,8 @@ def list_trained(root: str | Path) -> list[dict[str, Any]]:
     """
     from cai.errors import CaiError, file_error
     from cai.io.atomic import PUBLISHED_MARKER, is_unfinished_training
-    from cai.io.readers import read_json_file
+    from cai.io.outputs import read_output
+    from cai.outputs import TrainRecord
 
     base = Path(root)
     if not base.is_dir():
@@ -167,16 +168,16 @@ def list_trained(root: str | Path) -> list[dict[str, Any]]:
         if PUBLISHED_MARKER in files:
             dirs[:] = []  # a model folder holds no other models
             try:
-                meta = read_json_file(folder / PUBLISHED_MARKER, kind="training record")
+                meta = read_output(TrainRecord, folder / PUBLISHED_MARKER)
                 status = "complete"
             except CaiError:
-                meta, status = {}, f"unreadable {PUBLISHED_MARKER}"
+                meta, status = TrainRecord(), f"unreadable {PUBLISHED_MARKER}"
             rows.append(
                 {
                     "spec": str(folder),
-                    "kind": meta.get("kind", "?"),
-                    "base_model": meta.get("base_model", "?"),
-                    "created": meta.get("created", "?"),
+                    "kind": meta.kind or "?",
+                    "base_model": meta.base_model or "?",
+                    "created": meta.created or "?",
                     "status": status,
                 }
             )

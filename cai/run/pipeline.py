@@ -33,9 +33,7 @@ def settings_key(stage: str, settings: StageSettings) -> str:
     return content_hash(stage, settings.record())
 
 
-def stage_key(
-    recipe: RecipeBase, fingerprint: str, stage: str, upstream: list[str], extra: str | None = None
-) -> str:
+def stage_key(recipe: RecipeBase, fingerprint: str, stage: str, upstream: list[str], extra: str | None = None) -> str:
     section = getattr(recipe.stages, stage)
     model = recipe.registry[stage].settings
     inputs = section.model_dump(mode="json", exclude=set(model.model_fields))
@@ -91,6 +89,7 @@ def _run_stages(recipe: RecipeBase, base: Path, out: Path, quiet: bool) -> dict[
         write_json_atomic(state_path, {"stage": stage, "key": key, "status": "running"})
         t0 = time.perf_counter()
         summary = spec.run(ctx, section, d)
+        spec.summary.model_validate(summary)  # what later readers will expect of it, checked now
         ctx.dirs[stage] = d  # later stages read this one's output from here
         seconds = round(time.perf_counter() - t0, 1)
         write_json_atomic(

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cai.constitution.model import Constitution
+from cai.outputs import CritiqueSummary, EvalSummary, LabelSummary, Output, TrainSummary
 from cai.run import runners
 from cai.run.context import RunContext
 from cai.run.report_critique import critique_section
@@ -61,6 +62,7 @@ class Stage:
     reads_models: tuple[str, ...] = ()  # earlier stages whose trained model it loads
     policy_label: str | None = None  # it trains a policy, called this in the report
     prompt_sets: tuple[PromptSet, ...] = ()
+    summary: type[Output] = Output  # the type of what `run` returns (and the stage's own summary file holds)
     report: Callable[[RunView], str] | None = None  # its section of `cai report`
     key_extra: Callable[[Any, Constitution], str | None] | None = None  # inputs the key must see
     rule: Rule | None = None
@@ -122,6 +124,7 @@ BUILTIN = StageRegistry(
             runners.critique_stage,
             "records.jsonl",
             prompt_sets=(RED_TEAM,),
+            summary=CritiqueSummary,
             report=critique_section,
             key_extra=runners.critique_key_extra,
         ),
@@ -133,6 +136,7 @@ BUILTIN = StageRegistry(
             TRAINED,
             needs="critique",
             policy_label="SL-CAI model (sft)",
+            summary=TrainSummary,
             report=sft_section,
         ),
         Stage(
@@ -143,6 +147,7 @@ BUILTIN = StageRegistry(
             "records.jsonl",
             reads_models=("sft",),
             prompt_sets=(RED_TEAM,),
+            summary=LabelSummary,
             report=labels_section,
             rule=_distill_feeds_no_revision_pairs,
         ),
@@ -154,6 +159,7 @@ BUILTIN = StageRegistry(
             TRAINED,
             needs="label",
             reads_models=("sft",),
+            summary=TrainSummary,
             report=pm_section,
         ),
         Stage(
@@ -166,6 +172,7 @@ BUILTIN = StageRegistry(
             replaces=("pm", "ppo"),
             reads_models=("sft",),
             policy_label="DPO policy (dpo)",
+            summary=TrainSummary,
             report=dpo_section,
         ),
         Stage(
@@ -178,6 +185,7 @@ BUILTIN = StageRegistry(
             reads_models=("sft", "pm"),
             policy_label="RL policy (ppo)",
             prompt_sets=(RED_TEAM,),
+            summary=TrainSummary,
             report=rl_section,
         ),
         Stage(
@@ -188,6 +196,7 @@ BUILTIN = StageRegistry(
             "summary.json",
             reads_models=("sft", "pm", "dpo", "ppo"),
             prompt_sets=(RED_TEAM, PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False)),
+            summary=EvalSummary,
             report=eval_section,
         ),
     )

@@ -4,31 +4,32 @@ from __future__ import annotations
 
 from collections import Counter
 
+from cai.outputs import CritiqueRecord, CritiqueSummary, Throughput
 from cai.run.report_html import RunView, table
 from cai.run.report_plot import barh, plot_html
 
 
 def critique_section(view: RunView) -> str:
     data = view.data
-    records = view.jsonl("critique/records.jsonl")
+    records = view.records("critique/records.jsonl", CritiqueRecord)
     if not records:
         return ""
-    summary = view.json("critique/summary.json") or {}
+    summary = view.output("critique/summary.json", CritiqueSummary) or CritiqueSummary()
     # The summary's counts are the export's (copy flags recomputed under the run's rule); the
     # records' own flags can be older. Records are the fallback for folders without them.
-    recorded = Counter(f for r in records for x in r.get("rounds") or [] for f in x["flags"])
-    recorded += Counter(f for r in records if not r.get("rounds") for f in r.get("flags") or [])
-    flags = summary.get("flags") if isinstance(summary.get("flags"), dict) else dict(recorded)
-    distill = summary.get("mode") == "distill"
-    counts = Counter(x["principle"] for r in records for x in r.get("rounds") or [])
+    recorded = Counter(f for r in records for x in r.rounds or [] for f in x.flags)
+    recorded += Counter(f for r in records if not r.rounds for f in r.flags or [])
+    flags = summary.flags if summary.flags is not None else dict(recorded)
+    distill = summary.mode == "distill"
+    counts = Counter(x.principle for r in records for x in r.rounds or [])
     data["critique"] = {
         "mode": "distill" if distill else "revise",
         "per_principle": dict(sorted(counts.items())),
         "records": len(records),
-        "exported": summary.get("exported"),
+        "exported": summary.exported,
         "flags": dict(sorted(flags.items())),
     }
-    t = summary.get("throughput", {})
+    t = summary.throughput or Throughput()
     head = (
         "<h2>SL-CAI: context distillation</h2><p>One answer per prompt under the constitution's guidance, "
         "trained on as the answer to the bare prompt. "
@@ -36,16 +37,16 @@ def critique_section(view: RunView) -> str:
         else "<h2>SL-CAI: critiques and revisions</h2><p>"
     )
     copies = (
-        f" Copies: {summary.get('exemplar_copy')} pasted exemplar or guidance text, "
-        f"{summary.get('critique_copy') if not distill else '—'} repeated the critique; "
-        f"{summary.get('excluded_copies')} rows left out for them."
-        if "exemplar_copy" in summary
+        f" Copies: {summary.exemplar_copy} pasted exemplar or guidance text, "
+        f"{summary.critique_copy if not distill else '—'} repeated the critique; "
+        f"{summary.excluded_copies} rows left out for them."
+        if summary.has("exemplar_copy")
         else ""
     )
     body = (
-        f"{head}{len(records)} prompts, {summary.get('exported')} exported for SFT, "
-        f"{summary.get('excluded_flagged')} flagged, {summary.get('errors')} errors; "
-        f"{t.get('prompts_s')} prompts/s, {t.get('tok_s')} tokens/s.{copies}</p>"
+        f"{head}{len(records)} prompts, {summary.exported} exported for SFT, "
+        f"{summary.excluded_flagged} flagged, {summary.errors} errors; "
+        f"{t.prompts_s} prompts/s, {t.tok_s} tokens/s.{copies}</p>"
     )
     if counts:
         labels = sorted(counts)

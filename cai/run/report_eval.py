@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from cai.outputs import EvalSample, EvalSummary, HarmlessMeasure
 from cai.run.report_html import RunView, diff_ci, fmt, rate_ci, table
 
 
@@ -26,46 +27,40 @@ def model_name(spec: Any, view: RunView) -> str:
     return text
 
 
-def _rows(part: dict[str, Any], name: str) -> list[Any]:
-    return [
-        name,
-        str(part.get("prompts") or "—"),
-        rate_ci(part.get("baseline")),
-        rate_ci(part.get("policy")),
-        diff_ci(part.get("difference")),
-    ]
+def _rows(part: HarmlessMeasure, name: str) -> list[Any]:
+    return [name, str(part.prompts or "—"), rate_ci(part.baseline), rate_ci(part.policy), diff_ci(part.difference)]
 
 
 def harmless_section(view: RunView) -> str:
     """Harmful compliance and over-refusal, counted without a judge, with 95% intervals."""
     data = view.data
-    summary = view.json("eval/summary.json") or {}
-    harmless = summary.get("harmless")
-    if not isinstance(harmless, dict):
+    summary = view.output("eval/summary.json", EvalSummary)
+    harmless = summary.harmless if summary is not None else None
+    if summary is None or harmless is None:
         return ""
-    data["harmless"] = harmless
-    before = model_name(summary.get("baseline"), view)
-    after = model_name(summary.get("policy"), view)
-    parts = [("harmful compliance (lower is better)", harmless.get("harmful_compliance"))]
-    parts.append(("over-refusal of safe prompts (lower is better)", harmless.get("over_refusal")))
-    rows = [_rows(p, name) for name, p in parts if isinstance(p, dict)]
+    data["harmless"] = harmless.figures()
+    before = model_name(summary.baseline, view)
+    after = model_name(summary.policy, view)
+    parts = [("harmful compliance (lower is better)", harmless.harmful_compliance)]
+    parts.append(("over-refusal of safe prompts (lower is better)", harmless.over_refusal))
+    rows = [_rows(p, name) for name, p in parts if p is not None]
     out = "<h2>Harmlessness, counted without a judge</h2>" + table(
         ["measure", "prompts", f"before: {before}", f"after: {after}", "after − before"], rows, "harmless"
     )
-    per = (harmless.get("over_refusal") or {}).get("per_category") or {}
+    per = (harmless.over_refusal.per_category if harmless.over_refusal else None) or {}
     if per:
         out += "<p>Over-refusal per category of safe prompts:</p>" + table(
             ["category", f"before: {before}", f"after: {after}"],
-            [[cat, rate_ci(v.get("baseline")), rate_ci(v.get("policy"))] for cat, v in sorted(per.items())],
+            [[cat, rate_ci(v.baseline), rate_ci(v.policy)] for cat, v in sorted(per.items())],
             "harmless-categories",
         )
-    det = harmless.get("detector") or {}
-    if det:
+    det = harmless.detector
+    if det is not None and det.figures():
         out += (
             f"<p>Rates are k/n [95% interval]. The refusal detector that counts them has precision "
-            f"{html.escape(fmt(det.get('precision')))} and recall {html.escape(fmt(det.get('recall')))} on "
-            f"{html.escape(fmt(det.get('n')))} labelled replies"
-            + (f" ({html.escape(str(det['split']))} split)" if det.get("split") else "")
+            f"{html.escape(fmt(det.precision))} and recall {html.escape(fmt(det.recall))} on "
+            f"{html.escape(fmt(det.n))} labelled replies"
+            + (f" ({html.escape(str(det.split))} split)" if det.split else "")
             + ".</p>"
         )
     return out
@@ -85,23 +80,24 @@ def _answer_cell(text: Any, pm: Any) -> str:
     return html.escape(str(text or "")) + score
 
 
-def eval_headline(summary: dict[str, Any]) -> list[list[Any]]:
+def eval_headline(summary: EvalSummary) -> list[list[Any]]:
     """metric, before (the baseline), after (the final policy) — the figures a reader wants first."""
-    pm = summary.get("pm_reward") or {}
-    refusal = summary.get("refusal") or {}
-    words = summary.get("answer_words") or {}
-    wins = summary.get("win_rate") or {}
+    pm = summary.pm_reward
+    refusal = summary.refusal or {}
+    words = summary.answer_words or {}
+    wins = summary.win_rate or {}
     rows: list[list[Any]] = []
-    if pm:
-        rows.append(["mean PM reward", pm.get("baseline"), pm.get("policy")])
+    if pm is not None and pm.figures():
+        rows.append(["mean PM reward", pm.baseline, pm.policy])
     for key, name in (("refusal_rate", "refusal rate"), ("evasive_rate", "evasive rate")):
         if refusal:
-            rows.append([name, refusal.get("baseline", {}).get(key), refusal.get("policy", {}).get(key)])
+            before, after = refusal.get("baseline"), refusal.get("policy")
+            rows.append([name, before.value(key) if before else None, after.value(key) if after else None])
     if words:
         rows.append(["answer length (words)", words.get("baseline"), words.get("policy")])
     for aspect in ("harmless", "helpful"):
         if aspect in wins:
-            rows.append([f"judge prefers after over before ({aspect})", None, wins[aspect].get("win_rate")])
+            rows.append([f"judge prefers after over before ({aspect})", None, wins[aspect].win_rate])
     return rows
 
 
@@ -111,12 +107,12 @@ PM_SCALE_NOTE = (
 )
 
 
-def _samples_table(samples: list[dict[str, Any]], before: str, after: str) -> str:
+def _samples_table(samples: list[EvalSample], before: str, after: str) -> str:
     rows = [
         "<tr><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-            html.escape(_prompt_text(s.get("prompt", ""))),
-            _answer_cell(s.get("baseline"), s.get("baseline_pm")),
-            _answer_cell(s.get("policy"), s.get("policy_pm")),
+            html.escape(_prompt_text(s.prompt if s.prompt is not None else "")),
+            _answer_cell(s.baseline, s.baseline_pm),
+            _answer_cell(s.policy, s.policy_pm),
         )
         for s in samples[:12]
     ]
@@ -135,22 +131,24 @@ WIN_RATES_OFF_NOTE = (
 
 def eval_section(view: RunView) -> str:
     data = view.data
-    summary = view.json("eval/summary.json")
-    samples = view.jsonl("eval/samples.jsonl")
+    summary = view.output("eval/summary.json", EvalSummary)
     if summary is None:
         return ""
-    flat = {k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None}
+    samples = view.records("eval/samples.jsonl", EvalSample)
+    flat = summary.scalars()
     headline = eval_headline(summary)
-    win_rates = (summary.get("settings") or {}).get("win_rates", True)  # absent: written before the setting
-    data["eval"] = flat | {"win_rates": win_rates}
+    settings = summary.settings
+    # Absent: a summary written before the setting existed, when the judge was always asked.
+    win_rates = settings.win_rates if settings is not None and settings.has("win_rates") else True
+    data["eval"] = dict(flat) | {"win_rates": win_rates}
     data["eval_headline"] = {row[0]: row[1:] for row in headline}
-    before = model_name(summary.get("baseline"), view)
-    after = model_name(summary.get("policy"), view)
+    before = model_name(summary.baseline, view)
+    after = model_name(summary.policy, view)
     out = (
         "<h2>Before and after</h2>"
         + table(["metric", f"before: {before}", f"after: {after}"], headline)
-        + (PM_SCALE_NOTE if summary.get("pm_reward") else "")
+        + (PM_SCALE_NOTE if summary.pm_reward is not None and summary.pm_reward.figures() else "")
         + (WIN_RATES_OFF_NOTE if win_rates is False else "")
-        + table(["setting", "value"], [[k, v] for k, v in flat.items()])
+        + table(["setting", "value"], [list(kv) for kv in flat])
     )
     return out + (_samples_table(samples, before, after) if samples else "")

@@ -6,10 +6,11 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from cai.io.outputs import read_output, read_output_lines
 from cai.io.readers import read_json_file
-from cai.io.store import read_jsonl
+from cai.outputs import Difference, Output, OutT, Rate
 from cai.redact import redact
 
 
@@ -23,26 +24,27 @@ class RunView:
     recipe: dict[str, Any]
     policy_labels: Mapping[str, str]  # stage -> what the report calls the policy it trains
     data: dict[str, Any] = field(default_factory=dict)
-    _files: dict[str, Any] = field(default_factory=dict, repr=False)
+    _files: dict[str, Output | list[Output] | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, run: Path, policy_labels: Mapping[str, str], secrets: Iterable[str]) -> RunView:
-        """The view of `run` with its recipe read once and redacted, the cached copy included:
-        no section can read the keys a run folder written before redaction may still hold."""
+        """The view of `run` with its recipe read once and redacted: sections see only this copy,
+        never the keys a run folder written before redaction may still hold."""
         recipe = redact(read_json(run / "recipe.json") or {}, secrets)
-        return cls(run, recipe, policy_labels, _files={"recipe.json": recipe})
+        return cls(run, recipe, policy_labels)
 
-    def json(self, rel: str) -> Any:
-        """A run file's JSON (``"label/summary.json"``), or None while its stage has not written it."""
+    def output(self, rel: str, kind: type[OutT]) -> OutT | None:
+        """A run file (``"label/summary.json"``) as `kind`, or None while its stage has not written it."""
         if rel not in self._files:
-            self._files[rel] = read_json(self.run / rel)
-        return self._files[rel]
+            path = self.run / rel
+            self._files[rel] = read_output(kind, path) if path.is_file() else None
+        return cast("OutT | None", self._files[rel])
 
-    def jsonl(self, rel: str) -> list[dict[str, Any]]:
-        """A run file's complete records, [] before the first; shared between sections, so read-only."""
+    def records(self, rel: str, kind: type[OutT]) -> list[OutT]:
+        """A run file's complete records as `kind`, [] before the first; shared between sections."""
         if rel not in self._files:
-            self._files[rel] = read_jsonl(self.run / rel)
-        return self._files[rel]
+            self._files[rel] = list(read_output_lines(kind, self.run / rel))
+        return cast("list[OutT]", self._files[rel])
 
 
 def read_json(path: Path) -> Any:
@@ -68,17 +70,17 @@ def number(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def rate_ci(x: dict[str, Any] | None) -> str:
+def rate_ci(x: Rate | None) -> str:
     """A measured rate as `k/n = rate [lo, hi]` (its 95% interval), "—" when not measured."""
-    if not x or x.get("rate") is None:
+    if x is None or x.rate is None:
         return "—"
-    ci = f" [{x['lo']:.3f}, {x['hi']:.3f}]" if x.get("lo") is not None and x.get("hi") is not None else ""
-    return f"{x.get('k')}/{x.get('n')} = {x['rate']:.3f}{ci}"
+    ci = f" [{x.lo:.3f}, {x.hi:.3f}]" if x.lo is not None and x.hi is not None else ""
+    return f"{x.k}/{x.n} = {x.rate:.3f}{ci}"
 
 
-def diff_ci(x: dict[str, Any] | None) -> str:
+def diff_ci(x: Difference | None) -> str:
     """A difference of rates as `d [lo, hi]` with signs, "—" when there is nothing to compare."""
-    if not x or x.get("d") is None:
+    if x is None or x.d is None:
         return "—"
-    ci = f" [{x['lo']:+.3f}, {x['hi']:+.3f}]" if x.get("lo") is not None and x.get("hi") is not None else ""
-    return f"{x['d']:+.3f}{ci}"
+    ci = f" [{x.lo:+.3f}, {x.hi:+.3f}]" if x.lo is not None and x.hi is not None else ""
+    return f"{x.d:+.3f}{ci}"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import html
-from typing import Any
 
 from cai.label_methods import constructs_pairs
+from cai.outputs import JudgeSettings, LabelRecord, LabelSummary, Provenance
 from cai.run.report_html import RunView, fmt, number, table
 from cai.run.report_plot import BLUE, GREEN, RED, barh, figure, plot_html
 
@@ -15,49 +15,54 @@ def label_method_section(view: RunView) -> str:
     data = view.data
     from cai.stages.judge_eval import measured_agreement
 
-    summary = view.json("label/summary.json")
-    records = view.jsonl("label/records.jsonl")
+    summary, records = label_output(view)
     if summary is None or not records:
         return ""
-    prov = records[0].get("provenance", {})
-    method = summary.get("method", "mc")
-    js = prov.get("judge_settings") or {}
-    scorer = js.get("method", method)
+    prov = records[0].provenance or Provenance()
+    method = summary.method or "mc"
+    js = prov.judge_settings or JudgeSettings()
+    scorer = js.method or method
     measured = (
-        measured_agreement(prov.get("judge"), scorer, js.get("contrast_norm"), js.get("principles", "one"), js.get("k"))
+        measured_agreement(prov.judge, scorer, js.contrast_norm, js.principles or "one", js.k)
         if not constructs_pairs(method)
         else None
     )
-    data["label_method"] = {"method": method, "rescore": summary.get("rescore"), "measured": measured}
+    data["label_method"] = {"method": method, "rescore": summary.rescore, "measured": measured}
     if constructs_pairs(method):
         how = f"pairs by construction ({html.escape(method)}): the preferred side is known, no judge decided it" + (
-            f"; rescored by {html.escape(str(summary['rescore']))}, which agrees with the construction on "
-            f"{fmt(summary.get('rescore_agreement'))} of pairs"
-            if summary.get("rescore")
+            f"; rescored by {html.escape(str(summary.rescore))}, which agrees with the construction on "
+            f"{fmt(summary.rescore_agreement)} of pairs"
+            if summary.rescore
             else ""
         )
     elif measured:
         how = (
-            f"method <b>{html.escape(measured['method'])}</b> with judge {html.escape(str(prov.get('judge')))}: "
+            f"method <b>{html.escape(measured['method'])}</b> with judge {html.escape(str(prov.judge))}: "
             f"it agrees with people on {fmt(measured['agreement'])} of judge-dev's {measured['split']} split "
             f"(n={measured['n']}, {measured['per_pair']}; multiple choice asked the same way: {fmt(measured['mc'])})"
         )
     else:
         how = (
-            f"method <b>{html.escape(scorer)}</b> with judge {html.escape(str(prov.get('judge')))}: not measured "
+            f"method <b>{html.escape(scorer)}</b> with judge {html.escape(str(prov.judge))}: not measured "
             f"against people for this judge; run <code>cai judge-eval --judge J --method {html.escape(scorer)} "
             "--split test</code>"
         )
-    labelled = summary.get("labels", {}).get("n") if isinstance(summary.get("labels"), dict) else None
+    labelled = summary.labels.n if summary.labels is not None else None
     return (
-        f"<h2>Where the labels come from</h2><p>{how}.</p><p>This run: {summary.get('exported')} pairs exported of "
-        f"{summary.get('records')}; order consistency {fmt(summary.get('order_consistency'))}"
+        f"<h2>Where the labels come from</h2><p>{how}.</p><p>This run: {summary.exported} pairs exported of "
+        f"{summary.records}; order consistency {fmt(summary.order_consistency)}"
         + (f"; {labelled} labels" if labelled is not None else "")
         + ".</p>"
     )
 
 
-def order_points(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+def label_output(view: RunView) -> tuple[LabelSummary | None, list[LabelRecord]]:
+    """The label stage's summary and records (no records are read before it has a summary)."""
+    summary = view.output("label/summary.json", LabelSummary)
+    return summary, view.records("label/records.jsonl", LabelRecord) if summary is not None else []
+
+
+def order_points(records: list[LabelRecord]) -> list[tuple[float, float]]:
     """(P(a | AB), 1 − P(a | BA)) per question asked in both orders.
 
     ``p_a`` of each order is already P(the pair's reply a is better), whichever was shown first,
@@ -65,8 +70,8 @@ def order_points(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """
     pts = []
     for r in records:
-        for x in r.get("principles") or []:
-            by = {a.get("order"): number(a.get("p_a")) for a in x.get("orders") or []}
+        for x in r.principles or []:
+            by = {a.order: number(a.p_a) for a in x.orders or []}
             ab, ba = by.get("ab"), by.get("ba")
             if ab is not None and ba is not None:
                 pts.append((ab, 1.0 - ba))
@@ -108,23 +113,22 @@ def _label_hist(ps: list[float]) -> str:
 
 def labels_section(view: RunView) -> str:
     data = view.data
-    summary = view.json("label/summary.json")
-    records = view.jsonl("label/records.jsonl")
+    summary, records = label_output(view)
     if summary is None or not records:
         return ""
-    ps = [r["p_chosen"] for r in records if r.get("p_chosen") is not None]
-    per = summary.get("per_principle", {})
+    ps = [r.p_chosen for r in records if r.p_chosen is not None]
+    per = summary.per_principle
     pts = order_points(records)
     data["label"] = {
         "p_chosen": ps,
-        "order_consistency": summary.get("order_consistency"),
-        "per_principle_agreement": {k: v.get("agrees_with_label") for k, v in per.items()},
+        "order_consistency": summary.order_consistency,
+        "per_principle_agreement": {k: v.agrees_with_label for k, v in per.items()},
         "order_points": pts,
     }
     names = sorted(per)
-    bars = {"agrees with the ensemble label": [per[k].get("agrees_with_label") for k in names]}
-    if any(per[k].get("flip_rate") is not None for k in names):
-        bars["flips when the replies swap"] = [per[k].get("flip_rate") for k in names]
+    bars = {"agrees with the ensemble label": [per[k].agrees_with_label for k in names]}
+    if any(per[k].flip_rate is not None for k in names):
+        bars["flips when the replies swap"] = [per[k].flip_rate for k in names]
     agree = plot_html(
         barh(names, bars, "Each principle: agreement with the label, and flips with order", "share of pairs"),
         "principles",
@@ -132,20 +136,10 @@ def labels_section(view: RunView) -> str:
         "Agreement with the ensemble label is not accuracy: a judge that answers by position agrees with itself. "
         "Read it with the flip rate.",
     )
-    rows = [
-        [
-            k,
-            per[k].get("n"),
-            per[k].get("agrees_with_label"),
-            per[k].get("flip_rate"),
-            per[k].get("p_first_mean"),
-            per[k].get("option_mass"),
-        ]
-        for k in names
-    ]
+    rows = [[k, p.n, p.agrees_with_label, p.flip_rate, p.p_first_mean, p.option_mass] for k, p in sorted(per.items())]
     return (
         f"<h2>RLAIF labels</h2><p>{len(ps)} labelled pairs; order consistency "
-        f"{fmt(summary.get('order_consistency'))}; mean option mass {fmt(summary.get('option_mass'))}.</p>"
+        f"{fmt(summary.order_consistency)}; mean option mass {fmt(summary.option_mass)}.</p>"
         + (_order_scatter(pts) if pts else "")
         + _label_hist(ps)
         + (agree if names else "")

@@ -8,17 +8,18 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from cai.outputs import EvalSummary, PmReward, TrainLogRow, TrainRecord, TrainSettings
 from cai.run.report_html import RunView, fmt, number, table
 from cai.run.report_plot import BLUE, GREEN, GREY, ORANGE, RED, figure, integer_x, plot_html, series
 
 
-def rl_log(view: RunView) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def rl_log(view: RunView) -> tuple[list[TrainLogRow], TrainRecord]:
     """The logged updates (the final summary event left out) and the stage's `cai_train.json`."""
-    rows = [m for m in view.jsonl("ppo/model/metrics.jsonl") if "reward" in m or "kl" in m]
-    return rows, view.json("ppo/model/cai_train.json") or {}
+    rows = [m for m in view.records("ppo/model/metrics.jsonl", TrainLogRow) if m.has("reward") or m.has("kl")]
+    return rows, view.output("ppo/model/cai_train.json", TrainRecord) or TrainRecord()
 
 
-def eos_rate(row: dict[str, Any], batch: int | None) -> float | None:
+def eos_rate(row: TrainLogRow, batch: int | None) -> float | None:
     """Share of this update's rollouts that ended with EOS (the rest got the missing-EOS penalty).
 
     RLOO/GRPO log ``completions/clipped_ratio`` (the share cut off at the length limit). TRL's PPO
@@ -26,11 +27,11 @@ def eos_rate(row: dict[str, Any], batch: int | None) -> float | None:
     (cai pads with a token other than EOS, so one EOS is one finished rollout); no count means
     none finished, whatever the batch.
     """
-    trl = row.get("trl") or {}
-    clipped = number(trl.get("completions/clipped_ratio"))
+    trl = row.trl
+    clipped = number(trl.value("completions/clipped_ratio")) if trl else None
     if clipped is not None:
         return 1.0 - clipped
-    count = number(trl.get("val/num_eos_tokens"))
+    count = number(trl.value("val/num_eos_tokens")) if trl else None
     if count is None:
         return None
     if count == 0:
@@ -38,41 +39,44 @@ def eos_rate(row: dict[str, Any], batch: int | None) -> float | None:
     return min(1.0, count / batch) if batch else None
 
 
-def rl_settings(info: dict[str, Any]) -> dict[str, Any]:
-    return info.get("settings") or {}
+def rl_settings(info: TrainRecord) -> TrainSettings:
+    return info.settings or TrainSettings()
 
 
-def rl_series(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, list[Any]]:
+def _episode(row: TrainLogRow) -> Any:
+    """PPO's x: the rollouts so far (TRL's ``episode``); RLOO/GRPO log only the update (step)."""
+    return row.trl.value("episode") if row.trl is not None and row.trl.has("episode") else row.step
+
+
+def rl_series(rows: list[TrainLogRow], info: TrainRecord) -> dict[str, list[Any]]:
     """One list per quantity, one entry per logged update; None where it was not logged."""
-    batch = rl_settings(info).get("batch_size")
-    x = [(m.get("trl") or {}).get("episode", m.get("step")) for m in rows]
+    batch = rl_settings(info).batch_size
     return {
-        "x": x,
-        "reward": [m.get("reward") for m in rows],
-        "objective": [m.get("objective") for m in rows],
-        "kl": [m.get("kl") for m in rows],
-        "entropy": [m.get("entropy") for m in rows],
+        "x": [_episode(m) for m in rows],
+        "reward": [m.reward for m in rows],
+        "objective": [m.objective for m in rows],
+        "kl": [m.kl for m in rows],
+        "entropy": [m.entropy for m in rows],
         "eos_rate": [eos_rate(m, batch) for m in rows],
-        "completion_length": [m.get("completion_length") for m in rows],
+        "completion_length": [m.completion_length for m in rows],
         "sample_words": [_sample_words(m) for m in rows],
     }
 
 
-def _sample_words(row: dict[str, Any]) -> float | None:
-    samples = row.get("samples") or []
-    words = [len(str(s.get("completion", "")).split()) for s in samples]
+def _sample_words(row: TrainLogRow) -> float | None:
+    words = [len(str(s.value("completion") or "").split()) for s in row.samples or []]
     return sum(words) / len(words) if words else None
 
 
-def _x_name(rows: list[dict[str, Any]]) -> str:
+def _x_name(rows: list[TrainLogRow]) -> str:
     """PPO logs the episode (rollouts so far); RLOO/GRPO only the update number."""
-    return "episode (rollouts so far)" if rows and "episode" in (rows[0].get("trl") or {}) else "update"
+    return "episode (rollouts so far)" if rows and rows[0].trl is not None and rows[0].trl.has("episode") else "update"
 
 
-def _panels(s: dict[str, list[Any]], info: dict[str, Any]) -> list[tuple[str, list[tuple[str, str, list[Any]]]]]:
+def _panels(s: dict[str, list[Any]], info: TrainRecord) -> list[tuple[str, list[tuple[str, str, list[Any]]]]]:
     """(y label, [(legend, colour, values)]) for each quantity that was logged at all."""
     st = rl_settings(info)
-    unit = (info.get("summary") or {}).get("kl_unit", "")
+    unit = (info.summary.kl_unit if info.summary else None) or ""
     length = (
         ("reply length (tokens)", [("mean rollout length", GREEN, s["completion_length"])])
         if any(v is not None for v in s["completion_length"])
@@ -83,7 +87,7 @@ def _panels(s: dict[str, list[Any]], info: dict[str, Any]) -> list[tuple[str, li
             "reward (PM score − EOS penalty)",
             [
                 ("reward: PM score − missing-EOS penalty", RED, s["reward"]),
-                (f"objective: reward − λ·KL (λ={fmt(st.get('kl_coef'))})", GREY, s["objective"]),
+                (f"objective: reward − λ·KL (λ={fmt(st.kl_coef)})", GREY, s["objective"]),
             ],
         ),
         (f"KL(policy ‖ ref) {unit}".strip(), [("KL estimate", BLUE, s["kl"])]),
@@ -99,7 +103,7 @@ def _panels(s: dict[str, list[Any]], info: dict[str, Any]) -> list[tuple[str, li
     return keep
 
 
-def _plot(rows: list[dict[str, Any]], s: dict[str, list[Any]], info: dict[str, Any], eval_pm: dict[str, Any]) -> str:
+def _plot(rows: list[TrainLogRow], s: dict[str, list[Any]], info: TrainRecord, eval_pm: PmReward) -> str:
     panels = _panels(s, info)
     if not panels:
         return ""
@@ -126,16 +130,12 @@ def _plot(rows: list[dict[str, Any]], s: dict[str, list[Any]], info: dict[str, A
     return plot_html(fig, "rl", "RL reward, KL, entropy, EOS rate and reply length curves", _caption(info, eval_pm))
 
 
-def _caption(info: dict[str, Any], eval_pm: dict[str, Any]) -> str:
+def _caption(info: TrainRecord, eval_pm: PmReward) -> str:
     st = rl_settings(info)
-    figures = (
-        f" ({fmt(eval_pm.get('baseline'))} before, {fmt(eval_pm.get('policy'))} after)"
-        if eval_pm.get("policy") is not None
-        else ""
-    )
+    figures = f" ({fmt(eval_pm.baseline)} before, {fmt(eval_pm.policy)} after)" if eval_pm.policy is not None else ""
     return (
         f"<b>reward</b> is the PM's score of a rollout minus the missing-EOS penalty "
-        f"({html.escape(fmt(st.get('missing_eos_penalty')))}) for rollouts cut off before EOS; "
+        f"({html.escape(fmt(st.missing_eos_penalty))}) for rollouts cut off before EOS; "
         "<b>objective</b> subtracts λ·KL as well. The before/after table's <i>mean PM reward</i>"
         f"{html.escape(figures)} is the PM's raw score of each model's replies to the eval prompts, with "
         "neither term, so it is on another scale. "
@@ -151,11 +151,13 @@ def rl_section(view: RunView) -> str:
         return ""
     s = rl_series(rows, info)
     data["ppo"] = {k: s[k] for k in ("x", "reward", "objective", "kl", "entropy", "eos_rate", "completion_length")}
-    algorithm = rl_settings(info).get("algorithm") or (info.get("summary") or {}).get("algorithm") or "ppo"
+    algorithm = rl_settings(info).algorithm or (info.summary.algorithm if info.summary else None) or "ppo"
+    evaluated = view.output("eval/summary.json", EvalSummary)
+    eval_pm = (evaluated.pm_reward if evaluated else None) or PmReward()
     cols = ["x", "reward", "objective", "kl", "entropy", "eos_rate"]
     return (
         f"<h2>Reinforcement learning ({html.escape(str(algorithm))})</h2>"
-        + _plot(rows, s, info, (view.json("eval/summary.json") or {}).get("pm_reward") or {})
+        + _plot(rows, s, info, eval_pm)
         + table(
             [_x_name(rows), "reward (PM − EOS penalty)", "objective", "KL", "entropy", "EOS rate"],
             [[s[c][i] for c in cols] for i in range(len(rows))],

@@ -11,8 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cai.outputs import Difference, EvalSummary, LabelRecord, LabelSummary, TrainLogRow, TrainRecord, TrainSummary
 from cai.run.report_html import RunView, diff_ci, number
+from cai.run.report_labels import label_output
 from cai.run.report_rl import rl_log, rl_series
+from cai.run.report_train import trained
 from cai.stages.intervals import wilson
 
 # ---- thresholds: one place, each with why -------------------------------------------------
@@ -40,22 +43,22 @@ class RunWarning:
     text: str  # HTML, figures included
 
 
-def position_counts(records: list[dict[str, Any]]) -> tuple[int, int, int]:
+def position_counts(records: list[LabelRecord]) -> tuple[int, int, int]:
     """(questions with P(first) > 0.5, with P(first) < 0.5, answered) over the label records."""
     ps = [
-        a["p_first"]
+        a.p_first
         for r in records
-        for x in r.get("principles") or []
-        for a in x.get("orders") or []
-        if number(a.get("p_first")) is not None
+        for x in r.principles or []
+        for a in x.orders or []
+        if a.p_first is not None and number(a.p_first) is not None
     ]
     return sum(p > 0.5 for p in ps), sum(p < 0.5 for p in ps), len(ps)
 
 
-def judge_warning(summary: dict[str, Any] | None, records: list[dict[str, Any]]) -> RunWarning | None:
-    if not summary:
+def judge_warning(summary: LabelSummary | None, records: list[LabelRecord]) -> RunWarning | None:
+    if summary is None:
         return None
-    consistency = number(summary.get("order_consistency"))
+    consistency = number(summary.order_consistency)
     first, second, n = position_counts(records)
     side, k = ("first", first) if first >= second else ("second", second)
     by_position = n > 0 and k / n >= POSITION_SHARE_MAX
@@ -75,10 +78,10 @@ def judge_warning(summary: dict[str, Any] | None, records: list[dict[str, Any]])
     )
 
 
-def pm_warning(info: dict[str, Any] | None) -> RunWarning | None:
-    summary = (info or {}).get("summary") or info or {}
-    acc = number(summary.get("eval_accuracy_after"))
-    n = (summary.get("rows") or {}).get("eval")
+def pm_warning(info: TrainRecord | None) -> RunWarning | None:
+    summary = info.results() if info is not None else TrainSummary()
+    acc = number(summary.eval_accuracy_after)
+    n = summary.rows.eval if summary.rows is not None else None
     if acc is None or not isinstance(n, int) or n <= 0:
         return _pm_loss_warning(summary) if n == 0 else None
     lo, hi = wilson(round(acc * n), n) or (0.0, 1.0)
@@ -91,13 +94,13 @@ def pm_warning(info: dict[str, Any] | None) -> RunWarning | None:
     )
 
 
-def _pm_loss_warning(summary: dict[str, Any]) -> RunWarning | None:
+def _pm_loss_warning(summary: TrainSummary) -> RunWarning | None:
     """No held-out pairs: the training loss is all there is. Ending next to ln 2, the loss of
     predicting 0.5 for every pair, it shows nothing was learned."""
-    last = number(summary.get("train_loss_last"))
+    last = number(summary.train_loss_last)
     if last is None or abs(last - math.log(2)) > PM_LOSS_NEAR_LN2:
         return None
-    first = number(summary.get("train_loss_first"))
+    first = number(summary.train_loss_first)
     went = f"{first:.3f} → {last:.3f}" if first is not None else f"ended at {last:.3f}"
     return RunWarning(
         "pm-chance",
@@ -106,7 +109,7 @@ def _pm_loss_warning(summary: dict[str, Any]) -> RunWarning | None:
     )
 
 
-def rl_warnings(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[RunWarning]:
+def rl_warnings(rows: list[TrainLogRow], info: TrainRecord) -> list[RunWarning]:
     s = rl_series(rows, info)
     out = []
     rates = [r for r in s["eos_rate"] if r is not None]
@@ -133,21 +136,23 @@ def rl_warnings(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[RunWar
     return out
 
 
-def _difference(summary: dict[str, Any] | None, measure: str) -> dict[str, Any] | None:
-    """``summary["harmless"][measure]["difference"]`` when it has both bounds (older runs: None)."""
-    harmless = (summary or {}).get("harmless")
-    block = harmless.get(measure) if isinstance(harmless, dict) else None
-    diff = block.get("difference") if isinstance(block, dict) else None
-    if not isinstance(diff, dict) or number(diff.get("lo")) is None or number(diff.get("hi")) is None:
+def _difference(summary: EvalSummary | None, measure: str) -> tuple[Difference, float, float] | None:
+    """``harmless.<measure>.difference`` and its bounds when it has both (older runs: None)."""
+    harmless = summary.harmless if summary is not None else None
+    block = harmless.value(measure) if harmless is not None else None
+    diff = block.difference if block is not None else None
+    if diff is None:
         return None
-    return diff
+    lo, hi = number(diff.lo), number(diff.hi)
+    return None if lo is None or hi is None else (diff, lo, hi)
 
 
-def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
+def harmless_warnings(summary: EvalSummary | None) -> list[RunWarning]:
     """The judge-free gain: none measured, harm up, or over-refusal clearly up (after − before)."""
     out = []
-    harm = _difference(summary, "harmful_compliance")
-    if harm is not None and harm["lo"] <= 0 <= harm["hi"]:
+    found = _difference(summary, "harmful_compliance")
+    harm, lo, hi = found if found is not None else (None, 0.0, 0.0)
+    if harm is not None and lo <= 0 <= hi:
         out.append(
             RunWarning(
                 "harmless-no-gain",
@@ -155,7 +160,7 @@ def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
                 "a 95% interval that includes 0.",
             )
         )
-    elif harm is not None and harm["lo"] > 0:
+    elif harm is not None and lo > 0:
         out.append(
             RunWarning(
                 "harmless-worse",
@@ -164,11 +169,11 @@ def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
             )
         )
     over = _difference(summary, "over_refusal")
-    if over is not None and over["lo"] > 0:
+    if over is not None and over[1] > 0:
         out.append(
             RunWarning(
                 "over-refusal-up",
-                f"<b>The policy refuses more safe prompts:</b> over-refusal after − before = {diff_ci(over)}, "
+                f"<b>The policy refuses more safe prompts:</b> over-refusal after − before = {diff_ci(over[0])}, "
                 "a 95% interval above 0 (more evasive, the opposite of the CAI paper's aim).",
             )
         )
@@ -176,12 +181,11 @@ def harmless_warnings(summary: dict[str, Any] | None) -> list[RunWarning]:
 
 
 def run_warnings(view: RunView) -> list[RunWarning]:
-    label = view.json("label/summary.json")
     found = [
-        judge_warning(label, view.jsonl("label/records.jsonl") if label else []),
-        pm_warning(view.json("pm/model/cai_train.json")),
+        judge_warning(*label_output(view)),
+        pm_warning(trained(view, "pm")),
         *rl_warnings(*rl_log(view)),
-        *harmless_warnings(view.json("eval/summary.json")),
+        *harmless_warnings(view.output("eval/summary.json", EvalSummary)),
     ]
     return [w for w in found if w is not None]
 

@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from cai.cards import critique_dataset_card, write_card
-from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
+from cai.io.atomic import save_dataset_atomic, write_jsonl_atomic
+from cai.io.outputs import write_output
 from cai.io.readers import PROVENANCE_FILE
 from cai.io.store import Store
+from cai.outputs import CritiqueSummary, Provenance
 from cai.stages.cleaning import COPY_FLAGS, COPY_NGRAM, CRITIQUE_COPY, EXEMPLAR_COPY, CopyCheck
 
 # Flags that keep a revision out of the SFT export ("unchanged" alone is fine: a good first
@@ -224,9 +226,10 @@ def export_critique(store: Store, out: str | Path, check: CopyCheck | None = Non
         "flags": dict(sorted(flags.items())),
         "per_principle": dict(sorted(per_principle.items())),
     }
-    write_card(out, critique_dataset_card(kept[0][0]["provenance"] if kept else None, summary))
+    typed = CritiqueSummary.model_validate(summary)
+    write_card(out, critique_dataset_card(Provenance.model_validate(kept[0][0]["provenance"]) if kept else None, typed))
     return summary
 
 
 def write_summary(out: str | Path, summary: dict[str, Any]) -> None:
-    write_json_atomic(Path(out) / "summary.json", summary)
+    write_output(CritiqueSummary, Path(out) / "summary.json", summary)

@@ -35,11 +35,13 @@ from typing import Any
 
 from cai.constitution.model import Constitution, Versioned
 from cai.errors import fail
-from cai.io.atomic import write_json_atomic, write_jsonl_atomic
+from cai.io.atomic import write_jsonl_atomic
+from cai.io.outputs import write_output
 from cai.io.pairs import Pair
 from cai.io.sources import SHIPPED, PromptItem, load_prompts
 from cai.models.base import Backend
 from cai.models.settings import Backends
+from cai.outputs import EvalSummary
 from cai.progress import StepProgress
 from cai.stages import refusal
 from cai.stages.intervals import difference_with_interval, rate_with_interval
@@ -418,4 +420,4 @@ def write_policy_eval(
         write_jsonl_atomic(out / "samples_safe.jsonl", safe_samples)
     else:  # an earlier run's safe answers would pass for this run's
         (out / "samples_safe.jsonl").unlink(missing_ok=True)
-    write_json_atomic(out / "summary.json", summary)  # last: its presence means "complete"
+    write_output(EvalSummary, out / "summary.json", summary)  # last: its presence means "complete"

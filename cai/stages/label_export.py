@@ -40,10 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from cai.cards import label_dataset_card, write_card
-from cai.io.atomic import save_dataset_atomic, write_json_atomic, write_jsonl_atomic
+from cai.io.atomic import save_dataset_atomic, write_jsonl_atomic
+from cai.io.outputs import write_output
 from cai.io.pairs import PairUnit
 from cai.io.readers import PROVENANCE_FILE
 from cai.io.store import Store
+from cai.outputs import LabelSummary, Provenance
 from cai.stages.label_math import LABEL_TIE_TOL, decision, is_tie, label_decision
 from cai.stats import mean, share
 
@@ -310,6 +312,6 @@ def export_labels(store: Store, out: str | Path, throughput: dict[str, Any] | No
     }
     if throughput is not None:
         summary["throughput"] = throughput
-    write_json_atomic(out / "summary.json", summary)
-    write_card(out, label_dataset_card(kept[0]["provenance"] if kept else None, summary))
+    typed = write_output(LabelSummary, out / "summary.json", summary)
+    write_card(out, label_dataset_card(Provenance.model_validate(kept[0]["provenance"]) if kept else None, typed))
     return summary

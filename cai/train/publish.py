@@ -152,9 +152,10 @@ class TrainOutput:
             **meta,
         }
         from cai.cards import model_card, write_card
+        from cai.outputs import TrainRecord
 
         # The model card (README.md, read by the Hub and huggingface_hub) before the marker.
-        write_card(self.staging, model_card(meta))
+        write_card(self.staging, model_card(TrainRecord.model_validate(meta)))
         write_json_atomic(self.staging / TRAIN_META, meta)  # the completion marker, last
         fsync_tree(self.staging)
         new_lock = FolderLock(self.staging)  # OUT stays locked through the swap

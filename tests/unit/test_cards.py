@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cai.cards import model_card, size_category, write_card
+from cai.outputs import TrainRecord
 from tests.helpers import invoke
 
 SECRET = "sk-cardsecret0123456789"
@@ -28,17 +29,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"critique": crit, "label": lab}
 
 
-def _meta(runs: dict[str, Path], kind: str) -> dict[str, Any]:
-    return {
-        "cai_version": "0.1.0",
-        "kind": kind,
-        "base_model": "embedded",
-        "data": [{"path": str(runs["critique"] / "dataset"), "kind": "dataset", "rows": 3, "sha256": "ab" * 32}],
-        "constitution_fingerprints": ["fp-extra"],
-        "settings": {"lr": 2e-5, "report_to": f"http://user:{SECRET}@tracker.example/v1"},
-        "summary": {"train_loss_last": 1.25, "rows": {"train": 3}},
-        "libraries": {"trl": "1.12.0"},
-    }
+def _meta(runs: dict[str, Path], kind: str, **changes: Any) -> TrainRecord:
+    return TrainRecord.model_validate(
+        {
+            "cai_version": "0.1.0",
+            "kind": kind,
+            "base_model": "embedded",
+            "data": [{"path": str(runs["critique"] / "dataset"), "kind": "dataset", "rows": 3, "sha256": "ab" * 32}],
+            "constitution_fingerprints": ["fp-extra"],
+            "settings": {"lr": 2e-5, "report_to": f"http://user:{SECRET}@tracker.example/v1"},
+            "summary": {"train_loss_last": 1.25, "rows": {"train": 3}},
+            "libraries": {"trl": "1.12.0"},
+        }
+        | changes
+    )
 
 
 def test_model_card_parses_and_carries_the_metadata(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -75,8 +79,7 @@ def test_a_cai_model_trained_on_a_cai_model_names_the_hub_root(runs: dict[str, P
     sft = tmp_path / "sft"
     sft.mkdir()
     write_card(sft, model_card(_meta(runs, "sft")))
-    meta = _meta(runs, "pm") | {"base_model": str(sft)}
-    write_card(tmp_path, model_card(meta))
+    write_card(tmp_path, model_card(_meta(runs, "pm", base_model=str(sft))))
     data = ModelCard.load(tmp_path / "README.md").data
     assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and data.license == "apache-2.0"
 

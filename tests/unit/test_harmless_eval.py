@@ -313,8 +313,15 @@ def test_summary_is_removed_first_and_written_last(tmp_path: Path, monkeypatch: 
 
         return inner
 
+    def record_output(write):  # type: ignore[no-untyped-def]
+        def inner(kind: type, path: Path, data: Any) -> Any:
+            calls.append((path.name, (out / "summary.json").exists()))
+            return write(kind, path, data)
+
+        return inner
+
     monkeypatch.setattr(ev, "write_jsonl_atomic", record(ev.write_jsonl_atomic))
-    monkeypatch.setattr(ev, "write_json_atomic", record(ev.write_json_atomic))
+    monkeypatch.setattr(ev, "write_output", record_output(ev.write_output))
     ev.write_policy_eval(out, {"n": 1}, [{"id": "a"}], [{"id": "s"}])
     assert calls == [("samples.jsonl", False), ("samples_safe.jsonl", False), ("summary.json", False)]
     assert json.loads((out / "summary.json").read_text()) == {"n": 1}

@@ -9,6 +9,7 @@ import pytest
 
 from cai.cards import label_method_sentence
 from cai.label_methods import METHODS, SCORER_NAMES
+from cai.outputs import LabelSummary
 from cai.stages.settings import JudgeSettings, LabelSettings
 
 
@@ -26,12 +27,12 @@ def test_each_method_says_whether_it_needs_a_judge(m) -> None:
     assert LabelSettings(method=m.name).needs_judge is m.scores_pairs
     if m.constructs_pairs:
         assert LabelSettings(method=m.name, rescore="mc").needs_judge
-        sentence = label_method_sentence({}, {"method": m.name})
+        sentence = label_method_sentence(None, LabelSummary(method=m.name))
         assert sentence == f"{m.describes}; every label is p_chosen = 1."
     else:
         with pytest.raises(ValueError, match="only relabels pairs by construction"):
             LabelSettings(method=m.name, rescore="mc")
-        assert m.describes in label_method_sentence({}, {"method": m.name})
+        assert m.describes in label_method_sentence(None, LabelSummary(method=m.name))
 
 
 def test_cot_is_refused_for_methods_that_ask_no_question() -> None:

@@ -14,7 +14,19 @@ CAI = Path(__file__).resolve().parents[2] / "cai"
 # Bottom to top. A module may import its own package and any package below it, never above.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
-        {"cai", "chat", "errors", "label_methods", "paths", "progress", "redact", "settings", "stats", "verbosity"}
+        {
+            "cai",
+            "chat",
+            "errors",
+            "label_methods",
+            "outputs",
+            "paths",
+            "progress",
+            "redact",
+            "settings",
+            "stats",
+            "verbosity",
+        }
     ),
     frozenset({"io"}),
     frozenset({"models"}),

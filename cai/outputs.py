@@ -1,0 +1,370 @@
+"""What stages write and later readers (the report, the cards, ``cai models``) read, as types.
+
+A stage builds its summary as one of these and writes it with `Output.figures`; a reader gets it
+back typed through `cai.io.outputs` (the report through its `RunView`), so no
+reader re-parses an untyped dictionary with ``.get`` chains and legacy fallbacks.
+
+Each model declares the fields some reader uses and keeps everything else the stage recorded
+(``extra="allow"``): a summary round-trips byte for byte, and a figure added to a stage needs no
+change here until something reads it. Every declared field is optional, because run folders
+written by older versions lack newer figures and readers say "—" for them. Numbers are
+``int | float`` so a count stays an int and a rate a float when written back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cai.errors import file_error
+
+Num = int | float
+
+
+class Output(BaseModel):
+    """The base of every stage output: declared fields typed, the rest kept as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def figures(self) -> dict[str, Any]:
+        """What the stage recorded, as JSON values by name (sorted, as in the file): exactly the
+        keys it set, none a default filled in."""
+        return _sorted(self.model_dump(mode="json", exclude_unset=True))
+
+    def has(self, key: str) -> bool:
+        """Whether the writer recorded `key` at all (declared or not), even as null."""
+        return key in self.model_fields_set or key in (self.model_extra or {})
+
+    def value(self, key: str) -> Any:
+        """A recorded figure by its written name, for the names Python cannot spell
+        (``rewards/margins``) and the open-ended ones; None when not recorded."""
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        return (self.model_extra or {}).get(key)
+
+
+OutT = TypeVar("OutT", bound=Output)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def parse_output(kind: type[OutT], data: Any, path: str, line: int | None = None) -> OutT:
+    """`data` read from `path` as `kind`; a field of the wrong type is one line naming the file,
+    its line (records) and the field."""
+    try:
+        return kind.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or kind.__name__
+        raise file_error(path, field, err["msg"].lower(), line=line) from None
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class Rate(Output):
+    """k of n, with its 95% interval."""
+
+    k: int | None = None
+    n: int | None = None
+    rate: Num | None = None
+    lo: Num | None = None
+    hi: Num | None = None
+
+
+class Difference(Output):
+    """A difference of two rates (after − before) with its 95% interval."""
+
+    d: Num | None = None
+    lo: Num | None = None
+    hi: Num | None = None
+
+
+class Provenance(Output):
+    """What every record says about where it came from (its ``provenance``)."""
+
+    constitution: str | None = None
+    fingerprint: str | None = None
+    cai_version: str | None = None
+    judge: Any = None
+    judge_settings: JudgeSettings | None = None
+
+
+class JudgeSettings(Output):
+    method: str | None = None
+    orders: str | None = None
+    contrast_norm: str | None = None
+    principles: str | None = None
+    k: int | None = None
+
+
+class Throughput(Output):
+    prompts_s: Num | None = None
+    tok_s: Num | None = None
+
+
+# --------------------------------------------------------------------------- critique
+
+
+class CritiqueSummary(Output):
+    """``critique/summary.json``: what the SL-CAI export kept and left out."""
+
+    stage: str | None = None
+    mode: str | None = None
+    records: int | None = None
+    exported: int | None = None
+    errors: int | None = None
+    excluded_flagged: int | None = None
+    excluded_copies: int | None = None
+    exemplar_copy: int | None = None
+    critique_copy: int | None = None
+    flags: dict[str, int] | None = None
+    per_principle: dict[str, int] | None = None
+    throughput: Throughput | None = None
+
+
+class CritiqueRound(Output):
+    principle: str | None = None
+    flags: list[str] = []
+
+
+class CritiqueRecord(Output):
+    """One line of ``critique/records.jsonl``."""
+
+    id: str | None = None
+    rounds: list[CritiqueRound] | None = None
+    flags: list[str] | None = None
+    provenance: Provenance | None = None
+
+
+# --------------------------------------------------------------------------- label
+
+
+class LabelCounts(Output):
+    n: int | None = None
+
+
+class PrincipleFigures(Output):
+    """How one comparison principle behaved over the labelled pairs."""
+
+    n: int | None = None
+    agrees_with_label: Num | None = None
+    flip_rate: Num | None = None
+    p_first_mean: Num | None = None
+    option_mass: Num | None = None
+
+
+class LabelSummary(Output):
+    """``label/summary.json``: the labels exported and how the judge behaved making them."""
+
+    stage: str | None = None
+    method: str | None = None
+    rescore: str | None = None
+    rescore_agreement: Num | None = None
+    records: int | None = None
+    exported: int | None = None
+    errors: int | None = None
+    identical: int | None = None
+    unlabelled: int | None = None
+    human_agreement: Num | None = None
+    order_consistency: Num | None = None
+    option_mass: Num | None = None
+    labels: LabelCounts | None = None
+    per_principle: dict[str, PrincipleFigures] = {}
+    position_bias: Output | None = None
+
+
+class OrderAnswer(Output):
+    """The judge's answer to one question in one order of the replies."""
+
+    order: str | None = None
+    p_a: Num | None = None
+    p_first: Num | None = None
+
+
+class PrincipleAnswer(Output):
+    principle: str | None = None
+    orders: list[OrderAnswer] | None = None
+
+
+class LabelRecord(Output):
+    """One line of ``label/records.jsonl``."""
+
+    id: str | None = None
+    p_chosen: Num | None = None
+    principles: list[PrincipleAnswer] | None = None
+    provenance: Provenance | None = None
+
+
+# --------------------------------------------------------------------------- eval
+
+
+class HarmlessMeasure(Output):
+    """Harmful compliance or over-refusal: before, after and the difference."""
+
+    prompts: str | None = None
+    baseline: Rate | None = None
+    policy: Rate | None = None
+    difference: Difference | None = None
+    per_category: dict[str, HarmlessMeasure] | None = None
+
+
+class DetectorFigures(Output):
+    """How far the refusal detector that counted the rates can be trusted."""
+
+    n: int | None = None
+    precision: Num | None = None
+    recall: Num | None = None
+    split: str | None = None
+
+
+class Harmless(Output):
+    harmful_compliance: HarmlessMeasure | None = None
+    over_refusal: HarmlessMeasure | None = None
+    detector: DetectorFigures | None = None
+
+
+class PmReward(Output):
+    baseline: Num | None = None
+    policy: Num | None = None
+    delta: Num | None = None
+
+
+class RefusalRates(Output):
+    refusal_rate: Num | None = None
+    evasive_rate: Num | None = None
+
+
+class WinRate(Output):
+    win_rate: Num | None = None
+
+
+class EvalSettings(Output):
+    win_rates: bool | None = None
+
+
+class EvalSummary(Output):
+    """``eval/summary.json``: the policy against its baseline."""
+
+    baseline: str | None = None
+    policy: str | None = None
+    pm: str | None = None
+    n: int | None = None
+    harmless: Harmless | None = None
+    pm_reward: PmReward | None = None
+    refusal: dict[str, RefusalRates] | None = None
+    answer_words: dict[str, Num | None] | None = None
+    win_rate: dict[str, WinRate] | None = None
+    settings: EvalSettings | None = None
+
+    def scalars(self) -> list[tuple[str, Any]]:
+        """The top-level figures that are a number, a string or null, by name."""
+        return [(k, v) for k, v in sorted(self.figures().items()) if isinstance(v, int | float | str) or v is None]
+
+
+class EvalSample(Output):
+    """One line of ``eval/samples.jsonl``: a prompt and both models' replies."""
+
+    prompt: Any = None
+    baseline: Any = None
+    policy: Any = None
+    baseline_pm: Num | None = None
+    policy_pm: Num | None = None
+
+
+# --------------------------------------------------------------------------- training
+
+
+class RowCounts(Output):
+    eval: int | None = None
+
+
+class TrainSummary(Output):
+    """A training run's results (``cai_train.json``'s ``summary``); every kind has its own figures."""
+
+    out: str | None = None
+    algorithm: str | None = None
+    kl_unit: str | None = None
+    rows: RowCounts | None = None
+    train_loss_first: Num | None = None
+    train_loss_last: Num | None = None
+    eval_accuracy_before: Num | None = None
+    eval_accuracy_after: Num | None = None
+    eval_gap_before: Num | None = None
+    eval_gap_after: Num | None = None
+    eval_gaps_before: list[Num | None] | None = None
+    eval_gaps_after: list[Num | None] | None = None
+
+
+class TrainSettings(Output):
+    """The settings a training run recorded; the fields named here are the ones readers use."""
+
+    algorithm: str | None = None
+    batch_size: int | None = None
+    kl_coef: Num | None = None
+    missing_eos_penalty: Num | None = None
+    loss: str | None = None
+
+
+class DataSource(Output):
+    """One data set a model was trained on, as recorded at training time."""
+
+    path: str | None = None
+    kind: str | None = None
+    rows: int | None = None
+    sha256: str | None = None
+
+
+class TrainRecord(Output):
+    """``cai_train.json``: a trained model folder's record of itself, written last."""
+
+    kind: str | None = None
+    cai_version: str | None = None
+    created: str | None = None
+    base_model: str | None = None
+    settings: TrainSettings | None = None
+    summary: TrainSummary | None = None
+    data: list[DataSource] = []
+    human: list[DataSource] = []
+    helpful: list[DataSource] = []
+    constitution_fingerprints: list[str] = []
+    libraries: dict[str, str | None] | None = None
+
+    def results(self) -> TrainSummary:
+        """The results; a record written before they had their own key keeps them at the top."""
+        if self.summary is not None:
+            return self.summary
+        return TrainSummary.model_validate(self.figures())
+
+
+class TrainLogRow(Output):
+    """One line of a training run's ``metrics.jsonl`` (a Trainer log event, or one RL update)."""
+
+    step: Num | None = None
+    loss: Num | None = None
+    reward: Num | None = None
+    objective: Num | None = None
+    kl: Num | None = None
+    entropy: Num | None = None
+    completion_length: Num | None = None
+    samples: list[Output] | None = None
+    trl: Output | None = None  # TRL's own log event, under TRL's names
+
+
+class RunManifest(Output):
+    """A stage folder's ``run.json``: which stage wrote it, under which constitution."""
+
+    stage: str | None = None
+    constitution: str | None = None
+    fingerprint: str | None = None
+
+
+Provenance.model_rebuild()
+HarmlessMeasure.model_rebuild()
