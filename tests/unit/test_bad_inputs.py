@@ -63,8 +63,10 @@ class Case:
 
 
 def load_cases() -> list[Case]:
-    doc = yaml.safe_load((FIXTURES / "cases.yaml").read_text(encoding="utf-8"))
-    cases = [Case.parse(c) for c in doc["cases"]]
+    """Every case of ``cases.yaml`` and of each ``cases_*.yaml`` beside it (one file per kind of
+    input, so that the corpus can grow in several places at once)."""
+    files = [FIXTURES / "cases.yaml", *sorted(FIXTURES.glob("cases_*.yaml"))]
+    cases = [Case.parse(c) for f in files for c in yaml.safe_load(f.read_text(encoding="utf-8"))["cases"]]
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
     return cases
