@@ -1,8 +1,9 @@
 """What stages write and later readers (the report, the cards, ``cai models``) read, as types.
 
-A stage builds its summary as one of these and writes it with `Output.figures`; a reader gets it
-back typed through `cai.io.outputs` (the report through its `RunView`), so no
-reader re-parses an untyped dictionary with ``.get`` chains and legacy fallbacks.
+A stage writes its summary through `cai.io.outputs.write_output`, which refuses figures that would
+not read back as the stage's type; a reader gets them back typed through `cai.io.outputs` (the
+report through its `RunView`), so no reader re-parses an untyped dictionary with ``.get`` chains
+and legacy fallbacks.
 
 Each model declares the fields some reader uses and keeps everything else the stage recorded
 (``extra="allow"``): a summary round-trips byte for byte, and a figure added to a stage needs no
@@ -62,8 +63,12 @@ def parse_output(kind: type[OutT], data: Any, path: str, line: int | None = None
         return kind.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or kind.__name__
-        raise file_error(path, field, err["msg"].lower(), line=line) from None
+        loc = [str(p) for p in err["loc"]]
+        message = err["msg"]
+        if loc and loc[-1] in ("int", "float"):  # a branch of `int | float`: say what both take
+            loc, message = loc[:-1], "should be a number"
+        message = message[:1].lower() + message[1:]
+        raise file_error(path, ".".join(loc) or kind.__name__, message, line=line) from None
 
 
 # --------------------------------------------------------------------------- shared pieces
