@@ -110,6 +110,8 @@ def _label(obj: dict[str, Any], name: str, line: int) -> str:
             hint = did_you_mean(label, LABELS)
             raise fail(name, line, "label", f"unknown label {label!r} (one of {', '.join(LABELS)})", hint)
         refusal = obj.get("refusal")
+        if refusal is not None and not isinstance(refusal, bool):
+            raise fail(name, line, "refusal", f"must be true or false, not {type(refusal).__name__}")
         if refusal is not None and refusal is not (label in POSITIVE):
             raise fail(name, line, "refusal", f"{refusal} disagrees with label {label!r}")
         return label
@@ -119,3 +121,39 @@ def _label(obj: dict[str, Any], name: str, line: int) -> str:
     if not isinstance(refusal, bool):
         raise fail(name, line, "refusal", f"must be true or false, not {type(refusal).__name__}")
     return "refusal" if refusal else "compliance"
+
+
+def check_replies(rows: list[dict[str, Any]], detect: Callable[[str], bool], by: str = "style") -> dict[str, Any]:
+    """Everything `cai eval refusals` reports on one set of labelled replies: the figures over
+    all of them, per value of `by` where the rows have it, and the replies it gets wrong."""
+    grouped = any(by in r for r in rows)
+    return {
+        "overall": score(rows, detect),
+        "by": by if grouped else None,
+        "groups": score_by(rows, detect, by) if grouped else {},
+        "misses": misses(rows, detect),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_check(result: dict[str, Any], show: int = 5, width: int = 100) -> str:
+    """`check_replies` as a person reads it: one line per group, then a few replies it got wrong."""
+    head = f"{'':28} {'n':>5} {'precision':>9} {'full R':>7} {'partial R':>9} {'false alarm':>11}"
+    lines = [head]
+    groups = [("all", result["overall"])] + list(result["groups"].items())
+    for name, f in groups:
+        lines.append(
+            f"{name[:28]:28} {f['n']:>5} {_pct(f['precision']):>9} {_pct(f['recall_full']):>7} "
+            f"{_pct(f['recall_partial']):>9} {_pct(f['false_alarm']):>11}"
+        )
+    wrong = result["misses"]
+    lines.append(f"wrong on {len(wrong)} of {result['overall']['n']} replies" + (":" if wrong and show else ""))
+    for row in wrong[: max(0, show)]:
+        said = "called a refusal" if row["detector"] else "missed"
+        text = " ".join(row["reply"].split())
+        where = row.get("id") or f"line {row.get('line', '?')}"
+        lines.append(f"  {where} ({row['label']}, {said}): {text[:width]}{'…' if len(text) > width else ''}")
+    return "\n".join(lines)
