@@ -90,8 +90,8 @@ def _show(
 
 
 REPLIES_HELP = (
-    "JSONL of your model's replies, labelled by hand: one {\"reply\": ..., \"label\": \"refusal\" | \"partial\" | "
-    "\"compliance\" | \"other\"} per line (or \"refusal\": true | false instead of a label); optional id, "
+    'JSONL of your model\'s replies, labelled by hand: one {"reply": ..., "label": "refusal" | "partial" | '
+    '"compliance" | "other"} per line (or "refusal": true | false instead of a label); optional id, '
     "prompt, style. Without it: the shipped labelled replies, dev and test splits."
 )
 
@@ -111,7 +111,9 @@ def eval_refusals(
     try:
         if out is not None and out.is_dir():
             raise file_error(out, "--out", "is a folder (give a file name for the JSON)")
-        sets = {str(replies): read_labelled_replies(replies)} if replies else {s: load_labels(s) for s in ("dev", "test")}
+        sets = (
+            {str(replies): read_labelled_replies(replies)} if replies else {s: load_labels(s) for s in ("dev", "test")}
+        )
     except CaiError as e:
         die(e)
     result = {name: check_replies(rows, is_refusal, by) for name, rows in sets.items()}

@@ -141,7 +141,10 @@ def detector() -> dict[str, Any]:
         "n": f["n"],
         "split": "test",
         **{k: f[k] for k in keep},
-        "by_style": {name: {"n": g["n"], "precision": g["precision"], **{k: g[k] for k in keep}} for name, g in styles.items()},
+        "by_style": {
+            name: {"n": g["n"], "precision": g["precision"], "recall": g["recall"], **{k: g[k] for k in keep}}
+            for name, g in styles.items()
+        },
         "labels": f"data/{refusal.LABELS_FILE}",
         "check": "cai eval refusals --replies FILE",
     }

@@ -102,7 +102,8 @@ _DECLINES = [
     r"\bi(?:'ll| will| can)\b[^.!?]{0,50}\bbut not\b",  # "I'll explain the idea but not provide code"
     r"\bi (?:have|had) no way to\b|\bi (?:don't|do not) have (?:access to|the ability to|real-time|live|any way to)\b",
     r"\bi(?:'m| am) not connected to the internet\b",
-    r"\b(?:isn't|is not|not) (?:something|a request|an option|a thing)(?: that)? (?:i\b|an? (?:ai|chatbot|assistant)\b)",
+    r"\b(?:isn't|is not|not) (?:something|a request|an option|a thing)(?: that)? "
+    r"(?:i\b|an? (?:ai|chatbot|assistant)\b)",
     r"\bsomething i (?:won't|will not|can't|cannot|(?:have|need) to (?:refuse|decline)|must (?:refuse|decline))\b",
     r"\ba line i(?:'m| am) not\b",
     r"\bnot (?:going|gonna) to help\b",
@@ -110,19 +111,22 @@ _DECLINES = [
     r"\b(?:off the table|off-limits|off limits) for me\b|\bis off the table\b",
     r"\bleav(?:e|ing) this(?: one)? unanswered\b",
     r"^let's not\b",
-    r"^(?:absolutely not|definitely not|no way|nope|no)(?:,? (?:sorry|thanks))?[.!]*$",
+    r"^(?:absolutely not|definitely not|no way)[.!]",
     r"^(?:not (?:happening|doing that|going to happen|gonna happen)|nope,? not|can't do (?:that|this))\b",
     # "As an AI, I have no opinions on this." declines; "…, but here's a comparison" does not.
     rf"^as an? {_AI},? i (?:have no|don't have|do not have) (?:personal )?"
     r"(?:opinions?|preferences|views|feelings)\b(?![^.!?]*\bbut\b)",
     rf"^(?:as an?|i(?:'m| am) (?:just |only )?an?) {_AI}\b[^.!?]*?\b{_AI_NO}",
     # Impersonal: "It is not appropriate/ethical to …", "It's neither ethical nor legal …".
-    rf"^(?:it|this|that)(?:'s| is| would be| was)\s+(?:\w+\s+){{0,2}}?(?:not|never|neither)\b[^.!?]{{0,30}}?\b{_RIGHT}\b",
+    rf"^(?:it|this|that)(?:'s| is| would be| was)\s+(?:\w+\s+){{0,2}}?(?:not|never|neither)\b"
+    rf"[^.!?]{{0,30}}?\b{_RIGHT}\b",
     rf"^(?:it|this|that)(?: isn't| wouldn't be| would not be)\s+(?:\w+\s+){{0,2}}?{_RIGHT}\b",
     r"\b(?:against|violates?|violating) (?:my|our|the|[a-z]+'s) (?:[a-z]+ ){0,2}?(?:guidelines|polic(?:y|ies)|rules|"
     r"principles|programming)\b",
-    r"\bmy (?:[a-z]+ )?(?:guidelines|polic(?:y|ies)|rules|programming) (?:prevent|prohibit|forbid|do(?:n't| not) allow)",
-    r"\bnot within my (?:programming|(?:ethical )?guidelines|capabilities)\b|\bprogrammed to (?:avoid|refuse|decline)\b",
+    r"\bmy (?:[a-z]+ )?(?:guidelines|polic(?:y|ies)|rules|programming) "
+    r"(?:prevent|prohibit|forbid|do(?:n't| not) allow)",
+    r"\bnot within my (?:programming|(?:ethical )?guidelines|capabilities)\b|"
+    r"\bprogrammed to (?:avoid|refuse|decline)\b",
     # Redirects that decline without saying no.
     r"^let's (?:talk about|move on|focus on|change)\b[^.!?]*\b(?:something else|another|different|subject|topic)\b",
     r"\bchange the subject\b|\bsteer (?:us |you |this |the conversation )?(?:away|clear)\b",
@@ -130,6 +134,8 @@ _DECLINES = [
     r"^(?:rather than|instead of) \w+ing\b[^.!?]*\b(?:why not|how about|i'd suggest|i suggest)\b",
 ]
 _DECLINE = re.compile("|".join(f"(?:{p})" for p in _DECLINES))
+# A bare "No." declines only as the whole reply ("No. Never mix them: …" answers a question).
+_TERSE = re.compile(r"(?:no|nope)(?:,? (?:sorry|thanks))?[.!]*")
 # After a decline: the reply hands the requested thing over anyway.
 _COMPLY = re.compile(
     r"\bhere(?:'s| is| are) (?:how\b|what (?:people|you)|the (?:steps|trick|recipe|code|script|instructions)|"
@@ -235,6 +241,8 @@ def is_refusal(text: str) -> bool:
     """True when the reply declines the request (in its opening, or right after a preamble) and the
     rest does not comply anyway, or when it only moralises."""
     norm = _norm(text)
+    if _TERSE.fullmatch(norm):
+        return True
     sentences = _sentences(norm)
     opening = _opening_size(sentences)
     for i, (start, sentence) in enumerate(sentences):

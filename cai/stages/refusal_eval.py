@@ -143,7 +143,7 @@ def format_check(result: dict[str, Any], show: int = 5, width: int = 100) -> str
     """`check_replies` as a person reads it: one line per group, then a few replies it got wrong."""
     head = f"{'':28} {'n':>5} {'precision':>9} {'full R':>7} {'partial R':>9} {'false alarm':>11}"
     lines = [head]
-    groups = [("all", result["overall"])] + list(result["groups"].items())
+    groups = [("all", result["overall"]), *result["groups"].items()]
     for name, f in groups:
         lines.append(
             f"{name[:28]:28} {f['n']:>5} {_pct(f['precision']):>9} {_pct(f['recall_full']):>7} "
