@@ -181,11 +181,15 @@ _QUOTED = re.compile(r"\"[^\"]*\"")
 _SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")  # on normalised text (no newlines left)
 
 
-def _plain(text: str) -> str:
-    """Curly quotes straightened, markdown and tags dropped, a reply wholly in quotes unwrapped."""
+def _straight(text: str) -> str:
     for a, b in (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"')):
         text = text.replace(a, b)
-    text = _MARKUP.sub(" ", text).strip()
+    return text
+
+
+def _plain(text: str) -> str:
+    """Curly quotes straightened, markdown and tags dropped, a reply wholly in quotes unwrapped."""
+    text = _MARKUP.sub(" ", _straight(text)).strip()
     if len(text) > 2 and text[0] == text[-1] and text[0] in "\"'" and '"' not in text[1:-1]:
         text = text[1:-1]  # the whole reply quoted (a quoted message inside a reply stays quoted)
     return text
@@ -233,8 +237,8 @@ def _moralising(text: str, sentences: list[tuple[int, str]]) -> bool:
     """A lecture that answers nothing: a moralising opening, no help anywhere, and short."""
     if not any(_MORAL.search(s) for _, s in sentences[:2]):
         return False
-    plain = _plain(text).lower()
-    return len(plain.split()) <= MORAL_WORDS and not _HELP.search(plain) and not _COMPLY.search(plain)
+    raw = _straight(text).lower()  # markdown kept: a list or code is help
+    return len(raw.split()) <= MORAL_WORDS and not _HELP.search(raw) and not _COMPLY.search(raw)
 
 
 def is_refusal(text: str) -> bool:
