@@ -105,6 +105,7 @@ def eval_refusals(
 ) -> None:
     """Score the refusal detector (what `eval policy` counts refusals with) on labelled replies:
     precision, recall of full and of partial refusals, false alarms, per style, and its misses."""
+    from cai.io.atomic import write_text_atomic
     from cai.stages.refusal import is_refusal, load_labels
     from cai.stages.refusal_eval import check_replies, format_check, read_labelled_replies
 
@@ -118,8 +119,13 @@ def eval_refusals(
         die(e)
     result = {name: check_replies(rows, is_refusal, by) for name, rows in sets.items()}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        except (FileExistsError, NotADirectoryError):
+            die(file_error(out, "--out", "a file stands where its folder should be"))
+        except CaiError as e:
+            die(e)
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return

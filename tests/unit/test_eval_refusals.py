@@ -113,3 +113,10 @@ def test_missing_file_and_folder_out(tmp_path: Path) -> None:
     path = _write(tmp_path / "ok.jsonl", ROWS)
     r = invoke("eval", "refusals", "--replies", str(path), "--out", str(tmp_path))
     assert r.code == 2 and r.stderr.strip() == f"{tmp_path}: --out: is a folder (give a file name for the JSON)"
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    r = invoke("eval", "refusals", "--replies", str(path), "--out", str(tmp_path / "a_file" / "out.json"))
+    assert (
+        r.code == 2
+        and r.stderr.strip() == f"{tmp_path / 'a_file' / 'out.json'}: --out: a file stands where its folder should be"
+    )
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr + r.stdout
