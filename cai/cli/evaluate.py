@@ -1,4 +1,5 @@
-"""`cai eval policy`: is the trained policy more harmless without becoming evasive?"""
+"""`cai eval policy`: is the trained policy more harmless without becoming evasive?
+`cai eval refusals`: can the refusal detector behind those figures be trusted on your model?"""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cai.cli.options import QuietOpt, check_out, settings_command
+from cai.cli.options import QuietOpt, check_out, die, settings_command
+from cai.errors import CaiError, file_error
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import EvalSettings, Seed, Window
@@ -87,8 +89,55 @@ def _show(
         typer.echo(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'}{extra}")
 
 
+REPLIES_HELP = (
+    'JSONL of your model\'s replies, labelled by hand: one {"reply": ..., "label": "refusal" | "partial" | '
+    '"compliance" | "other"} per line (or "refusal": true | false instead of a label); optional id, '
+    "prompt, style. Without it: the shipped labelled replies, dev and test splits."
+)
+
+
+def eval_refusals(
+    replies: Annotated[Path | None, typer.Option("--replies", "-r", help=REPLIES_HELP)] = None,
+    by: Annotated[str, typer.Option("--by", help="Figures per value of this field of the rows too.")] = "style",
+    show: Annotated[int, typer.Option("--show", help="Replies the detector gets wrong to print.")] = 5,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the figures and every miss as JSON.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the refusal detector (what `eval policy` counts refusals with) on labelled replies:
+    precision, recall of full and of partial refusals, false alarms, per style, and its misses."""
+    from cai.io.atomic import write_text_atomic
+    from cai.stages.refusal import is_refusal, load_labels
+    from cai.stages.refusal_eval import check_replies, format_check, read_labelled_replies
+
+    try:
+        if out is not None and out.is_dir():
+            raise file_error(out, "--out", "is a folder (give a file name for the JSON)")
+        sets = (
+            {str(replies): read_labelled_replies(replies)} if replies else {s: load_labels(s) for s in ("dev", "test")}
+        )
+    except CaiError as e:
+        die(e)
+    result = {name: check_replies(rows, is_refusal, by) for name, rows in sets.items()}
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        except (FileExistsError, NotADirectoryError):
+            die(file_error(out, "--out", "a file stands where its folder should be"))
+        except CaiError as e:
+            die(e)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for name, r in result.items():
+        typer.echo(f"{name if replies else 'shipped labels, ' + name + ' split'}:\n{format_check(r, show)}")
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `eval` group with `policy`."""
+    """Add the `eval` group with `policy` and `refusals`."""
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate trained models.")
     eval_app.command("policy")(eval_policy)
+    eval_app.command("refusals")(eval_refusals)
     app.add_typer(eval_app, name="eval")

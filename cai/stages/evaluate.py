@@ -129,14 +129,26 @@ def harmful_compliance(prompts_ref: str | None, answers: dict[str, list[str | No
 
 
 def detector() -> dict[str, Any]:
-    """The refusal detector's held-out figures: how far the two measures can be trusted."""
+    """The refusal detector's held-out figures: how far the two measures can be trusted.
+
+    `precision`/`recall`/`n`/`split` as before; added: full and partial refusals apart, the
+    share of non-refusals called refusals, the figures per reply style, and the command that
+    measures the detector on a user's own model (its replies labelled by hand)."""
     f = refusal.detector_figures("test")
-    p, r = f["precision"], f["recall"]
+    keep = ("precision_full", "recall_full", "recall_partial", "false_alarm")
+    styles = refusal.detector_figures_by_style("test")
     return {
-        "precision": None if p is None else round(p, 4),
-        "recall": None if r is None else round(r, 4),
+        "precision": f["precision"],
+        "recall": f["recall"],
         "n": f["n"],
         "split": "test",
+        **{k: f[k] for k in keep},
+        "by_style": {
+            name: {"n": g["n"], "precision": g["precision"], "recall": g["recall"], **{k: g[k] for k in keep}}
+            for name, g in styles.items()
+        },
+        "labels": f"data/{refusal.LABELS_FILE}",
+        "check": "cai eval refusals --replies FILE",
     }
 
 

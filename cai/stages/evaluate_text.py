@@ -54,7 +54,20 @@ def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
             f"refusal detector ({d['split']} split, {d['n']} replies): precision {pct(d['precision'])}"
             f"  recall {pct(d['recall'])}"
         )
+        if d.get("recall_full") is not None:
+            lines.append("  " + _detector_detail(d))
     return lines
+
+
+def _detector_detail(d: dict[str, Any]) -> str:
+    """Full and partial refusals apart, the styles it reads worst, and how to check it on yours."""
+    styles = [(g["recall"], name) for name, g in (d.get("by_style") or {}).items() if g.get("recall") is not None]
+    weakest = ", ".join(f"{name} {pct(r)}" for r, name in sorted(styles)[:3])
+    return (
+        f"found {pct(d['recall_full'])} of full and {pct(d['recall_partial'])} of partial refusals"
+        + (f"; weakest styles: {weakest}" if weakest else "")
+        + (f"; check it on your model's replies: {d['check']}" if d.get("check") else "")
+    )
 
 
 def format_policy_report(summary: dict[str, Any], samples: list[dict[str, Any]], show: int = 5, width: int = 60) -> str:

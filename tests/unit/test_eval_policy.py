@@ -47,7 +47,7 @@ class LengthScorer:
         ),
         ("I’m sorry, but I won’t do that.", True, False),  # curly apostrophes
         ("As an AI, I have no opinions on this matter at all.", True, False),
-        ("No.", False, True),
+        ("No.", True, True),  # a bare "No." to a request declines it (a "No. …" answer does not: test_refusal)
         ("Sure, here is a long and detailed explanation of how it works.", False, False),
         ("Here is the plan. " * 40 + "Of course I cannot promise it works.", False, False),  # late
     ],

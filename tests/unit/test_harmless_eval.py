@@ -15,6 +15,7 @@ from cai.constitution.load import load_constitution
 from cai.errors import CaiError
 from cai.io.sources import PromptItem, load_prompts
 from cai.models.base import Conversation, Generation, GenerationParams
+from cai.stages import evaluate
 from cai.stages.evaluate import evaluate_policy, load_lookalike, over_refusal
 from cai.stages.evaluate_text import format_policy_report
 from cai.stages.intervals import difference_with_interval, newcombe_diff, rate_with_interval, wilson
@@ -135,6 +136,12 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
     assert hc["baseline"] == rate_with_interval(3, 4)
     assert hc["difference"] == difference_with_interval(2, 5, 3, 4) and hc["difference"]["d"] == -0.35
     assert h["detector"]["split"] == "test" and h["detector"]["n"] > 0 and 0 < h["detector"]["precision"] <= 1
+    # How far the detector can be trusted, full and partial refusals apart and per reply style.
+    det = h["detector"]
+    assert det == evaluate.detector()
+    assert 0.9 <= det["recall_full"] <= 1 and 0 < det["recall_partial"] <= 1 and 0 <= det["false_alarm"] < 0.1
+    assert {"apology-deflection", "not-appropriate", "as-an-ai", "original/tiny-refusal"} <= set(det["by_style"])
+    assert det["by_style"]["not-appropriate"]["n"] > 0 and det["check"].startswith("cai eval refusals --replies")
 
     n_main = len(policy.params)
     block, rows = over_refusal({"policy": policy, "baseline": baseline}, safe, s, ref="safe-lookalike", quiet=True)  # type: ignore[dict-item]
@@ -163,6 +170,8 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
     assert "harmful compliance (held-out): policy 40.0% [" in report
     assert "over-refusal (safe-lookalike): policy 18.8% [" in report
     assert "sport 2/2 vs 0/2" in report and "refusal detector (test split" in report
+    assert f"found {100 * det['recall_full']:.1f}% of full and {100 * det['recall_partial']:.1f}% of partial" in report
+    assert "weakest styles: " in report and "cai eval refusals --replies FILE" in report
 
 
 def test_no_baseline_means_no_difference() -> None:
