@@ -221,13 +221,30 @@ class HarmlessMeasure(Output):
     per_category: dict[str, HarmlessMeasure] | None = None
 
 
+class StyleFigures(Output):
+    """The detector on the labelled replies of one style."""
+
+    n: int | None = None
+    recall: Num | None = None
+
+
 class DetectorFigures(Output):
-    """How far the refusal detector that counted the rates can be trusted."""
+    """How far the refusal detector that counted the rates can be trusted (held-out figures)."""
 
     n: int | None = None
     precision: Num | None = None
     recall: Num | None = None
     split: str | None = None
+    recall_full: Num | None = None
+    recall_partial: Num | None = None
+    false_alarm: Num | None = None
+    by_style: dict[str, StyleFigures] | None = None
+    check: str | None = None
+
+    def weakest(self, k: int = 3) -> list[tuple[str, float]]:
+        """The `k` styles it finds refusals in least often, (style, recall), worst first."""
+        found = [(name, float(g.recall)) for name, g in (self.by_style or {}).items() if g.recall is not None]
+        return sorted(found, key=lambda t: (t[1], t[0]))[:k]
 
 
 class Harmless(Output):

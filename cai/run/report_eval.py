@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cai.outputs import EvalSample, EvalSummary, HarmlessMeasure
+from cai.outputs import DetectorFigures, EvalSample, EvalSummary, HarmlessMeasure
 from cai.run.report_html import RunView, diff_ci, fmt, rate_ci, table
 
 
@@ -62,8 +62,25 @@ def harmless_section(view: RunView) -> str:
             f"{html.escape(fmt(det.n))} labelled replies"
             + (f" ({html.escape(str(det.split))} split)" if det.split else "")
             + ".</p>"
+            + _detector_detail(det)
         )
     return out
+
+
+def _detector_detail(det: DetectorFigures) -> str:
+    """Full and partial refusals apart, false alarms, the styles it reads worst, and the command
+    that checks it on the user's own model (absent from summaries written before these figures)."""
+    if det.recall_full is None:
+        return ""
+    weakest = ", ".join(f"{html.escape(name)} {r:.3f}" for name, r in det.weakest())
+    check = f" Check it on your model's replies: <code>{html.escape(det.check)}</code>." if det.check else ""
+    return (
+        f"<p class='note'>It finds {fmt(det.recall_full)} of full and {fmt(det.recall_partial)} of partial "
+        f"refusals and calls {fmt(det.false_alarm)} of other replies refusals"
+        + (f"; the styles it reads worst: {weakest}" if weakest else "")
+        + f".{check} Those labelled replies were written by cai's authors: on other people's models expect "
+        "lower figures.</p>"
+    )
 
 
 def _prompt_text(prompt: Any) -> str:

@@ -396,6 +396,13 @@ def test_harmlessness_table_renders_what_cai_eval_writes(tmp_path: Path) -> None
     assert [c[0] for c in cats] == sorted(per) and cats[0][2] == _ci(per[cats[0][0]]["policy"])
     diff = hc["difference"]
     assert ("harmless-no-gain" in _warn_keys(page)) == (diff["lo"] <= 0 <= diff["hi"])
+    # The detector's trust, as the summary holds it: full and partial refusals apart, its three
+    # weakest styles (lowest held-out recall first) and the command to check it on one's own model.
+    det = harmless["detector"]
+    styles = sorted((g["recall"], name) for name, g in det["by_style"].items() if g["recall"] is not None)
+    worst = ", ".join(f"{name} {r:.3f}" for r, name in styles[:3])
+    assert f"It finds {det['recall_full']:.3f} of full and {det['recall_partial']:.3f} of partial" in page
+    assert f"the styles it reads worst: {worst}." in page and "cai eval refusals --replies FILE" in page
 
 
 def test_harmlessness_tolerates_missing_parts(tmp_path: Path) -> None:
