@@ -154,7 +154,9 @@ class ApiBackend:
                 return _Retryable(f"HTTP {exc.status_code}: {exc.message}", retry_after)
             return exc
         if isinstance(exc, openai.APITimeoutError):
-            return _Retryable(f"timed out (read timeout {self.timeout:g} s, request deadline {self.deadline:g} s)")
+            if "deadline" in str(exc.__cause__ or ""):
+                return _Retryable(f"no complete answer within the request deadline ({self.deadline:g} s)")
+            return _Retryable(f"timed out after {self.timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
             return _Retryable(f"connection error: {exc}")
         if isinstance(exc, ValueError | openai.APIResponseValidationError | AttributeError):
