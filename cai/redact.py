@@ -152,9 +152,11 @@ def _secret_spans(text: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
 
 
 def contains_secret(text: str, secrets: Iterable[str] | None = None) -> bool:
-    """Does `text` hold a URL credential, a known secret or a piece of one (`redact_text` would
-    change it)? Backends ask this of model answers, which are failed rather than rewritten."""
-    return redact_text(text, secrets) != text
+    """Does `text` hold one of the known secrets (keys cai was given, credentials of the URLs it
+    was given), or a piece of one? Backends ask this of model answers, which are failed rather
+    than rewritten. Credentials in other URLs are not asked about: an answer explaining
+    ``postgres://user:password@localhost/db`` is ordinary data."""
+    return bool(_secret_spans(text, known_secrets() if secrets is None else secrets))
 
 
 def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:

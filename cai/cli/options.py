@@ -51,7 +51,9 @@ def apply_verbose(ctx: typer.Context | None, verbose: bool) -> None:
         output.unmute()
 
 
-def check_out(path: Path | None, option: str = "--out", inputs: dict[str, str | None] | None = None) -> None:
+def check_out(
+    path: Path | None, option: str = "--out", inputs: dict[str, str | list[str] | None] | None = None
+) -> None:
     """Refuse an output folder that cannot be one before any work starts (and before anything
     is written): an existing file, a path under a file, a place this user cannot write, a
     folder holding symbolic links (cai writes only files it owns), or one that holds an input
@@ -63,8 +65,8 @@ def check_out(path: Path | None, option: str = "--out", inputs: dict[str, str | 
     if path.exists() and not path.is_dir():
         raise file_error(path, option, "exists and is not a folder")
     for name, given in (inputs or {}).items():
-        if given is not None:
-            refuse_input_inside(given, path, name)
+        for one in [given] if isinstance(given, str) else given or []:
+            refuse_input_inside(one, path, name)
     if path.is_dir():
         for entry in sorted(path.iterdir()):
             refuse_symlink(entry, option)

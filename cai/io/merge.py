@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cai.errors import fail
+from cai.errors import fail, file_error
 from cai.io.pairs import pairs_from_responses
 from cai.io.readers import iter_jsonl, read_json_file
 from cai.io.store import MANIFEST, RECORDS, Store, dedupe
@@ -150,7 +150,7 @@ def merge_stores(dirs: list[Path], out: Path) -> tuple[int, Store]:
             raise fail(str(d / MANIFEST), None, diff[0], "shards were made with different settings")
     resolved = {d.resolve() for d in dirs}
     if out.resolve() in resolved:
-        raise fail(str(out), None, "--out", "is one of the shard folders; merge into a new folder")
+        raise file_error(out, "--out", "is one of the shard folders; merge into a new folder")
     records = []
     for d, m, shard in zip(dirs, manifests, shards, strict=True):
         rows = _shard_records(d)

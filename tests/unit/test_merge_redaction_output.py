@@ -135,6 +135,7 @@ def test_redaction_rule() -> None:
     assert redact_text("sk-live-0123456789ABCDEF!", keys) == f"{REDACTED}!"
     assert redact_text("see http://me:pw@h/v1", set()) == "see http://***@h/v1"
     assert not contains_secret("your postgres database", set())
+    assert not contains_secret("connect with postgres://user:password@localhost/db", set())  # not a given URL
     assert not contains_secret("abcd abc", {"abcd"})  # under six characters: not matched
     assert contains_secret("…789abc…", keys)
 
