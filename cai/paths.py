@@ -53,3 +53,44 @@ def resolve_named(
         f"no such file or shipped {what} (shipped: {', '.join(names) or 'none'})",
         did_you_mean(ref, names),
     )
+
+
+def refuse_symlink(path: Path, what: str) -> None:
+    """cai writes only files it owns: a symbolic link where it would write (a lock, records, an
+    export) could point anywhere, and writing through it would truncate or append to that file."""
+    if path.is_symlink():
+        raise fail(str(path), None, what, "is a symbolic link; cai does not write through links (remove it)")
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Is `path` (resolved, links followed) `folder` itself or somewhere under it?"""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def refuse_input_inside(path: str | Path, out: str | Path, what: str) -> None:
+    """An input file that lives inside the output folder could be a file the run writes (a prompt
+    file named records.jsonl would be appended to while it is read): refuse it."""
+    p, o = Path(path), Path(out)
+    if p.exists() and is_inside(p, o):
+        raise fail(str(path), None, what, f"lives inside the output folder {out}; keep inputs outside --out")
+
+
+def plain_name(name: str, what: str = "name") -> str:
+    """A run name becomes a folder under ``runs/``: one path component, nothing that climbs out."""
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or name != name.strip()
+    )
+    if bad:
+        raise ValueError(
+            f"{name!r} is not a plain name: one folder name under runs/, "
+            "without slashes, '..', control characters or surrounding spaces"
+        )
+    return name

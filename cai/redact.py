@@ -6,11 +6,17 @@ even a completion. Everything cai writes for people or tools to read later (reci
 records and their provenance, summaries, reports) passes through `redact` (data) or
 `redact_text` (one string) first.
 
-What counts as secret: credentials in any URL found in the text, and the values of the
-environment variables that hold keys (``OPENAI_API_KEY``, the variable a backend was told to
-read, and any ``*_API_KEY``/``*_TOKEN``/``*_SECRET``/``*_PASSWORD``), plus the passwords inside
-``OPENAI_BASE_URL`` and any URL a caller names. A known secret is replaced wherever it occurs; so
-is any run of `FRAGMENT_CHARS` or more of its characters (a server's "key sk-ab12…" echo).
+What counts as secret (and nothing else): the API keys cai itself was given (``OPENAI_API_KEY``
+and the variable a backend was told to read with ``api_key_env``) and credentials in URLs (any
+URL in the text, ``OPENAI_BASE_URL`` and any URL a caller names). Other environment variables
+are none of cai's business: a ``POSTGRES_PASSWORD=postgres`` must not blank the word "postgres"
+in a model's answer. A key is matched whole in any letter case, and so is any run of
+`FRAGMENT_CHARS` or more of its characters (a server's "key sk-ab12…" echo), whatever the key's
+length.
+
+Redaction is for what cai writes *about* a run (errors, logs, summaries, reports, cards, copies of
+recipes). Model text is data and is never rewritten: a backend whose answer contains a secret
+fails that record instead (`contains_secret`), keeping the error and dropping the text.
 """
 
 from __future__ import annotations
@@ -22,12 +28,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 REDACTED = "***"
+# An echoed piece of a key this long (or longer) counts as the key, whatever the key's length.
 # Values shorter than this are not treated as secrets: "none", "1" or "local" occur in ordinary
-# text, and replacing them would corrupt records without protecting anything.
-MIN_SECRET_CHARS = 8
-# An echoed piece of a key this long is redacted too. Only keys at least twice as long are
-# scanned for pieces, so a short, guessable value cannot blank out common words.
-FRAGMENT_CHARS = 8
+# text, and a five-character key cannot be told from a word.
+FRAGMENT_CHARS = 6
+MIN_SECRET_CHARS = FRAGMENT_CHARS
 
 # A URL with a scheme, up to whitespace, quotes or angle brackets.
 URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
@@ -35,8 +40,8 @@ URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 _SECRET_PARAM_RE = re.compile(
     r"key|token|secret|passw|pwd|sig|auth|cred|session|jwt|bearer|^code$|^x-amz-|^x-goog-", re.IGNORECASE
 )
-# Environment variables whose value is a credential.
-_SECRET_ENV_RE = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
+# What the openai client sends when no key is configured: a placeholder, not a secret.
+_NO_KEY = "none"
 _DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _DEFAULT_URL_ENV = "OPENAI_BASE_URL"
 
@@ -99,15 +104,11 @@ def url_secrets(url: str | None) -> set[str]:
 
 
 def env_secrets(names: Iterable[str | None] = ()) -> set[str]:
-    """Secret values in the environment: the named variables (a backend's ``api_key_env``),
-    ``OPENAI_API_KEY``, any variable named like a credential, and the passwords inside
-    ``OPENAI_BASE_URL``."""
+    """The keys cai was given through the environment: ``OPENAI_API_KEY``, the variables named in
+    ``names`` (a backend's ``api_key_env``), and the credentials inside ``OPENAI_BASE_URL``. No
+    other variable is read, whatever its name."""
     wanted = {n for n in names if n} | {_DEFAULT_KEY_ENV}
-    found = {
-        v
-        for k, v in os.environ.items()
-        if (k in wanted or _SECRET_ENV_RE.search(k.upper())) and len(v) >= MIN_SECRET_CHARS
-    }
+    found = {v for k in wanted if (v := os.environ.get(k)) and len(v) >= MIN_SECRET_CHARS and v != _NO_KEY}
     return found | url_secrets(os.environ.get(_DEFAULT_URL_ENV))
 
 
@@ -119,15 +120,43 @@ def known_secrets(*, urls: Iterable[str | None] = (), env: Iterable[str | None] 
     return frozenset(found)
 
 
-def _fragment_spans(text: str, secret: str) -> list[tuple[int, int]]:
+def _fold(text: str) -> str:
+    """Lower case, one character for one (a character whose lower case is longer stays as it
+    is), so that spans found in the folded text are spans of the original."""
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
+def _secret_spans(text: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
+    """Where in `text` a secret, or a piece of one at least `FRAGMENT_CHARS` long, occurs, in any
+    letter case: the spans of every matching window, merged."""
+    low = _fold(text)
     spans = []
-    for i in range(len(secret) - FRAGMENT_CHARS + 1):
-        piece = secret[i : i + FRAGMENT_CHARS]
-        start = text.find(piece)
-        while start != -1:
-            spans.append((start, start + FRAGMENT_CHARS))
-            start = text.find(piece, start + 1)
-    return spans
+    for secret in secrets:
+        key = _fold(secret)
+        if len(key) < MIN_SECRET_CHARS:
+            continue
+        for i in range(len(key) - FRAGMENT_CHARS + 1):
+            piece = key[i : i + FRAGMENT_CHARS]
+            start = low.find(piece)
+            while start != -1:
+                spans.append((start, start + FRAGMENT_CHARS))
+                start = low.find(piece, start + 1)
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def contains_secret(text: str, secrets: Iterable[str] | None = None) -> bool:
+    """Does `text` hold one of the known secrets (keys cai was given, credentials of the URLs it
+    was given), or a piece of one? Backends ask this of model answers, which are failed rather
+    than rewritten. Credentials in other URLs are not asked about: an answer explaining
+    ``postgres://user:password@localhost/db`` is ordinary data."""
+    return bool(_secret_spans(text, known_secrets() if secrets is None else secrets))
 
 
 def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -135,22 +164,9 @@ def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
     ``***``. ``secrets`` defaults to `known_secrets()`."""
     if "://" in text:
         text = URL_RE.sub(lambda m: redact_url(m.group(0)), text)
-    values = sorted(known_secrets() if secrets is None else secrets, key=len, reverse=True)
-    for s in values:
-        if len(s) >= MIN_SECRET_CHARS and s in text:
-            text = text.replace(s, REDACTED)
-    spans = [span for s in values if len(s) >= 2 * FRAGMENT_CHARS for span in _fragment_spans(text, s)]
-    if not spans:
-        return text
-    spans.sort()
-    merged = [list(spans[0])]
-    for start, end in spans[1:]:
-        if start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
+    spans = _secret_spans(text, known_secrets() if secrets is None else secrets)
     out, last = [], 0
-    for start, end in merged:
+    for start, end in spans:
         out += [text[last:start], REDACTED]
         last = end
     return "".join([*out, text[last:]])

@@ -112,7 +112,8 @@ def llama_server(gguf: Path, log_dir: Path, *, n_threads: int | None = None) -> 
 class Reply:
     """One scripted answer. ``kind``: "json" (send ``body``), "raw" (send ``text`` as is),
     "hang" (sleep ``seconds`` before answering with ``body``), "echo" (a completion whose
-    content is the request's last message, so tests can check ordering)."""
+    content is the request's last message, so tests can check ordering), "drip" (``body`` one
+    byte every ``seconds``: each read is quick, the whole answer never ends in time)."""
 
     status: int = 200
     kind: str = "json"
@@ -183,6 +184,7 @@ class ScriptedServer:
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._release = threading.Event()  # wakes hanging handlers at shutdown
+        self.dripped = 0  # body bytes sent by "drip" replies, all requests together
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -208,7 +210,28 @@ class ScriptedServer:
                     outer._release.wait(reply.seconds)
                 if reply.kind == "echo":
                     reply = Reply(body=completion(body["messages"][-1]["content"]))
+                if reply.kind == "drip":
+                    self._drip(reply)
+                    return
                 self._send(reply)
+
+            def _drip(self, reply: Reply) -> None:
+                payload = json.dumps(reply.body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for k in range(len(payload)):
+                        if outer._release.wait(reply.seconds):
+                            return
+                        self.wfile.write(payload[k : k + 1])
+                        self.wfile.flush()
+                        with outer._lock:
+                            outer.dripped += 1
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up: its deadline passed
 
             def _send(self, reply: Reply) -> None:
                 payload = reply.text.encode() if reply.kind == "raw" else json.dumps(reply.body).encode()

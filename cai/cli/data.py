@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cai.cli.options import ConstitutionOpt, ModelOpt, QuietOpt, ShardOpt, settings_command
+from cai.cli.options import ConstitutionOpt, ModelOpt, QuietOpt, ShardOpt, check_out, settings_command
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import CritiqueSettings, Seed, Window
@@ -39,6 +39,7 @@ def critique(
     from cai.io.store import parse_shard
     from cai.stages.critique import run_critique
 
+    check_out(out, inputs={"--prompts": prompts})
     c = load_constitution(constitution)
     items = window.apply(load_prompts(prompts))
     with Backends(backend, quiet=quiet) as backends:
@@ -112,8 +113,9 @@ def merge(
     out: Annotated[Path, typer.Option("--out", "-o")],
 ) -> None:
     """Merge `--shard` folders into one, ordered as an unsharded run, and re-export."""
-    from cai.io.store import merge_stores
+    from cai.io.merge import merge_stores
 
+    check_out(out)
     n, store = merge_stores(dirs, out)
     with store:
         if store.manifest.get("stage") == "critique":

@@ -47,7 +47,7 @@ def label(
     from cai.io.store import parse_shard
     from cai.stages.label import label_pairs, label_prompts, revision_pairs
 
-    check_out(out)
+    check_out(out, inputs={"--prompts": prompts, "--pairs": pairs, "--critique": critique})
     _check_inputs(settings, prompts, policy, pairs, critique)
     c = load_constitution(constitution)
     where = {"seed": run.seed, "shard": parse_shard(shard), "quiet": quiet}

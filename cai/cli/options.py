@@ -51,13 +51,25 @@ def apply_verbose(ctx: typer.Context | None, verbose: bool) -> None:
         output.unmute()
 
 
-def check_out(path: Path | None, option: str = "--out") -> None:
+def check_out(
+    path: Path | None, option: str = "--out", inputs: dict[str, str | list[str] | None] | None = None
+) -> None:
     """Refuse an output folder that cannot be one before any work starts (and before anything
-    is written): an existing file, a path under a file, or a place this user cannot write."""
+    is written): an existing file, a path under a file, a place this user cannot write, a
+    folder holding symbolic links (cai writes only files it owns), or one that holds an input
+    of the same command (`inputs`: option → the path it gave)."""
+    from cai.paths import refuse_input_inside, refuse_symlink
+
     if path is None:
         return
     if path.exists() and not path.is_dir():
         raise file_error(path, option, "exists and is not a folder")
+    for name, given in (inputs or {}).items():
+        for one in [given] if isinstance(given, str) else given or []:
+            refuse_input_inside(one, path, name)
+    if path.is_dir():
+        for entry in sorted(path.iterdir()):
+            refuse_symlink(entry, option)
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

@@ -67,7 +67,7 @@ def sft(
     """Supervised fine-tuning on SL-CAI revisions (TRL SFTTrainer); loss on the answers only."""
     from cai.train.sft import train_sft
 
-    check_out(out)
+    check_out(out, inputs={"--data": data})
     s = train_sft(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
     rows, steps = s["rows"], s["steps"]
     lines = [
@@ -112,7 +112,7 @@ def pm(
     """Train a preference model on AI labels (TRL RewardTrainer), optionally with human pairs."""
     from cai.train.pm import train_pm
 
-    check_out(out)
+    check_out(out, inputs={"--data": data})
     s = train_pm(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
     rows = s["rows"]
     lines = [
@@ -166,7 +166,7 @@ def dpo(
     """DPO on AI labels (TRL DPOTrainer) in place of pm + ppo; soft labels by default."""
     from cai.train.dpo import train_dpo
 
-    check_out(out)
+    check_out(out, inputs={"--data": data})
     s = train_dpo(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
     rows = s["rows"]
     lines = [
@@ -221,7 +221,7 @@ def ppo(
     from cai.io.sources import load_prompts
     from cai.train.rl import train_rl
 
-    check_out(out)
+    check_out(out, inputs={"--prompts": prompts, "--pm": pm_})
     items = window.apply(load_prompts(prompts))
     s = train_rl(
         policy, pm_, items, str(out), settings, seed=run.seed, source=prompts, quiet=quiet, overwrite=overwrite

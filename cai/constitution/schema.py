@@ -131,6 +131,17 @@ class Templates(Strict):
     comparison_cot: str = "comparison_cot"
     contrast: str = "contrast"
 
+    @field_validator("*")
+    @classmethod
+    def _template_name(cls, v: str) -> str:
+        """A template is named by its file name in a template folder (`template_dirs`, then the
+        shipped one), never by a path that could reach a file outside them."""
+        if not v or any(c in v for c in "/\\\0") or v.startswith(".") or v != v.strip():
+            raise ValueError(
+                f"{v!r} is not a template name (a file name without .jinja; put the file in template_dirs)"
+            )
+        return v
+
 
 class ConstitutionSpec(Strict):
     kind: Literal["constitution"]

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from cai.errors import CaiError, fail
 from cai.io.lock import LOCK_FILE
+from cai.paths import refuse_symlink
 
 # The file a trained model's folder gets last: its presence means "a complete model is here".
 PUBLISHED_MARKER = "cai_train.json"
@@ -29,8 +30,12 @@ WORK_PREFIX = ".tmp-"
 def _replacing(path: Path) -> Iterator[IO[str]]:
     """A text file at a temporary name, fsynced and renamed over `path` on success."""
     tmp = path.with_name(f".{path.name}.tmp")
+    refuse_symlink(path, "")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover of a killed write, or a planted link: never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -68,7 +73,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _rmtree(p: Path) -> None:
-    if p.exists():
+    if p.is_symlink():  # a link is removed, never followed
+        p.unlink()
+    elif p.exists():
         shutil.rmtree(p, ignore_errors=True)
 
 
@@ -79,6 +86,7 @@ def save_dataset_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
 
     tmp = path.with_name(f".{path.name}.tmp")
     old = path.with_name(f".{path.name}.old")
+    refuse_symlink(path, "")
     for p in (tmp, old):
         _rmtree(p)
     # The export is a small, quick step; its own progress bar is noise among the stage's.

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -29,11 +30,18 @@ class FolderLock:
         self._fd: int | None = None
         self.dir = Path(directory)
         self.path = self.dir / LOCK_FILE
+        if self.path.is_symlink():  # O_NOFOLLOW below would say ELOOP; say what is wrong instead
+            raise file_error(self.path, what, "is a symbolic link; cai does not write through links (remove it)")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise file_error(self.dir, what, f"cannot use this folder: {e.strerror or e}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            # Truncating a hard-linked file would truncate its other names too.
+            raise file_error(self.path, what, "is not a plain file of its own (a device, or hard-linked); remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

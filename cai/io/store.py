@@ -20,8 +20,9 @@ from typing import Any
 from cai import __version__
 from cai.errors import fail, file_error, option_error
 from cai.io.atomic import write_error, write_json_atomic
-from cai.io.lock import FolderLock
+from cai.io.lock import LOCK_FILE, FolderLock
 from cai.io.readers import iter_jsonl, read_json_file
+from cai.paths import refuse_symlink
 
 RECORDS = "records.jsonl"
 MANIFEST = "run.json"
@@ -65,6 +66,8 @@ class Store:
         self.dir = Path(directory)
         self.path = self.dir / RECORDS
         self.manifest = {**manifest, "cai_version": __version__}
+        for name in (LOCK_FILE, RECORDS, MANIFEST):  # before the lock file is made or opened
+            refuse_symlink(self.dir / name, "--out")
         self.lock = FolderLock(self.dir) if lock else None
         try:
             self._mkdir()
@@ -120,10 +123,12 @@ class Store:
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
             try:
-                with open(self.path, "r+b") as f:
-                    f.truncate(keep)
-                    f.flush()
-                    os.fsync(f.fileno())
+                fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW)
+                try:
+                    os.ftruncate(fd, keep)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except OSError as e:
                 raise write_error(self.path, e) from None
 
@@ -190,7 +195,7 @@ def dedupe(lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
 def append_bytes(path: Path, blob: bytes) -> None:
     """Append in one go and fsync; on failure cut the file back to its old length."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise write_error(path, e) from None
     try:
@@ -219,58 +224,3 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise option_error("--shard", f"need 0 <= i < N, got {text!r}")
     return i, n
-
-
-def _shard_manifest(d: Path) -> dict[str, Any]:
-    path = d / MANIFEST
-    if not d.is_dir():
-        raise fail(str(d), None, "", "no such shard folder")
-    if not path.is_file():
-        raise fail(str(d), None, "", f"not a run folder (no {MANIFEST})")
-    return read_json_file(path, kind="run manifest")
-
-
-def _check_shards(dirs: list[Path], manifests: list[dict[str, Any]]) -> None:
-    """Every shard of one `--shard i/N` run, each once: half a run must not pass for a whole."""
-    seen: dict[int, Path] = {}
-    total = None
-    for d, m in zip(dirs, manifests, strict=True):
-        try:
-            i, n = (int(x) for x in str(m.get("shard", "0/1")).split("/"))
-        except ValueError:
-            raise fail(str(d / MANIFEST), None, "shard", f"not a shard of a run ({m.get('shard')!r})") from None
-        if total is not None and n != total:
-            raise fail(str(d / MANIFEST), None, "shard", f"shard {i}/{n} of a {total}-shard run")
-        total = n
-        if i in seen:
-            raise fail(str(d), None, "shard", f"shard {i}/{n} given twice (also {seen[i]})")
-        seen[i] = d
-    missing = [f"{i}/{total}" for i in range(total or 1) if i not in seen]
-    if missing:
-        raise fail(str(dirs[0]), None, "shard", f"missing shards: {', '.join(missing)}; merge needs all {total}")
-
-
-def merge_stores(dirs: list[Path], out: Path) -> tuple[int, Store]:
-    """Merge shard folders into one, ordered as an unsharded run would write them.
-
-    Returns (records written, the merged store, still locked: the caller exports and closes it).
-    """
-    if not dirs:
-        raise fail("merge", None, "", "give the shard folders to merge")
-    manifests = [_shard_manifest(d) for d in dirs]
-    _check_shards(dirs, manifests)
-    base = {k: v for k, v in manifests[0].items() if k not in ("shard",)}
-    for d, m in zip(dirs, manifests, strict=True):
-        other = {k: v for k, v in m.items() if k not in ("shard",)}
-        if other != base:
-            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
-            raise fail(str(d / MANIFEST), None, diff[0], "shards were made with different settings")
-    records, _ = dedupe([r for d in dirs for r in read_jsonl(d / RECORDS)])
-    ordered = sorted(records, key=lambda r: (r.get("order", 0), r["id"]))
-    base.pop("cai_version", None)
-    store = Store(out, {**base, "shard": "merged"}, lock=True)
-    try:
-        return store.append(ordered), store
-    except BaseException:
-        store.close()
-        raise

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from cai.models.api_checks import response_problem
 from cai.models.base import Conversation, Generation, GenerationParams, OptionScores, SequenceScore
 from cai.models.options import match_logprobs, parse_option, truncate_at_stop
-from cai.redact import known_secrets, redact, redact_text
+from cai.redact import contains_secret, known_secrets, redact, redact_text
 
 T = TypeVar("T")
+# The error of a record whose answer repeats a key this backend was given (its text is dropped).
+SECRET_IN_ANSWER = "the endpoint's answer contains a secret (the API key or URL credentials); text dropped"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
@@ -93,16 +96,21 @@ class ApiBackend:
         spec: str | None = None,
         concurrency: int = 8,
         timeout: float = 60.0,
+        deadline: float | None = None,
         retry: RetryPolicy | None = None,
         top_logprobs: int = 20,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         import openai
 
+        from cai.models.deadline import DeadlineTransport
+
         self.model = model
         self.spec = spec or f"openai:{model}"
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
+        # One budget for a whole request, body included: the client's timeout bounds each read only.
+        self.deadline = deadline if deadline is not None else 5 * timeout
         self.retry = retry or RetryPolicy()
         self.top_logprobs = top_logprobs
         self._sleep = sleep
@@ -110,7 +118,10 @@ class ApiBackend:
         # What the server could echo back (the key, the URL's credentials): scrubbed from every
         # error, text and description this backend returns, since all of it ends up in records.
         self._secrets = known_secrets(urls=[base_url]) | ({api_key} if api_key else set())
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        http = openai.DefaultHttpxClient(transport=DeadlineTransport(self.deadline))
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http
+        )
         self._openai = openai
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -118,8 +129,14 @@ class ApiBackend:
     def _scrub(self, text: str) -> str:
         return redact_text(text, self._secrets)
 
+    def _clean(self, texts: list[str]) -> list[str]:
+        """Answers are data: never rewritten. Ones holding a secret are dropped instead."""
+        return [t for t in texts if not contains_secret(t, self._secrets)]
+
     def _scrub_scores(self, score: OptionScores) -> OptionScores:
-        score.raw = None if score.raw is None else self._scrub(score.raw)
+        """A judge's answer (its raw text or tokens) is data too: one holding a secret fails."""
+        if score.raw is not None and contains_secret(score.raw, self._secrets):
+            return OptionScores.failed(SECRET_IN_ANSWER)
         score.error = None if score.error is None else self._scrub(score.error)
         return score
 
@@ -137,6 +154,8 @@ class ApiBackend:
                 return _Retryable(f"HTTP {exc.status_code}: {exc.message}", retry_after)
             return exc
         if isinstance(exc, openai.APITimeoutError):
+            if "deadline" in str(exc.__cause__ or ""):
+                return _Retryable(f"no complete answer within the request deadline ({self.deadline:g} s)")
             return _Retryable(f"timed out after {self.timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
             return _Retryable(f"connection error: {exc}")
@@ -165,8 +184,9 @@ class ApiBackend:
             resp = self._client.chat.completions.create(
                 model=self.model, messages=list(messages), timeout=self.timeout, **kwargs
             )
-            if not getattr(resp, "choices", None):
-                raise ValueError(f"no choices in response: {str(resp)[:200]!r}")
+            problem = response_problem(resp)
+            if problem:
+                raise ValueError(problem)
             return resp
 
         return self._call(once)
@@ -211,11 +231,13 @@ class ApiBackend:
                         kwargs["extra_body"] = {"min_tokens": min_new_tokens}
                     resp = self._chat(conv, **kwargs)
                     for choice in resp.choices[:want]:
-                        texts.append(self._scrub(truncate_at_stop(choice.message.content or "", params.stop)))
+                        texts.append(truncate_at_stop(choice.message.content or "", params.stop))
                     usage = getattr(resp, "usage", None)
                     tokens += int(getattr(usage, "completion_tokens", 0) or 0)
             except RuntimeError as exc:
-                return Generation(texts=texts, n_tokens=tokens, error=self._scrub(str(exc)))
+                return Generation(texts=self._clean(texts), n_tokens=tokens, error=self._scrub(str(exc)))
+            if any(contains_secret(t, self._secrets) for t in texts):
+                return Generation(texts=[], n_tokens=tokens, error=SECRET_IN_ANSWER)
             return Generation(texts=texts, n_tokens=tokens)
 
         return self._map(one, conversations)
@@ -275,6 +297,7 @@ class ApiBackend:
                 "base_url": public_url(str(self._client.base_url)),
                 "concurrency": self.concurrency,
                 "timeout": self.timeout,
+                "deadline": self.deadline,
                 "max_retries": self.retry.max_retries,
             },
             self._secrets,

@@ -53,6 +53,7 @@ class BackendRequest:
     device: str = "auto"
     concurrency: int = 8
     timeout: float = 60.0
+    deadline: float = 300.0  # seconds one API request may take in all (see `cai.models.deadline`)
     max_retries: int = 4
     decoder: str = "auto"
 
@@ -194,14 +195,22 @@ def _openai_model(spec: str) -> str:
 def _openai_backend(req: BackendRequest) -> Backend:
     _require("openai", "pip install openai")
     from cai.models.api import ApiBackend, RetryPolicy
+    from cai.models.api_checks import base_url_problem
 
+    # The client would read OPENAI_BASE_URL itself; check it here so a bad one is one line.
+    base_url = req.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    problem = None if base_url is None else base_url_problem(base_url)
+    if problem:
+        where = "base_url" if req.base_url else "OPENAI_BASE_URL"
+        raise ModelSpecError(f"{where}: {problem}")
     return ApiBackend(
         req.target,
         api_key=resolve_api_key(req.api_key_env),
-        base_url=req.base_url,  # None: the client reads OPENAI_BASE_URL itself
+        base_url=base_url,
         spec=req.spec,
         concurrency=req.concurrency,
-        timeout=req.timeout,
+        timeout=min(req.timeout, req.deadline),
+        deadline=req.deadline,
         retry=RetryPolicy(max_retries=req.max_retries),
     )
 

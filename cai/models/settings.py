@@ -28,6 +28,25 @@ class BackendSettings(Strict):
     dtype: str = Field("auto", description="auto, fp32, bf16 or fp16 (local models).")
     device: str = Field("auto", description="auto, cpu or cuda (local models).")
     concurrency: int = Field(8, ge=1, description="Parallel requests to an API endpoint.")
+    request_deadline: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Seconds one API request may take in all (connect, send, every read); "
+        "a server that answers too slowly fails the attempt like a timeout.",
+    )
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed API request (429, 5xx, timeouts).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, v: str | None) -> str | None:
+        from cai.models.api_checks import base_url_problem
+
+        problem = None if v is None else base_url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("dtype")
     @classmethod
@@ -85,6 +104,8 @@ def open_backend(
                 dtype=b.dtype,
                 device=b.device,
                 concurrency=b.concurrency,
+                deadline=b.request_deadline,
+                max_retries=b.max_retries,
             )
     except ModelSpecError as e:
         raise option_error(named_by, str(e), value=spec) from None

@@ -61,6 +61,7 @@ def load_backend(
     device: str = "auto",
     concurrency: int = 8,
     timeout: float = 60.0,
+    deadline: float = 300.0,
     max_retries: int = 4,
     decoder: str = "auto",
     kinds: Sequence[ModelKind] | None = None,
@@ -76,6 +77,7 @@ def load_backend(
         device=device,
         concurrency=concurrency,
         timeout=timeout,
+        deadline=deadline,
         max_retries=max_retries,
         decoder=decoder,
     )

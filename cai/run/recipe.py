@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from cai.constitution.schema import Strict, problems_from_validation
 from cai.errors import CaiError, Problem, did_you_mean, fail, option_error
 from cai.io.yamlio import YamlDoc, load_yaml
-from cai.paths import DEFAULT_CONSTITUTION
+from cai.paths import DEFAULT_CONSTITUTION, plain_name
 from cai.run.registry import BUILTIN, PromptSet, StageRegistry, current_stages
 from cai.run.sections import Models
 from cai.stages.settings import Seed
@@ -42,6 +42,13 @@ class RecipeBase(Seed):
     models: Models = Field(default_factory=Models)
     registry: ClassVar[StageRegistry]
     stages: Any
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        """The name is the folder under ``runs/`` a run writes to without ``--out``: it must not
+        climb out of it (``../x``) or replace it (an absolute path)."""
+        return plain_name(v)
 
     def enabled(self) -> list[str]:
         return [s.name for s in self.registry if getattr(self.stages, s.name) is not None]

@@ -91,9 +91,16 @@ class PromptRenderer:
         return list(seen)
 
     def path_of(self, name: str) -> Path:
+        """The file of a template *name*: a plain name found inside one of the template folders,
+        never a path that climbs out of them (``../../elsewhere/x``), an absolute one, or a link
+        in a template folder that points outside it."""
+        if not name or any(c in name for c in "/\\\0") or name.startswith(".") or name != name.strip():
+            raise fail(name, None, "template", "a template is named by its file name without .jinja, not a path")
         for d in self.dirs:
             p = d / f"{name}.jinja"
             if p.is_file():
+                if not p.resolve().is_relative_to(d):
+                    raise fail(str(p), None, "template", f"links outside its template folder {d}; copy the file in")
                 return p
         raise fail(name, None, "template", "no such template", did_you_mean(name, self.names()))
 

@@ -14,7 +14,8 @@ import pytest
 from cai.errors import CaiError
 from cai.io import store as store_mod
 from cai.io.lock import LOCK_FILE, FolderLock
-from cai.io.store import Store, merge_stores
+from cai.io.merge import merge_stores
+from cai.io.store import Store
 from cai.models.base import Generation
 from cai.models.fake import FakeBackend
 from tests.helpers import invoke, records_without_timing

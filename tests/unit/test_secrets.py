@@ -39,11 +39,13 @@ def _leaks(folder: Path) -> list[str]:
 
 def _echoing_server(server: ScriptedServer) -> None:
     """Fails first with the key echoed in the error (whole, and a fragment of another), then
-    answers with the key in the completion text and among the log-probability tokens."""
+    answers with the key in the completion text and among the log-probability tokens (an answer
+    that fails its record: answers are data, never rewritten), then answers cleanly."""
     echo = f"Incorrect API key provided: {ENV_KEY}. Also saw {USER_KEY[:14]}… and {QUERY_KEY[3:20]}"
     server.script = [
         Reply(status=401, body=error_body(401, echo)),
         Reply(body=completion(f"(A) because {ENV_KEY}", top_logprobs=[("A", -0.2), (ENV_KEY, -1.9), ("B", -2.0)])),
+        Reply(body=completion("(A) because", top_logprobs=[("A", -0.2), ("B", -2.0)])),
     ]
 
 
@@ -84,15 +86,17 @@ def test_redact_text_and_data() -> None:
     assert redact(data, secrets) == {"models": {"base_url": "http://***@h/v1"}, "list": ["***", 3, None]}
 
 
-def test_known_secrets_come_from_the_environment_and_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_known_secrets_are_the_keys_cai_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the keys cai uses (OPENAI_API_KEY, the api_key_env it was told to read) and URL
+    credentials: other variables, whatever their names, are not cai's to redact."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-abcdefgh")
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijkl")
+    monkeypatch.setenv("POSTGRES_PASSWORD", "postgres")
     monkeypatch.setenv("MY_KEY_VAR", "not-a-secret-name")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://me:base-url-pass@h/v1")
     monkeypatch.setenv(KEY_ENV, ENV_KEY)
     found = known_secrets(urls=[f"http://h/v1?api_key={QUERY_KEY}"], env=[KEY_ENV])
-    assert {"sk-openai-abcdefgh", "hf_abcdefghijkl", "base-url-pass", QUERY_KEY, ENV_KEY} <= found
-    assert "not-a-secret-name" not in found
+    assert found == {"sk-openai-abcdefgh", "base-url-pass", QUERY_KEY, ENV_KEY}
     assert url_secrets(f"http://user:{USER_KEY}@h/v1") == {USER_KEY}
 
 
