@@ -34,9 +34,7 @@ def _registry() -> StageRegistry:
     """The built-in stages with sft and dpo stubbed; no stage claims to train a policy, so later
     stages use the recipe's fake model."""
     stub = {"run": _stub_training, "policy_label": None}
-    return StageRegistry(
-        tuple(dataclasses.replace(s, **stub) if s.name in ("sft", "dpo") else s for s in BUILTIN)
-    )
+    return StageRegistry(tuple(dataclasses.replace(s, **stub) if s.name in ("sft", "dpo") else s for s in BUILTIN))
 
 
 INPUTS: dict[str, str] = {
