@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.constitution.load import load_constitution
+from cai.constitution.model import Constitution
 from cai.io.atomic import write_json_atomic
 from cai.io.readers import read_json_file
 from cai.io.store import content_hash
@@ -50,16 +51,21 @@ def stage_key(
 def run_recipe(recipe: RecipeBase, base: Path, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Run every enabled stage; returns {stage: summary}.
 
-    One `cai run` per run folder: the folder's lock is held for the whole run."""
+    One `cai run` per run folder: the folder's lock is held for the whole run. What can fail
+    without running a stage (each stage's `check`) is checked before the folder is made."""
     from cai.io.lock import FolderLock
 
-    with FolderLock(out):
-        return _run_stages(recipe, base, out, quiet)
-
-
-def _run_stages(recipe: RecipeBase, base: Path, out: Path, quiet: bool) -> dict[str, Any]:
     const_ref = str(base / recipe.constitution) if (base / recipe.constitution).is_file() else recipe.constitution
     c = load_constitution(const_ref)
+    for stage in recipe.enabled():
+        check = recipe.registry[stage].check
+        if check is not None:
+            check(getattr(recipe.stages, stage), c)
+    with FolderLock(out):
+        return _run_stages(recipe, base, out, c, quiet)
+
+
+def _run_stages(recipe: RecipeBase, base: Path, out: Path, c: Constitution, quiet: bool) -> dict[str, Any]:
     log = RunLog(out / "log.txt", quiet)
     ctx = RunContext(recipe, base, out, c, quiet, log, recipe.registry)
     digests = InputDigests(ctx.local)  # each input file read once for the whole run

@@ -67,6 +67,8 @@ class Stage:
     report: Callable[[RunView], str] | None = None  # its section of `cai report`
     key_extra: Callable[[Any, Constitution], str | None] | None = None  # inputs the key must see
     rule: Rule | None = None
+    # What can be checked before the run folder exists (templates render, sizes); raises CaiError.
+    check: Callable[[Any, Constitution], None] | None = None
     # Section keys (besides its prompt sets) that name data files it reads: a name or a list.
     files: tuple[str, ...] = ()
 
@@ -172,6 +174,7 @@ BUILTIN = StageRegistry(
             summary=CritiqueSummary,
             report=critique_section,
             key_extra=runners.critique_key_extra,
+            check=runners.critique_check,
         ),
         Stage(
             "sft",
@@ -196,6 +199,7 @@ BUILTIN = StageRegistry(
             summary=LabelSummary,
             report=labels_section,
             rule=_distill_feeds_no_revision_pairs,
+            check=runners.label_check,
         ),
         Stage(
             "pm",

@@ -259,6 +259,10 @@ class _LabelRun:
         per_prompt: Any,
     ) -> dict[str, Any]:
         s = self.settings
+        if self.judge is not None and s.needs_judge:
+            from cai.stages.preflight import check_judge
+
+            check_judge(self.c, s.judge)  # every question renders, before the folder exists
         if s.judge.method == "contrast" and self.judge is not None and s.needs_judge:
             from cai.stages.contrast import preflight
 
