@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     click = _click_exceptions()
 
     app, args = build_app(), sys.argv[1:] if argv is None else list(argv)
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, decoded by Python as surrogates
+            print(f"cai: error: argument {n} is not UTF-8 text; see {_command_path(app, args)} --help", file=sys.stderr)
+            sys.exit(2)
     try:
         code = app(args=args, prog_name="cai", standalone_mode=False)
     except CaiError as e:  # raised outside a command's own handler
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         print(usage_line(e, _command_path(app, args)), file=sys.stderr)
         sys.exit(2)
-    except click.Abort:
+    except typer.Abort:
         print("cai: aborted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
