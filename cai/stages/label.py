@@ -298,7 +298,22 @@ class _LabelRun:
                 "error",
                 f"all {summary['records']} pairs failed (first error: {first}); nothing exported; rerun to retry them",
             )
+        if summary["records"] and not summary["exported"]:
+            self._nothing_usable(summary, out)
         return summary
+
+    @staticmethod
+    def _nothing_usable(summary: dict[str, Any], out: str | Path) -> None:
+        """A run whose every pair was a tie, identical or failed exported no row: that is a stage
+        that produced nothing usable (exit 2), not a success with an empty dataset."""
+        ties, identical, errors = summary["labels"]["ties"], summary["identical"], summary["errors"]
+        raise fail(
+            str(Path(out) / "preferences.jsonl"),
+            None,
+            "",
+            f"none of the {summary['records']} pairs has a preferred side ({ties} ties, {identical} identical "
+            f"replies, {errors} failed): nothing to export; check the judge (cai judge-eval) or the clamp",
+        )
 
     def _judged(
         self, units: list[PairUnit], ci: int, provenance: dict[str, Any], tally: _Tally
