@@ -96,3 +96,17 @@ def test_a_model_spec_with_a_control_character_is_refused_before_any_folder(tmp_
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
     r = invoke("critique", "--model", spec, "--prompts", "p.jsonl", "--out", "o", cwd=tmp_path)
     assert r.code == 2 and "one line of printable text" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_principle_over_the_render_budget_stops_critique_before_its_folder(tmp_path: Path) -> None:
+    long = "x " * 600_000  # 1.2 M characters: over the renderer's 1 M budget
+    (tmp_path / "lib.yaml").write_text(
+        "kind: critique-principles\nversion: 1\ndescription: d\nprinciples:\n"
+        f'  - id: long-one\n    critique: "{long}"\n    revision: Rewrite it.\n'
+    )
+    (tmp_path / "c.yaml").write_text(
+        "kind: constitution\nname: cl\nversion: 1\nlibraries: [lib.yaml, comparison]\ncritique:\n  rounds: 1\n"
+    )
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    r = invoke("critique", "--model", "fake", "-c", "c.yaml", "--prompts", "p.jsonl", "--out", "o", cwd=tmp_path)
+    assert r.code == 2 and "rendered text too large" in r.stderr and not (tmp_path / "o").exists()
