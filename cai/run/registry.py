@@ -250,6 +250,7 @@ BUILTIN = StageRegistry(
             prompt_sets=(RED_TEAM, PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False)),
             summary=EvalSummary,
             report=eval_section,
+            check=runners.eval_check,
         ),
     )
 )

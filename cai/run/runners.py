@@ -164,3 +164,12 @@ def label_check(section: Any, c: Constitution) -> None:
     settings = settings_of(section, LabelSettings)
     if settings.needs_judge:
         check_judge(c, settings.judge)
+
+
+def eval_check(section: Any, c: Constitution) -> None:
+    """Before the run folder exists: with win rates on, the judge's questions render."""
+    from cai.stages.preflight import check_judge
+
+    settings = settings_of(section, EvalSettings)
+    if settings.win_rates:
+        check_judge(c, settings.judge)
