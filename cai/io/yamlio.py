@@ -172,6 +172,9 @@ class _Builder:
                 self.lines[(*loc, i)] = item.start_mark.line + self.first_line
                 items.append(self.build(item, (*loc, i)))
             return items
+        return self._scalar(node, line, loc)
+
+    def _scalar(self, node: yaml.Node, line: int, loc: Loc) -> Any:
         if node.tag == _TIMESTAMP_TAG:
             return str(node.value)
         if node.tag not in _SCALAR_TAGS:
