@@ -1,10 +1,13 @@
 """`cai run`: execute a recipe's stages in order, in one run folder, skipping finished work.
 
-Each stage lives in ``RUN/<stage>/`` with a ``stage.json`` holding its *key*: a hash of its own
-settings, the run's models, seed and constitution fingerprint, and the keys of every stage before
-it. A rerun skips a stage whose key matches and whose status is ``done``; it resumes one that was
-interrupted (data stages pick up at the record level, training stages start that stage again);
-and it moves a stage whose inputs changed aside to ``RUN/<stage>.old-<key>`` before redoing it.
+Each stage lives in ``RUN/<stage>/`` with a ``stage.json`` holding its *key* (the stage's
+descriptor computes it, `Stage.key_parts`): a hash of its own settings, the run's models, seed and
+constitution fingerprint, the keys of every stage before it, and a digest of the content of every
+data file its section names (`cai.run.inputs`). A rerun skips a stage whose key matches and whose
+status is ``done``; it resumes one that was interrupted (data stages pick up at the record level,
+training stages start that stage again); and it moves a stage whose inputs changed aside to
+``RUN/<stage>.old-<key>`` before redoing it, logging which part of the key moved (an edited file
+by name). ``stage.json`` keeps each input's reference and digest, and a hash per key part.
 """
 
 from __future__ import annotations
@@ -24,15 +27,9 @@ from cai.redact import redact
 from cai.run.context import RunContext, RunLog, settings_of
 from cai.run.inputs import InputDigests
 from cai.run.recipe import RecipeBase
-from cai.stages.settings import StageSettings
+from cai.run.registry import settings_key
 
 __all__ = ["RunContext", "RunLog", "run_recipe", "settings_key", "settings_of", "stage_key"]
-
-
-def settings_key(stage: str, settings: StageSettings) -> str:
-    """What a stage's settings contribute to its key; equal for equal settings however they were
-    given (recipe section or command-line options)."""
-    return content_hash(stage, settings.record())
 
 
 def stage_key(

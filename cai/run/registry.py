@@ -39,6 +39,12 @@ Runner = Callable[[RunContext, Any, Path], dict[str, Any]]
 Rule = Callable[[dict[str, Any]], tuple[str, str] | None]
 
 
+def settings_key(stage: str, settings: StageSettings) -> str:
+    """What a stage's settings contribute to its key; equal for equal settings however they were
+    given (recipe section or command-line options)."""
+    return content_hash(stage, settings.record())
+
+
 @dataclass(frozen=True)
 class PromptSet:
     """A prompt set a stage reads, checked before any stage starts (`cai run`, `cai validate`)."""
@@ -96,7 +102,7 @@ class Stage:
         models, seed and constitution, the keys of the stages before it, the content of every
         input (`digests`, by `inputs` name) and the stage's own `key_extra`."""
         section = getattr(recipe.stages, self.name)
-        own = content_hash(self.name, settings_of(section, self.settings).record())
+        own = settings_key(self.name, settings_of(section, self.settings))
         parts: dict[str, Any] = {
             "settings": own,
             "sources": section.model_dump(mode="json", exclude=set(self.settings.model_fields)),
