@@ -32,8 +32,9 @@ class Problem:
         text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         if self.hint:
             text += f" (did you mean {self.hint!r}?)"
-        # One line, always: messages from libraries can carry newlines.
-        return " ".join(text.split("\n"))
+        # One line, always: messages from libraries, and values echoed back, can carry newlines
+        # or any other line break (U+2028, U+0085, form feed …).
+        return " ".join(text.splitlines())
 
 
 class CaiError(Exception):

@@ -39,6 +39,8 @@ def resolve_named(
     for c in candidates:
         if c.is_file():
             return c.resolve()
+        if c.exists() and not c.is_dir():  # a FIFO or a device: say so, rather than "no such file"
+            raise fail(str(c), None, what, "not a regular file (a FIFO, device or socket); give a file")
     looks_like_path = any(s in ref for s in ("/", "\\")) or ref.endswith(suffixes)
     if not looks_like_path:
         for suffix in suffixes:

@@ -6,13 +6,31 @@ none of those has to import another to share them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_infinity(cls, value: Any) -> Any:
+        """inf and nan are refused in every field: no setting means them, and JSON cannot hold
+        them (they would be written as the non-standard Infinity / NaN)."""
+        if not _finite(value):
+            raise ValueError("must be a finite number (not inf or nan)")
+        return value
 
 
 class StageSettings(Strict):

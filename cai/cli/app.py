@@ -10,7 +10,7 @@ bug still shows its traceback. The root command mutes library chatter for whatev
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,13 +55,67 @@ def build_app() -> typer.Typer:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def _click_exceptions() -> Any:
+    """Click's exception classes as the installed typer raises them: typer >= 0.25 carries its own
+    copy of click (``typer._click``), older ones use click itself."""
     try:
-        build_app()(args=argv, prog_name="cai", standalone_mode=True)
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _command_path(app: typer.Typer, argv: list[str]) -> str:
+    """``cai train sft`` for ``train sft --lora-r``: the leading words of argv that name commands."""
+    cmd, words = typer.main.get_command(app), ["cai"]
+    for token in argv:
+        sub = getattr(cmd, "commands", {}).get(token)
+        if sub is None:
+            break
+        cmd, words = sub, [*words, token]
+    return " ".join(words)
+
+
+def usage_line(e: Exception, command: str) -> str:
+    """A usage error (unknown option or command, missing argument, a value of the wrong type) as
+    one line, like every other error: ``cai: error: what; see cai CMD --help``."""
+    click = _click_exceptions()
+    ctx = e.ctx if isinstance(e, click.UsageError) else None
+    if ctx is not None and ctx.command_path and len(ctx.command_path) > len(command):
+        command = ctx.command_path
+    message = e.format_message() if isinstance(e, click.ClickException) else str(e)
+    message = " ".join(message.split()).rstrip(".") or "bad usage"
+    return f"cai: error: {message}; see {command} --help"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script. Click runs in non-standalone mode so that its usage errors come back
+    here as exceptions, to be printed as one line (click's own is a multi-line box)."""
+    click = _click_exceptions()
+
+    app, args = build_app(), sys.argv[1:] if argv is None else list(argv)
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, decoded by Python as surrogates
+            print(f"cai: error: argument {n} is not UTF-8 text; see {_command_path(app, args)} --help", file=sys.stderr)
+            sys.exit(2)
+    try:
+        code = app(args=args, prog_name="cai", standalone_mode=False)
     except CaiError as e:  # raised outside a command's own handler
         for p in e.problems:
             print(str(p), file=sys.stderr)
         sys.exit(2)
+    except click.NoArgsIsHelpError as e:  # `cai` or `cai train` alone: the help
+        print(e.ctx.get_help(), file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as e:
+        print(usage_line(e, _command_path(app, args)), file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("cai: aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 from cai.chat import Conversation, Generation
 from cai.errors import fail
 from cai.io.readers import Where, read_rows
-from cai.io.sources import SHIPPED, PromptItem, parse_hh
+from cai.io.sources import SHIPPED, PromptItem, checked_turns, parse_hh, row_id
 from cai.io.store import content_hash
 from cai.paths import data_dir
 
@@ -57,9 +57,10 @@ def pairs_from_responses(n: int, how: str = "all") -> list[tuple[int, int]]:
     return list(itertools.combinations(range(n), 2))
 
 
-def _messages(value: Any) -> list[dict[str, str]] | None:
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return [{"role": str(m.get("role")), "content": str(m.get("content", ""))} for m in value]
+def _messages(value: Any, key: str, where: Where) -> list[dict[str, str]] | None:
+    """A non-empty list of turns, each checked (`checked_turns`); None for any other value."""
+    if isinstance(value, list) and value:
+        return checked_turns(value, key, where)
     return None
 
 
@@ -70,11 +71,15 @@ def _split_last_reply(conv: list[dict[str, str]]) -> tuple[list[dict[str, str]],
     return conv[:-1], conv[-1]["content"].strip()
 
 
-def _reply_text(value: Any) -> str | None:
-    msgs = _messages(value)
+def _reply_text(value: Any, key: str, where: Where) -> str | None:
+    """A reply next to an explicit prompt: text, or one assistant turn. Several turns are refused:
+    a preference is between two next replies, and joining turns would invent one."""
+    msgs = _messages(value, key, where)
     if msgs is not None:
-        replies = [m["content"] for m in msgs if m["role"] == "assistant"]
-        return "\n\n".join(replies).strip() if replies else None
+        if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+            roles = ", ".join(m["role"] for m in msgs)
+            raise fail(where[0], where[1], key, f"a reply is one assistant turn (got {len(msgs)}: {roles})")
+        return msgs[0]["content"].strip()
     return value.strip() if isinstance(value, str) else None
 
 
@@ -83,13 +88,17 @@ def parse_pair_row(row: dict[str, Any], where: Where) -> Pair:
     path, line = where
     aspect = row.get("aspect") if isinstance(row.get("aspect"), str) else None
     if "response_a" in row or "response_b" in row:
-        a, b = _reply_text(row.get("response_a")), _reply_text(row.get("response_b"))
-        prompt = _messages(row.get("prompt")) or (
+        a, b = (
+            _reply_text(row.get("response_a"), "response_a", where),
+            _reply_text(row.get("response_b"), "response_b", where),
+        )
+        prompt = _messages(row.get("prompt"), "prompt", where) or (
             [{"role": "user", "content": row["prompt"].strip()}] if isinstance(row.get("prompt"), str) else None
         )
         if not (prompt and a and b):
             raise fail(path, line, "response_a", "unlabelled pairs need prompt, response_a and response_b")
-        return _make(row, prompt, a, b, None, aspect)
+        _differ(a, b, "response_b", where)
+        return _make(row, prompt, a, b, None, aspect, where)
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if chosen is None or rejected is None:
         raise fail(
@@ -98,17 +107,17 @@ def parse_pair_row(row: dict[str, Any], where: Where) -> Pair:
             "chosen",
             "expected chosen/rejected (TRL or HH-RLHF) or response_a/response_b",
         )
-    prompt = _messages(row.get("prompt"))
+    prompt = _messages(row.get("prompt"), "prompt", where)
     if prompt is None and isinstance(row.get("prompt"), str) and row["prompt"].strip():
         text = row["prompt"]
         prompt = parse_hh(text) if "Human:" in text else [{"role": "user", "content": text.strip()}]
     if prompt is not None:  # explicit prompt: chosen/rejected are the replies
-        a, b = _reply_text(chosen), _reply_text(rejected)
+        a, b = _reply_text(chosen, "chosen", where), _reply_text(rejected, "rejected", where)
         if isinstance(chosen, str) and "\n\nHuman:" in chosen:  # HH transcripts next to a prompt
             a, b = _hh_reply(chosen, where), _hh_reply(rejected, where)
     else:  # implicit prompt: whole conversations, or HH transcripts
-        conv_c = _messages(chosen) or (parse_hh(chosen) if isinstance(chosen, str) else None)
-        conv_r = _messages(rejected) or (parse_hh(rejected) if isinstance(rejected, str) else None)
+        conv_c = _messages(chosen, "chosen", where) or (parse_hh(chosen) if isinstance(chosen, str) else None)
+        conv_r = _messages(rejected, "rejected", where) or (parse_hh(rejected) if isinstance(rejected, str) else None)
         split_c = _split_last_reply(conv_c) if conv_c else None
         split_r = _split_last_reply(conv_r) if conv_r else None
         if split_c is None or split_r is None:
@@ -120,7 +129,15 @@ def parse_pair_row(row: dict[str, Any], where: Where) -> Pair:
         raise fail(path, line, "prompt", "the conversation must end with a user turn")
     if not a or not b:
         raise fail(path, line, "chosen", "empty chosen or rejected reply")
-    return _make(row, prompt, a, b, "a", aspect)
+    _differ(a, b, "rejected", where)
+    return _make(row, prompt, a, b, "a", aspect, where)
+
+
+def _differ(a: str, b: str, field: str, where: Where) -> None:
+    """Two identical replies carry no preference: a label or a human-agreement score on them
+    would be noise, so the pair is refused."""
+    if a == b:
+        raise fail(where[0], where[1], field, "the same reply on both sides (a pair needs two different replies)")
 
 
 def _hh_reply(text: str, where: Where) -> str:
@@ -130,8 +147,10 @@ def _hh_reply(text: str, where: Where) -> str:
     return split[1]
 
 
-def _make(row: dict[str, Any], prompt: Conversation, a: str, b: str, human: str | None, aspect: str | None) -> Pair:
-    pid = str(row.get("id") or content_hash(prompt, a, b, length=12))
+def _make(
+    row: dict[str, Any], prompt: Conversation, a: str, b: str, human: str | None, aspect: str | None, where: Where
+) -> Pair:
+    pid = row_id(row, where) or content_hash(prompt, a, b, length=12)
     split = row.get("split") if isinstance(row.get("split"), str) else None
     return Pair(pid, prompt, a, b, human, aspect, split)
 

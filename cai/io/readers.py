@@ -8,11 +8,18 @@ so a broken file reads the same whichever command opened it: one line
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from cai.errors import fail
+
+# Files read whole into memory: a run's JSON state files, and CSV/TXT prompt lists.
+MAX_JSON_FILE_BYTES = 64 * 2**20
+MAX_TEXT_FILE_BYTES = 256 * 2**20
 
 # Where a row came from, as `fail` takes it: (path, line) with line None when there is none.
 Where = tuple[str, int | None]
@@ -41,8 +48,7 @@ def iter_jsonl(
     object must have (a record's ``id``).
     """
     name = str(path)
-    if not Path(path).is_file():
-        raise fail(name, None, "", "no such file")
+    check_regular_file(path)
     with open(path, "rb") as f:  # bytes: a tail torn inside a UTF-8 character is still seen whole
         for lineno, raw in enumerate(f, 1):
             if committed_only and not raw.endswith(b"\n"):
@@ -64,26 +70,80 @@ def _parse_json(raw: bytes, name: str, lineno: int, *, whole_file: bool = False)
     """One JSON value from bytes (a JSONL line, or a whole file), every way it can be wrong as a
     one-line error."""
     try:
-        return json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        obj = json.loads(text)
     except UnicodeDecodeError as e:
         raise fail(name, lineno, "", f"not UTF-8 text (byte {e.start + 1} of the line)") from None
     except json.JSONDecodeError as e:
         where = e.lineno if whole_file else lineno  # a multi-line document names its own line
         raise fail(name, where, "", f"not valid JSON ({e.msg})") from None
+    except ValueError:  # an integer of thousands of digits: Python refuses to convert it
+        raise fail(name, lineno, "", "a number too long to read (more than 4300 digits)") from None
     except RecursionError:
         raise fail(name, lineno, "", "nested too deep to read") from None
+    if _SURROGATE_ESCAPE.search(text):
+        field = _lone_surrogate(obj, "")
+        if field is not None:
+            raise fail(name, lineno, field, "a lone surrogate escape (such as \\ud800) is not a character")
+    return obj
+
+
+# A JSON escape of a UTF-16 surrogate half; a valid pair decodes to one character, a lone half to
+# a string that cannot be written back as UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any, at: str) -> str | None:
+    """Where in a parsed JSON value a string holds a lone surrogate ("" for the top), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return at or "value"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _lone_surrogate(k, at) or _lone_surrogate(v, f"{at}.{k}" if at else str(k))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _lone_surrogate(v, f"{at}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def check_regular_file(path: str | Path, *, max_bytes: int | None = None) -> int:
+    """Before any byte is read: the path is a regular file (a FIFO would block, /dev/zero never
+    end) and, with `max_bytes`, no larger than that. Returns its size."""
+    name = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise fail(name, None, "", "no such file") from None
+    except OSError as e:
+        raise fail(name, None, "", f"cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise fail(name, None, "", "is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise fail(name, None, "", "not a regular file (a FIFO, device or socket); give a file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise fail(name, None, "", f"file is larger than {max_bytes} bytes")
+    return st.st_size
 
 
 def read_json_file(path: str | Path, *, kind: str = "JSON file") -> dict[str, Any]:
     """A whole-file JSON object: a run's `run.json`, a stage's `stage.json`, `recipe.json` and
     the like. Missing, unreadable, broken or not an object: one line naming the file."""
     name = str(path)
+    if Path(path).is_dir():
+        raise fail(name, None, "", f"is a folder, not a {kind}")
+    check_regular_file(path, max_bytes=MAX_JSON_FILE_BYTES)
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise fail(name, None, "", "no such file") from None
-    except IsADirectoryError:
-        raise fail(name, None, "", f"is a folder, not a {kind}") from None
     except OSError as e:
         raise fail(name, None, "", f"cannot read: {e.strerror or e}") from None
     obj = _parse_json(raw, name, 1, whole_file=True)
@@ -93,11 +153,15 @@ def read_json_file(path: str | Path, *, kind: str = "JSON file") -> dict[str, An
 
 
 def read_text_lines(path: str | Path) -> list[str]:
-    """A text file's lines (CSV, TXT): non-UTF-8 bytes are a one-line error naming the line."""
+    """A text file's lines (CSV, TXT), read whole: a regular file below `MAX_TEXT_FILE_BYTES`,
+    UTF-8 without NUL bytes (a UTF-16 file is mostly NULs), else a one-line error naming the line."""
     name = str(path)
+    check_regular_file(path, max_bytes=MAX_TEXT_FILE_BYTES)
     lines = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if b"\x00" in raw or (lineno == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")):
+                raise fail(name, lineno, "", "NUL bytes or a UTF-16 mark: not UTF-8 text (save the file as UTF-8)")
             try:
                 lines.append(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
             except UnicodeDecodeError as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cai.chat import turn_problem
 from cai.errors import fail
 from cai.io.readers import Where, read_rows, read_text_lines
 from cai.io.store import content_hash
@@ -54,13 +55,15 @@ def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
     # TRL conversational: prompt as messages, or a full `messages` list (drop the answer).
     for key in ("prompt", "messages", "chosen"):
         value = row.get(key)
-        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-            msgs = [{"role": str(m.get("role")), "content": m.get("content")} for m in value]
+        if isinstance(value, list) and value:
+            msgs = checked_turns(value, key, where)
             if key != "prompt":
                 while msgs and msgs[-1]["role"] == "assistant":
                     msgs.pop()
             if msgs and msgs[-1]["role"] == "user":
-                return _checked_turns(msgs, key, where)
+                return msgs
+            if key == "prompt":
+                raise fail(where[0], where[1], key, "the conversation must end with a user turn")
     for key in (*TEXT_FIELDS, "chosen"):
         value = row.get(key)
         if isinstance(value, str) and value.strip():
@@ -79,15 +82,26 @@ def _as_prompt(row: dict[str, Any], where: Where) -> list[dict[str, str]]:
     )
 
 
-def _checked_turns(msgs: list[dict[str, Any]], key: str, where: Where) -> list[dict[str, str]]:
-    """A conversation's turns must all say something: a turn without text is a broken row, not
-    an empty prompt (as ``{"prompt": ""}`` is refused too)."""
-    for i, m in enumerate(msgs):
-        content = m["content"]
-        if not isinstance(content, str) or not content.strip():
-            what = "missing" if content is None else "empty" if isinstance(content, str) else "not text"
-            raise fail(where[0], where[1], f"{key}[{i}].content", f"{what} (every turn needs text)")
-    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+def checked_turns(value: list[Any], key: str, where: Where) -> list[dict[str, str]]:
+    """A conversation read from a file: every turn a known role with text (`turn_problem`), or a
+    one-line error naming the turn. Nothing is coerced."""
+    for i, m in enumerate(value):
+        problem = turn_problem(m)
+        if problem is not None:
+            field = f"{key}[{i}].{problem[0]}" if problem[0] else f"{key}[{i}]"
+            raise fail(where[0], where[1], field, problem[1])
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def row_id(row: dict[str, Any], where: Where) -> str | None:
+    """A row's own id: text, or an integer written as text (``0`` is the id "0", not "no id");
+    None when the row has none. Anything else is an error rather than a silent hash."""
+    value = row.get("id")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise fail(where[0], where[1], "id", f"must be text or an integer, got {type(value).__name__}")
+    return str(value)
 
 
 def _category(row: dict[str, Any], where: Where, required: bool) -> str | None:
@@ -122,14 +136,17 @@ def load_prompts(ref: str, limit: int | None = None, need_category: bool = False
         if "\n\nHuman: " in text or text.startswith("Human: "):
             rows = [({"prompt": "\n\nHuman: " + block}, (str(path), None)) for block in text.split("\n\nHuman: ")[1:]]
         else:
-            rows = [({"prompt": line}, (str(path), i + 1)) for i, line in enumerate(text.splitlines()) if line.strip()]
+            # Lines end at "\n" only: str.splitlines would also split at U+2028, U+0085 and the like,
+            # which are text inside a prompt, not line ends.
+            lines = [line.removesuffix("\r") for line in text.split("\n")]
+            rows = [({"prompt": line}, (str(path), i + 1)) for i, line in enumerate(lines) if line.strip()]
     else:
         raise fail(str(path), None, "prompts", "unsupported format (use .jsonl, .csv, .txt or a datasets folder)")
     items: list[PromptItem] = []
     seen: set[str] = set()
     for row, where in rows:
         msgs = _as_prompt(row, where)
-        pid = str(row.get("id") or content_hash(msgs, length=12))
+        pid = row_id(row, where) or content_hash(msgs, length=12)
         if pid in seen:
             raise fail(where[0], where[1], "id", f"duplicate prompt id {pid!r}")
         seen.add(pid)

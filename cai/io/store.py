@@ -104,7 +104,9 @@ class Store:
         if mpath.exists():
             old = read_json_file(mpath, kind="run manifest")
             keys = sorted(k for k in self.manifest if k != "cai_version" and old.get(k) != self.manifest[k])
-            if keys:
+            if keys and not self._holds_records():  # nothing to protect: a corrected rerun starts afresh
+                write_json_atomic(mpath, self.manifest)
+            elif keys:
                 raise fail(
                     str(mpath),
                     None,
@@ -114,6 +116,12 @@ class Store:
                 )
         else:
             write_json_atomic(mpath, self.manifest)
+
+    def _holds_records(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
 
     def _repair(self) -> None:
         """Cut a torn last line so that appends start on a fresh line."""

@@ -9,6 +9,8 @@ reported, so `cai validate` lists them all); anything unsafe stops at once.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from cai.errors import CaiError, Problem, fail
+from cai.io.readers import check_regular_file
 
 MAX_FILE_BYTES = 5_000_000
 MAX_NODES = 200_000
@@ -57,6 +60,8 @@ class YamlDoc:
 def read_text(path: str | Path) -> str:
     """Read a data file as UTF-8 text, refusing binary, huge or mis-encoded files."""
     p = Path(path)
+    if p.exists():  # a FIFO or /dev/zero is refused unread (a missing file: the error below)
+        check_regular_file(p, max_bytes=MAX_FILE_BYTES)
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -71,6 +76,21 @@ def read_text(path: str | Path) -> str:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise fail(str(p), line, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+
+
+# What YAML does not allow in a document (PyYAML's own rule): C0 controls other than tab and line
+# ends, DEL, C1 controls other than NEL, surrogates, U+FFFE and U+FFFF.
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def non_printable(text: str) -> tuple[int, int, str] | None:
+    """(line, column, "U+XXXX") of the first character YAML refuses, or None."""
+    m = _NON_PRINTABLE.search(text)
+    if m is None:
+        return None
+    before = text[: m.start()]
+    line = before.count("\n") + 1
+    return line, m.start() - (before.rfind("\n") + 1) + 1, f"U+{ord(m.group()):04X}"
 
 
 class _Loader(yaml.SafeLoader):
@@ -152,11 +172,20 @@ class _Builder:
                 self.lines[(*loc, i)] = item.start_mark.line + self.first_line
                 items.append(self.build(item, (*loc, i)))
             return items
+        return self._scalar(node, line, loc)
+
+    def _scalar(self, node: yaml.Node, line: int, loc: Loc) -> Any:
         if node.tag == _TIMESTAMP_TAG:
             return str(node.value)
         if node.tag not in _SCALAR_TAGS:
             raise fail(self.path, line, _dotted(loc), f"unsupported YAML tag {node.tag!r}")
-        return self.loader.construct_object(node, deep=True)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except ValueError:  # an integer of thousands of digits: Python refuses to convert it
+            raise fail(self.path, line, _dotted(loc), "a number too long to read (more than 4300 digits)") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise fail(self.path, line, _dotted(loc), f"{node.value} is not a finite number")
+        return value
 
 
 def _dotted(loc: Loc) -> str:
@@ -183,6 +212,12 @@ def load_yaml(path: str | Path, text: str | None = None, first_line: int = 1) ->
         text = read_text(path)
     if not text.strip():
         raise fail(p, first_line, "", "empty file")
+    odd = non_printable(text)
+    if odd is not None:
+        line, column, code = odd
+        raise fail(
+            p, line + first_line - 1, "", f"control character {code} at column {column}; YAML text cannot hold it"
+        )
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

@@ -18,6 +18,7 @@ from __future__ import annotations
 # `spec.importlib.util.find_spec` (the same module object `kinds._require` calls).
 import importlib.util  # noqa: F401
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ def _claim(spec: str, kinds: Sequence[ModelKind] | None) -> tuple[ModelKind, Par
     text = spec.strip()
     if not text:
         raise ModelSpecError("empty model spec; use 'embedded', 'openai:<model>' or a path")
+    odd = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if odd is not None:  # a pasted newline or escape would otherwise reach a URL or a path
+        raise ModelSpecError(f"a model spec is one line of printable text; it holds U+{ord(odd):04X}")
     kind = find_kind(text, kinds)
     return kind, kind.parse(text)
 

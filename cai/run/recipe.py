@@ -73,12 +73,20 @@ Recipe = recipe_model(BUILTIN)
 Stages = Recipe.model_fields["stages"].annotation
 
 
-def _coerce(value: str) -> Any:
-    """`--set` values are YAML scalars/flow collections: 3, 0.5, true, [0.4, 0.6], text."""
+def _coerce(value: str, key: str) -> Any:
+    """`--set` values are YAML scalars/flow collections: 3, 0.5, true, [0.4, 0.6], text. What a
+    YAML file may not hold (control characters, numbers too long to read) is refused here too."""
+    from cai.io.yamlio import non_printable
+
+    odd = non_printable(value)
+    if odd is not None:
+        raise option_error("--set", f"control character {odd[2]} in the value", value=key)
     try:
         return yaml.safe_load(value) if value.strip() else value
     except yaml.YAMLError:
         return value
+    except ValueError:  # an integer of thousands of digits
+        raise option_error("--set", "a number too long to read (more than 4300 digits)", value=key) from None
 
 
 def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             if not isinstance(node[p], dict):
                 raise option_error("--set", f"{p!r} is not a mapping", value=key)
             node = node[p]
-        node[parts[-1]] = _coerce(value)
+        node[parts[-1]] = _coerce(value, key.strip())
     return out
 
 

@@ -19,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from cai.constitution.model import Constitution
+from cai.io.store import content_hash
 from cai.outputs import CritiqueSummary, EvalSummary, LabelSummary, Output, TrainSummary
 from cai.run import runners
-from cai.run.context import RunContext
+from cai.run.context import RunContext, settings_of
 from cai.run.report_critique import critique_section
 from cai.run.report_eval import eval_section
 from cai.run.report_html import RunView
@@ -29,13 +30,19 @@ from cai.run.report_labels import labels_section
 from cai.run.report_rl import rl_section
 from cai.run.report_train import dpo_section, pm_section, sft_section
 from cai.run.sections import CritiqueStage, DpoStage, EvalStage, LabelStage, PmStage, PpoStage, SftStage
-from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings
+from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings, is_off
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 Runner = Callable[[RunContext, Any, Path], dict[str, Any]]
 # A rule over the whole recipe's stages (section by name, None where off): the offending key of
 # this stage's section and what is wrong, or None.
 Rule = Callable[[dict[str, Any]], tuple[str, str] | None]
+
+
+def settings_key(stage: str, settings: StageSettings) -> str:
+    """What a stage's settings contribute to its key; equal for equal settings however they were
+    given (recipe section or command-line options)."""
+    return content_hash(stage, settings.record())
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,52 @@ class Stage:
     report: Callable[[RunView], str] | None = None  # its section of `cai report`
     key_extra: Callable[[Any, Constitution], str | None] | None = None  # inputs the key must see
     rule: Rule | None = None
+    # What can be checked before the run folder exists (templates render, sizes); raises CaiError.
+    check: Callable[[Any, Constitution], None] | None = None
+    # Section keys (besides its prompt sets) that name data files it reads: a name or a list.
+    files: tuple[str, ...] = ()
+
+    def inputs(self, section: Any) -> dict[str, str]:
+        """Every data file or set the section names, {input name: reference}: what the stage
+        reads besides the constitution (in the key by fingerprint) and earlier stages (by key)."""
+        refs: dict[str, str] = {}
+        for key in (*(ps.key for ps in self.prompt_sets), *self.files):
+            value = getattr(section, key, None)
+            if isinstance(value, str) and not is_off(value):
+                refs[key] = value
+            elif isinstance(value, list | tuple):
+                refs.update({f"{key}[{i}]": v for i, v in enumerate(value) if isinstance(v, str)})
+        return refs
+
+    def key_parts(
+        self,
+        recipe: Any,
+        fingerprint: str,
+        upstream: list[str],
+        digests: dict[str, str] | None = None,
+        extra: str | None = None,
+    ) -> dict[str, Any]:
+        """What the stage key hashes, by part: its settings, where its inputs come from, the
+        models, seed and constitution, the keys of the stages before it, the content of every
+        input (`digests`, by `inputs` name) and the stage's own `key_extra`."""
+        section = getattr(recipe.stages, self.name)
+        own = settings_key(self.name, settings_of(section, self.settings))
+        parts: dict[str, Any] = {
+            "settings": own,
+            "sources": section.model_dump(mode="json", exclude=set(self.settings.model_fields)),
+            "models": recipe.models.model_dump(mode="json"),
+            "seed": recipe.seed,
+            "constitution": fingerprint,
+            "upstream": upstream,
+        }
+        if digests:
+            parts["inputs"] = dict(sorted(digests.items()))
+        if extra is not None:
+            parts["extra"] = extra
+        return parts
+
+    def key(self, parts: dict[str, Any]) -> str:
+        return content_hash(self.name, parts)
 
 
 @dataclass(frozen=True)
@@ -127,6 +180,7 @@ BUILTIN = StageRegistry(
             summary=CritiqueSummary,
             report=critique_section,
             key_extra=runners.critique_key_extra,
+            check=runners.critique_check,
         ),
         Stage(
             "sft",
@@ -136,6 +190,7 @@ BUILTIN = StageRegistry(
             TRAINED,
             needs="critique",
             policy_label="SL-CAI model (sft)",
+            files=("helpful",),
             summary=TrainSummary,
             report=sft_section,
         ),
@@ -150,6 +205,7 @@ BUILTIN = StageRegistry(
             summary=LabelSummary,
             report=labels_section,
             rule=_distill_feeds_no_revision_pairs,
+            check=runners.label_check,
         ),
         Stage(
             "pm",
@@ -159,6 +215,7 @@ BUILTIN = StageRegistry(
             TRAINED,
             needs="label",
             reads_models=("sft",),
+            files=("human", "eval"),
             summary=TrainSummary,
             report=pm_section,
         ),
@@ -172,6 +229,7 @@ BUILTIN = StageRegistry(
             replaces=("pm", "ppo"),
             reads_models=("sft",),
             policy_label="DPO policy (dpo)",
+            files=("human", "eval"),
             summary=TrainSummary,
             report=dpo_section,
         ),
@@ -198,6 +256,7 @@ BUILTIN = StageRegistry(
             prompt_sets=(RED_TEAM, PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False)),
             summary=EvalSummary,
             report=eval_section,
+            check=runners.eval_check,
         ),
     )
 )

@@ -70,9 +70,14 @@ def build_report(run: Path) -> str:
 
 
 def write_report(run: str | Path) -> Path:
+    """Build the page, then swap it in whole: a folder in its place or a full disk is one line
+    naming the path, with nothing half-written."""
+    from cai.errors import fail
+    from cai.io.atomic import write_text_atomic
+
     run = Path(run)
     path = run / "report.html"
-    tmp = run / ".report.html.tmp"
-    tmp.write_text(build_report(run), encoding="utf-8")
-    tmp.replace(path)
+    if path.is_dir():
+        raise fail(str(path), None, "", "is a folder; move it away so that the report can be written")
+    write_text_atomic(path, build_report(run))
     return path

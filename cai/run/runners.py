@@ -148,3 +148,28 @@ def critique_key_extra(section: Any, c: Constitution) -> str | None:
 
         return content_hash(distill_guidance(c))
     return None
+
+
+def critique_check(section: Any, c: Constitution) -> None:
+    """Before the run folder exists: every critique and revision prompt renders."""
+    from cai.stages.preflight import check_critique
+
+    check_critique(c, section.mode)
+
+
+def label_check(section: Any, c: Constitution) -> None:
+    """Before the run folder exists: every question the judge will be asked renders."""
+    from cai.stages.preflight import check_judge
+
+    settings = settings_of(section, LabelSettings)
+    if settings.needs_judge:
+        check_judge(c, settings.judge)
+
+
+def eval_check(section: Any, c: Constitution) -> None:
+    """Before the run folder exists: with win rates on, the judge's questions render."""
+    from cai.stages.preflight import check_judge
+
+    settings = settings_of(section, EvalSettings)
+    if settings.win_rates:
+        check_judge(c, settings.judge)

@@ -289,6 +289,9 @@ def run_critique(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the SL-CAI data stage into `out`; returns the summary."""
+    from cai.stages.preflight import check_critique
+
+    check_critique(c, settings.mode)  # every prompt renders, before the folder exists
     guidance = distill_guidance(c) if settings.mode == "distill" else None
     check_mode(out, settings.mode)
     with Store(out, manifest(c, backend, prompts, settings, seed, shard, guidance), lock=True) as store:

@@ -259,6 +259,10 @@ class _LabelRun:
         per_prompt: Any,
     ) -> dict[str, Any]:
         s = self.settings
+        if self.judge is not None and s.needs_judge:
+            from cai.stages.preflight import check_judge
+
+            check_judge(self.c, s.judge)  # every question renders, before the folder exists
         if s.judge.method == "contrast" and self.judge is not None and s.needs_judge:
             from cai.stages.contrast import preflight
 
@@ -294,7 +298,22 @@ class _LabelRun:
                 "error",
                 f"all {summary['records']} pairs failed (first error: {first}); nothing exported; rerun to retry them",
             )
+        if summary["records"] and not summary["exported"]:
+            self._nothing_usable(summary, out)
         return summary
+
+    @staticmethod
+    def _nothing_usable(summary: dict[str, Any], out: str | Path) -> None:
+        """A run whose every pair was a tie, identical or failed exported no row: that is a stage
+        that produced nothing usable (exit 2), not a success with an empty dataset."""
+        ties, identical, errors = summary["labels"]["ties"], summary["identical"], summary["errors"]
+        raise fail(
+            str(Path(out) / "preferences.jsonl"),
+            None,
+            "",
+            f"none of the {summary['records']} pairs has a preferred side ({ties} ties, {identical} identical "
+            f"replies, {errors} failed): nothing to export; check the judge (cai judge-eval) or the clamp",
+        )
 
     def _judged(
         self, units: list[PairUnit], ci: int, provenance: dict[str, Any], tally: _Tally

@@ -160,6 +160,8 @@ class JudgeSettings(StageSettings):
     def _check_clamp(cls, v: Clamp) -> Clamp:
         if isinstance(v, tuple) and not 0.0 <= v[0] <= 0.5 <= v[1] <= 1.0:
             raise ValueError("need 0 <= lo <= 0.5 <= hi <= 1")
+        if isinstance(v, tuple) and v[0] == v[1]:
+            raise ValueError("lo = hi = 0.5 turns every label into a tie; leave room between them (e.g. 0.4,0.6)")
         return v
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ folder is byte for byte what the case set up, and no new file exists.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -43,10 +44,11 @@ class Case:
     dirs: tuple[str, ...] = ()
     files: tuple[tuple[str, str], ...] = ()
     pending: str | None = None  # the fix lives in a file owned elsewhere: strict xfail until then
+    fifos: tuple[str, ...] = ()  # named pipes under {tmp}: a reader that opens one would block
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Case:
-        unknown = set(raw) - {"id", "argv", "expect", "from_run", "dirs", "files", "pending"}
+        unknown = set(raw) - {"id", "argv", "expect", "from_run", "dirs", "files", "pending", "fifos"}
         assert not unknown, f"{raw.get('id')}: unknown keys {unknown}"
         return cls(
             raw["id"],
@@ -56,6 +58,7 @@ class Case:
             tuple(raw.get("dirs", ())),
             tuple((raw.get("files") or {}).items()),
             raw.get("pending"),
+            tuple(raw.get("fifos", ())),
         )
 
     def args(self, tmp: Path) -> list[str]:
@@ -101,6 +104,8 @@ def set_up(case: Case, tmp: Path, base_runs: dict[str, Path]) -> None:
         p = tmp / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(DEEP if text == "@DEEP@" else text, encoding="utf-8", errors="surrogateescape")
+    for rel in case.fifos:
+        os.mkfifo(tmp / rel)
 
 
 def run_case(case: Case, tmp: Path, base_runs: dict[str, Path]) -> tuple[Result, dict[str, bytes | None]]:

@@ -100,9 +100,9 @@ def test_resume_skips_finished_chunks_and_matches(tmp_path: Path, c: Constitutio
 
 def test_identical_replies_are_flagged_not_judged(tmp_path: Path, c: Constitution, prompts: list[PromptItem]) -> None:
     judge = ScriptedJudge(prefers_lower)
-    summary = label_prompts(
-        c, judge, ScriptedPolicy(identical=True), prompts[:2], tmp_path, LabelSettings(), quiet=True
-    )
+    with pytest.raises(CaiError, match="none of the 2 pairs has a preferred side"):  # nothing usable: exit 2
+        label_prompts(c, judge, ScriptedPolicy(identical=True), prompts[:2], tmp_path, LabelSettings(), quiet=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["identical"] == 2 and summary["exported"] == 0
     assert all(r["flags"] == ["identical"] and r["p_a"] is None for r in _read(tmp_path))
     assert not (tmp_path / "dataset").exists()

@@ -28,7 +28,7 @@ def test_store_appends_once_and_repairs_torn_line(tmp_path: Path) -> None:
 
 
 def test_store_refuses_other_settings(tmp_path: Path) -> None:
-    Store(tmp_path, {"stage": "t", "seed": 1})
+    Store(tmp_path, {"stage": "t", "seed": 1}).append([{"id": "a"}])  # a folder holding records
     with pytest.raises(CaiError, match="different settings"):
         Store(tmp_path, {"stage": "t", "seed": 2})
 

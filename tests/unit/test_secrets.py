@@ -112,7 +112,9 @@ def test_cai_run_writes_no_key_anywhere(tmp_path: Path, scripted_server: Scripte
         f"api_key_env: {KEY_ENV}, concurrency: 1}}\n"
         "stages:\n"
         "  critique:\n    prompts: red-team\n    limit: 2\n"
-        "  label:\n    prompts: red-team\n    limit: 2\n    max_failures: 0.5\n"
+        # One order per pair: the server always answers (A), which asked in both orders is a tie
+        # on every pair, and a label run with nothing to export stops with exit 2.
+        "  label:\n    prompts: red-team\n    limit: 2\n    max_failures: 0.5\n    orders: one\n"
     )
     out = tmp_path / "run"
     r = invoke("run", str(recipe), "--out", str(out), "--quiet", env={KEY_ENV: ENV_KEY})
