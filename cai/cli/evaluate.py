@@ -57,7 +57,7 @@ def eval_policy(
     from cai.io.sources import load_prompts
     from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
 
-    check_out(out)
+    check_out(out, inputs={"--prompts": prompts, "--lookalike": settings.lookalike})
     c = load_constitution(constitution)
     items = window.apply(load_prompts(prompts))
     # Read before any model loads: a bad safe set fails in a second, not after the main answers.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -37,6 +37,10 @@ class BackendSettings(Strict):
         "a server that answers too slowly fails the attempt like a timeout.",
     )
     max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed API request (429, 5xx, timeouts).")
+
+    # How patiently an endpoint is asked, not what is asked of it: a stage's key leaves these out,
+    # so raising a deadline to get past a slow server does not redo finished stages.
+    PATIENCE: ClassVar[tuple[str, ...]] = ("request_deadline", "max_retries")
 
     @field_validator("base_url")
     @classmethod

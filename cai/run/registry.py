@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from cai.constitution.model import Constitution
 from cai.io.store import content_hash
+from cai.models.settings import BackendSettings
 from cai.outputs import CritiqueSummary, EvalSummary, LabelSummary, Output, TrainSummary
 from cai.run import runners
 from cai.run.context import RunContext, settings_of
@@ -106,7 +107,7 @@ class Stage:
         parts: dict[str, Any] = {
             "settings": own,
             "sources": section.model_dump(mode="json", exclude=set(self.settings.model_fields)),
-            "models": recipe.models.model_dump(mode="json"),
+            "models": recipe.models.model_dump(mode="json", exclude=set(BackendSettings.PATIENCE)),
             "seed": recipe.seed,
             "constitution": fingerprint,
             "upstream": upstream,

@@ -129,3 +129,20 @@ def test_stage_state_records_each_input_with_its_digest(recipe: Path) -> None:
     assert len(state["inputs"]["lookalike"]["sha256"]) == 16
     dpo = json.loads((out / "dpo" / "stage.json").read_text())
     assert set(dpo["inputs"]) == {"human[0]", "eval[0]"}
+
+
+def test_how_patiently_an_endpoint_is_asked_redoes_nothing(recipe: Path) -> None:
+    """A longer request deadline or more retries (to get past a slow server) changes no output, so
+    no stage is redone; a model setting that changes outputs (dtype) redoes them all."""
+    out = recipe.parent / "run"
+    with use_stages(_registry()):
+        assert _run(recipe, out) == ORDER
+        text = recipe.read_text()
+        recipe.write_text(
+            text.replace(
+                "{policy: fake, judge: fake}", "{policy: fake, judge: fake, max_retries: 9, request_deadline: 900}"
+            )
+        )
+        assert _run(recipe, out) == []
+        recipe.write_text(text.replace("{policy: fake, judge: fake}", "{policy: fake, judge: fake, dtype: fp32}"))
+        assert _run(recipe, out) == ORDER
