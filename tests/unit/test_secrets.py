@@ -113,8 +113,10 @@ def test_cai_run_writes_no_key_anywhere(tmp_path: Path, scripted_server: Scripte
         "stages:\n"
         "  critique:\n    prompts: red-team\n    limit: 2\n"
         # One order per pair: the server always answers (A), which asked in both orders is a tie
-        # on every pair, and a label run with nothing to export stops with exit 2.
-        "  label:\n    prompts: red-team\n    limit: 2\n    max_failures: 0.5\n    orders: one\n"
+        # on every pair, and a label run with nothing to export stops with exit 2. Four prompts:
+        # the server's first two answers each fail a question (the echoed key, the key in the
+        # answer), which must stay under half of them.
+        "  label:\n    prompts: red-team\n    limit: 4\n    max_failures: 0.5\n    orders: one\n"
     )
     out = tmp_path / "run"
     r = invoke("run", str(recipe), "--out", str(out), "--quiet", env={KEY_ENV: ENV_KEY})
