@@ -6,6 +6,7 @@ are packaged under ``cai/_data``. Users' own files are always addressed by path.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cai.errors import did_you_mean, fail
@@ -62,6 +63,17 @@ def refuse_symlink(path: Path, what: str) -> None:
     export) could point anywhere, and writing through it would truncate or append to that file."""
     if path.is_symlink():
         raise fail(str(path), None, what, "is a symbolic link; cai does not write through links (remove it)")
+
+
+def refuse_links_under(folder: Path, what: str) -> None:
+    """`refuse_symlink` for everything under `folder` (links are not followed), for a folder a
+    resumed stage may write anywhere in: checked before the run writes its first file."""
+    if not folder.is_dir() or folder.is_symlink():
+        refuse_symlink(folder, what)
+        return
+    for here, dirs, files in os.walk(folder):
+        for name in sorted(dirs + files):
+            refuse_symlink(Path(here) / name, what)
 
 
 def is_inside(path: Path, folder: Path) -> bool:

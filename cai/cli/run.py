@@ -44,12 +44,16 @@ def run(
 
 def check_run_state(folder: Path, stages: list[str]) -> None:
     """Read every state file a resumed run (or a report) relies on before anything is written:
-    a broken `stage.json` or `run.json` is one line naming it, not a traceback half-way."""
+    a broken `stage.json` or `run.json` is one line naming it, not a traceback half-way; and
+    refuse a link anywhere in a stage's folder before the run writes its recipe or log."""
     from cai.io.readers import read_json_file
+    from cai.paths import refuse_links_under
 
     if not folder.is_dir():
         return
     for stage in stages:
+        if (folder / stage).exists() or (folder / stage).is_symlink():
+            refuse_links_under(folder / stage, "--out")
         for name in STATE_FILES:
             path = folder / stage / name
             if path.exists():

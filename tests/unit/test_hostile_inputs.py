@@ -224,6 +224,13 @@ LINKED = [
     Linked("run-log-link", None, lk("log.txt"), RUN, "log.txt" + LINK),
     Linked("run-recipe-link", None, lk("recipe.json"), RUN, "recipe.json" + LINK),
     Linked(
+        "run-stage-records-link",
+        None,
+        lambda t: ((t / "out" / "critique").mkdir(parents=True), _link(t, "critique/records.jsonl")),
+        RUN,
+        "critique/records.jsonl" + LINK,
+    ),
+    Linked(
         "fresh-out-records-link",
         None,
         lambda t: ((t / "out").mkdir(), _link(t, "records.jsonl")),
