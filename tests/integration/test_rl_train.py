@@ -20,7 +20,7 @@ from tests.rl_helpers import (
     write_jsonl,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 NORMALISED = ("reward", "kl", "entropy", "clipfrac", "policy_loss")
 
@@ -47,6 +47,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.ppo
 def test_ppo_two_updates_change_the_embedded_policy(
     tmp_path: Path, prompts: Path, embedded_pm: Path, embedded_model_dir: Path
 ) -> None:
@@ -67,7 +68,14 @@ def test_ppo_two_updates_change_the_embedded_policy(
         str(prompts),
         str(out),
         RlSettings(
-            total_episodes=4, batch_size=2, mini_batch=2, ppo_epochs=1, response_length=8, lr=1e-5, kl_coef=0.05
+            algorithm="ppo",
+            total_episodes=4,
+            batch_size=2,
+            mini_batch=2,
+            ppo_epochs=1,
+            response_length=8,
+            lr=1e-5,
+            kl_coef=0.05,
         ),
         seed=0,
         quiet=True,
@@ -151,16 +159,19 @@ def test_rloo_and_grpo_run_and_change_parameters(
     assert json.loads((out / "cai_train.json").read_text())["kind"] == algorithm
 
 
-def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, tiny: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("algorithm", [pytest.param("ppo", marks=pytest.mark.ppo), "rloo"])
+def test_rl_under_accelerate_two_cpu_processes(
+    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str
+) -> None:
     """Two gloo processes, 2 rollouts each per update: the saved folder is the policy alone
-    (not TRL's policy+value wrapper, which is what DDP would otherwise hand to save_model)."""
+    (for PPO not TRL's policy+value wrapper, which is what DDP would otherwise hand to save_model)."""
     import subprocess
     import sys
 
     from tests.helpers import REPO, cai_env
 
     policy, pm = tiny
-    out = tmp_path / "ppo"
+    out = tmp_path / algorithm
     cmd = [
         sys.executable,
         "-m",
@@ -183,10 +194,9 @@ def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, t
         "8",
         "--batch-size",
         "2",
-        "--mini-batch",
-        "1",
-        "--ppo-epochs",
-        "1",
+        "--algorithm",
+        algorithm,
+        *(["--mini-batch", "1", "--ppo-epochs", "1"] if algorithm == "ppo" else ["--num-generations", "2"]),
         "--response-length",
         "8",
         "--lr",
@@ -205,6 +215,7 @@ def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, t
 
 
 @pytest.mark.gpu
+@pytest.mark.ppo
 def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> None:
     import torch
 
@@ -230,7 +241,9 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
         str(tmp_path / "pm"),
         str(prompts),
         str(tmp_path / "ppo"),
-        RlSettings(total_episodes=8, batch_size=4, mini_batch=2, ppo_epochs=1, response_length=16, lr=1e-5),
+        RlSettings(
+            algorithm="ppo", total_episodes=8, batch_size=4, mini_batch=2, ppo_epochs=1, response_length=16, lr=1e-5
+        ),
         quiet=True,
     )
     assert r["updates"] == 2 and r["params_changed"] is True
