@@ -31,7 +31,9 @@ def has_ppo() -> bool:
     spec = importlib.util.find_spec("trl")
     if spec is None or not spec.submodule_search_locations:
         return False
-    return any((Path(root) / "experimental" / "ppo" / "__init__.py").is_file() for root in spec.submodule_search_locations)
+    return any(
+        (Path(root) / "experimental" / "ppo" / "__init__.py").is_file() for root in spec.submodule_search_locations
+    )
 
 
 def ppo_missing_message() -> str:
