@@ -117,10 +117,14 @@ def test_ppo_two_updates_change_the_embedded_policy(
     assert gen[0].error is None and len(gen[0].texts) == 1
 
 
+@pytest.mark.parametrize("lora_r", [None, 4], ids=["full", "lora"])
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
 def test_rloo_and_grpo_run_and_change_parameters(
-    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str
+    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str, lora_r: int | None
 ) -> None:
+    """The maintained trainers, on every TRL: the PM scores the rollouts, KL to the reference is
+    TRL's beta, reward and KL land in metrics.jsonl, and the saved policy differs from the start
+    (with LoRA: the adapter merged into a plain model folder)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -144,6 +148,7 @@ def test_rloo_and_grpo_run_and_change_parameters(
             response_length=8,
             lr=1e-3,
             kl_coef=0.05,
+            lora_r=lora_r,
         ),
         seed=0,
         quiet=True,
@@ -153,6 +158,8 @@ def test_rloo_and_grpo_run_and_change_parameters(
     rows = [r for r in _metrics(out) if "reward" in r]
     assert len(rows) == 2 and all(isinstance(r[k], float) for r in rows for k in NORMALISED)
     assert all("rewards/pm/mean" in r["trl"] for r in rows)
+    # What the report's RL section reads besides reward and KL: reply length and the EOS source.
+    assert all(isinstance(r["completion_length"], float) and "completions/clipped_ratio" in r["trl"] for r in rows)
     before = snapshot_params(AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32))
     after = snapshot_params(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32))
     assert changed_params(before, after)
