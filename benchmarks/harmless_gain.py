@@ -59,6 +59,8 @@ def run_seed(recipe: str, seed: int, sets: list[str], folder: Path, start: Path 
     summary = json.loads((folder / "eval" / "summary.json").read_text())
     stages = {}
     for stage_file in sorted(folder.glob("*/stage.json")):
+        if ".old-" in stage_file.parent.name:  # a stage's earlier output, set aside by `cai run`
+            continue
         info = json.loads(stage_file.read_text())
         stages[stage_file.parent.name] = info.get("seconds")
     total = round(sum(v for v in stages.values() if v is not None), 1)
