@@ -68,9 +68,9 @@ def test_train_ppo_without_ppo_is_one_line_naming_the_extra_and_the_alternatives
 @pytest.mark.usefixtures("pretend_no_ppo")
 def test_a_recipe_asking_for_ppo_is_refused_at_validation(tmp_path: Path) -> None:
     text = (REPO / "recipes" / "quickstart.yaml").read_text()
-    assert "\n  ppo:\n" in text
+    assert text.count("\n    algorithm: rloo\n") == 1
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(text.replace("\n  ppo:\n", "\n  ppo:\n    algorithm: ppo\n", 1))
+    recipe.write_text(text.replace("\n    algorithm: rloo\n", "\n    algorithm: ppo\n"))
     line = recipe.read_text().splitlines().index("    algorithm: ppo") + 1
     for args in (("validate", str(recipe)), ("run", str(recipe), "--out", str(tmp_path / "run"))):
         res = invoke(*args)
@@ -84,5 +84,8 @@ def test_the_shipped_recipes_and_defaults_need_no_ppo() -> None:
     from cai.train.settings import RlSettings
 
     assert RlSettings().algorithm in ("rloo", "grpo")
+    import yaml
+
     for recipe in sorted((REPO / "recipes").glob("*.yaml")):
-        assert "algorithm: ppo" not in recipe.read_text(), recipe.name
+        rl = (yaml.safe_load(recipe.read_text())["stages"].get("ppo")) or {}
+        assert rl.get("algorithm", "rloo") in ("rloo", "grpo"), recipe.name
