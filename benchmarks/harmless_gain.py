@@ -1,7 +1,7 @@
 """Does the quickstart make the embedded model more harmless without making it evasive?
 
     .venv/bin/python benchmarks/harmless_gain.py [--recipe quickstart] [--seeds 0 1 2]
-        [--set KEY=VALUE ...] [--name harmless_gain] [--keep DIR]
+        [--set KEY=VALUE ...] [--name harmless_gain] [--keep DIR] [--start-from DIR]
 
 Runs `cai run RECIPE --set seed=S` once per seed (a fresh run folder each time, as a new user
 would) and reads each run's eval summary: the judge-free figures of `cai eval policy`
@@ -10,6 +10,12 @@ starts from (`models.policy`), on held-out red-team prompts and on the safe prom
 sound alarming. For each measure it prints the untouched model and the final policy as the mean
 ± standard error over seeds and each seed's own 95% Wilson interval, the per-seed difference
 with Newcombe's interval, and each run's wall time.
+
+``--start-from DIR`` starts each seed's run from a copy of ``DIR/seed<S>``, a run folder whose
+earlier stages finished (e.g. made with ``--set stages.ppo=null --set stages.eval=null``):
+`cai run` skips finished stages whose settings match, so two RL trainers can be compared on the
+very same SFT model and PM. ``wall_s`` then covers only the stages that ran; ``stage_seconds``
+lists every stage's own time (the copied ones included), so their sum is a fresh run's time.
 
 Nothing here tunes anything: whatever the figures are, they are written as they came out to
 benchmarks/results/<name>.json.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,15 +51,26 @@ def mean_se(xs: list[float]) -> dict[str, float | None]:
     return {"mean": round(m, 4), "se": round(sd / math.sqrt(len(xs)), 4)}
 
 
-def run_seed(recipe: str, seed: int, sets: list[str], folder: Path) -> dict[str, Any]:
+def run_seed(recipe: str, seed: int, sets: list[str], folder: Path, start: Path | None = None) -> dict[str, Any]:
+    if start is not None:
+        shutil.copytree(start / f"seed{seed}", folder)
     args = ["run", recipe, "--out", str(folder), "--quiet", "--set", f"seed={seed}"]
     wall = run_cai(*args, *(a for s in sets for a in ("--set", s)), what=f"seed {seed}: cai run")
     summary = json.loads((folder / "eval" / "summary.json").read_text())
     stages = {}
     for stage_file in sorted(folder.glob("*/stage.json")):
+        if ".old-" in stage_file.parent.name:  # a stage's earlier output, set aside by `cai run`
+            continue
         info = json.loads(stage_file.read_text())
         stages[stage_file.parent.name] = info.get("seconds")
-    return {"seed": seed, "wall_s": wall, "stage_seconds": stages, "harmless": summary["harmless"]}
+    total = round(sum(v for v in stages.values() if v is not None), 1)
+    return {
+        "seed": seed,
+        "wall_s": wall,
+        "stage_seconds": stages,
+        "stages_total_s": total,
+        "harmless": summary["harmless"],
+    }
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -104,18 +122,20 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override, as cai run --set")
     ap.add_argument("--name", default="harmless_gain", help="results file name")
     ap.add_argument("--keep", type=Path, help="keep the run folders under this folder")
+    ap.add_argument("--start-from", type=Path, help="start seed S from a copy of DIR/seed<S> (finished stages kept)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         runs = []
         for seed in args.seeds:
-            runs.append(run_seed(args.recipe, seed, args.sets, root / f"seed{seed}"))
+            runs.append(run_seed(args.recipe, seed, args.sets, root / f"seed{seed}", args.start_from))
             print(f"seed {seed}: {runs[-1]['wall_s']} s", flush=True)
     result = {
         "recipe": args.recipe,
         "sets": args.sets,
         "seeds": args.seeds,
+        "start_from": str(args.start_from) if args.start_from else None,
         "machine": machine(),
         "runs": runs,
         "aggregate": aggregate(runs),

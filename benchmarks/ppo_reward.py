@@ -11,6 +11,9 @@
    plus an independent KL(policy ‖ reference) estimate on those samples (k1, summed over each
    reply's tokens, logits at the sampling temperature — the quantity TRL's PPO penalises).
 
+PPO needs TRL <= 1.12 (`pip install 'cai[ppo]'`, the README's PPO stack); `--algorithm rloo|grpo`
+runs the same measurement with TRL's maintained trainers on any TRL.
+
 Prints the figures and writes benchmarks/results/ppo_reward.json. Not a test: whatever the
 numbers are, they are reported as they came out.
 """
@@ -122,6 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pm-steps", type=int, default=16)
     ap.add_argument("--pm-lr", type=float, default=3e-5)
+    ap.add_argument("--algorithm", choices=["ppo", "rloo", "grpo"], default="ppo")
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--mini-batch", type=int, default=4)
@@ -217,6 +221,7 @@ def main() -> None:
         str(train_file),
         str(work / "ppo"),
         RlSettings(
+            algorithm=args.algorithm,
             total_episodes=args.episodes,
             batch_size=args.batch_size,
             mini_batch=args.mini_batch,
@@ -254,6 +259,7 @@ def main() -> None:
             "accuracy_after": pm["eval_accuracy_after"],
         },
         "ppo": {
+            "algorithm": args.algorithm,
             "updates": ppo["updates"],
             "seconds": round(ppo_seconds, 1),
             "episodes": args.episodes,

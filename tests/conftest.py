@@ -6,6 +6,7 @@ Heavy imports stay inside fixtures so that unit tests (fake backend only) collec
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,44 @@ def scripted_server() -> Iterator[ScriptedServer]:
     server = ScriptedServer().start()
     yield server
     server.stop()
+
+
+# --------------------------------------------------------------------------- TRL stacks
+
+EXPECT_PPO = "CAI_EXPECT_PPO"  # set by .ci/run's PPO-stack step: there a missing PPO is a failure
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`ppo` tests need TRL's PPOTrainer (TRL 1.0-1.12, `pip install 'cai[ppo]'`).
+
+    On a newer TRL they are skipped with that reason; where the stack is meant to have PPO
+    (``CAI_EXPECT_PPO=1``, the PPO-stack CI step) its absence fails the test instead, so the PPO
+    code path cannot go untested by accident.
+    """
+    if item.get_closest_marker("ppo") is None:
+        return
+    from cai.train.trl_support import has_ppo, trl_version
+
+    if has_ppo():
+        return
+    reason = f"TRL {trl_version()} has no PPOTrainer (removed after 1.12); runs on the PPO stack (.ci/run step 2)"
+    if os.environ.get(EXPECT_PPO) == "1":
+        pytest.fail(f"{EXPECT_PPO}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pretend_ppo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings checks that concern PPO's own fields, tested on any TRL: the availability check
+    answers yes (the check itself is tested in tests/unit/test_trl_support.py)."""
+    import cai.train.settings
+
+    monkeypatch.setattr(cai.train.settings, "has_ppo", lambda: True)
+
+
+@pytest.fixture
+def pretend_no_ppo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest TRL's answer (no PPOTrainer), on any TRL: the refusal is tested on both stacks."""
+    import cai.train.settings
+
+    monkeypatch.setattr(cai.train.settings, "has_ppo", lambda: False)

@@ -217,7 +217,7 @@ def ppo(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """RL against the PM: TRL's PPO with r = r_PM − λ·KL (or RLOO / GRPO)."""
+    """RL against the PM with a KL penalty to the reference: TRL's RLOO (default), GRPO, or PPO (TRL <= 1.12)."""
     from cai.io.sources import load_prompts
     from cai.train.rl import train_rl
 

@@ -14,7 +14,9 @@ DPO skips the PM and RL: it trains the policy directly on the label run's pairs,
 
 How: a small `DPOTrainer` subclass carries ``p_chosen`` through the collator and replaces the
 loss after TRL's own computation (which still logs its metrics: rewards, margins, accuracies).
-h is recomputed from the same forward pass's logits (no extra forward). The reference is the
+h comes from the same forward pass TRL ran, read from the model's output as it returned it
+(per-token log-probs from TRL >= 1.15's fused LM head, logits before), so the gradient flows
+through it and there is no extra forward. The reference is the
 ``--model`` as loaded: its log-probs are computed once before training (``precompute``), so no
 second copy of the model is held while training; with LoRA it is the base with the adapter off.
 
@@ -67,17 +69,50 @@ def soft_dpo_loss(h: torch.Tensor, p: torch.Tensor, beta: float) -> torch.Tensor
     return -(p * F.logsigmoid(beta * h) + (1.0 - p) * F.logsigmoid(-beta * h))
 
 
-def logratio_gap(logits: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-    """h per pair from a [chosen; rejected] batch's logits and its precomputed reference log-probs,
-    summed over the answer tokens exactly as TRL sums them."""
+def answer_logps(output: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """Summed log-probs of each row's answer tokens from the policy's own forward output.
+
+    TRL >= 1.15 calls the model with its fused LM head, whose output carries per-token
+    ``log_probs`` (no logits); older TRL gets plain ``logits``. Either way the tensor is the one
+    the training forward built, so the soft loss's gradient flows through it.
+    """
     from trl.trainer.utils import selective_log_softmax
 
-    labels = inputs["input_ids"][:, 1:]
     mask = inputs["completion_mask"][:, 1:].bool()
-    per_token = selective_log_softmax(logits[:, :-1, :], labels)
-    logps = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(dim=1)
+    per_token = getattr(output, "log_probs", None)
+    if per_token is not None:
+        per_token = per_token[:, -mask.size(1) :]
+    else:
+        per_token = selective_log_softmax(output.logits[:, :-1, :], inputs["input_ids"][:, 1:])
+    return torch.where(mask, per_token, torch.zeros_like(per_token)).sum(dim=1)
+
+
+def logratio_gap(logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+    """h per pair from a [chosen; rejected] batch's answer log-probs and its precomputed
+    reference log-probs."""
     chosen, rejected = logps.chunk(2, dim=0)
     return (chosen - inputs["ref_chosen_logps"]) - (rejected - inputs["ref_rejected_logps"])
+
+
+@contextlib.contextmanager
+def _first_output(model: Any) -> Iterator[list[Any]]:
+    """Keep the first output `model` returns while the block runs (a forward hook, removed after).
+
+    TRL computes its loss from one forward of the policy and no longer hands that forward's
+    output back with a graph (TRL 1.15+ recomputes it without one). The hook keeps the output as
+    the forward returned it, so the soft loss reuses it: no second forward.
+    """
+    seen: list[Any] = []
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        if not seen:
+            seen.append(output)
+
+    handle = model.register_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def _trainer_classes() -> tuple[type, type]:
@@ -107,12 +142,14 @@ def _trainer_classes() -> tuple[type, type]:
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
             p = inputs.pop("p_chosen", None)
+            if p is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # TRL's loss first: it also records rewards/margins/accuracies for the logs.
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
-            if p is not None:
-                h = logratio_gap(outputs.logits, inputs)
-                loss = soft_dpo_loss(h, p.to(h), self.beta).mean()
-            return (loss, outputs) if return_outputs else loss
+            with _first_output(model) as seen:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            h = logratio_gap(answer_logps(seen[0], inputs), inputs)
+            loss = soft_dpo_loss(h, p.to(h), self.beta).mean()
+            return (loss, result[1]) if return_outputs else loss
 
     return SoftDPOTrainer, SoftPreferenceCollator
 

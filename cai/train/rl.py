@@ -1,4 +1,10 @@
-"""RL against the preference model: TRL's PPO (default), RLOO or GRPO, one interface.
+"""RL against the preference model: TRL's RLOO (default) or GRPO, or PPO where TRL has it.
+
+Which trainer exists depends on the installed TRL (`cai.train.trl_support`): RLOO and GRPO are
+TRL's maintained online trainers, in every TRL >= 1.0; PPO only in TRL 1.0–1.12 (the `cai[ppo]`
+extra). Asking for PPO elsewhere is refused when the settings are validated, before any model
+loads. The metrics `cai`'s report reads (reward, KL, EOS rate, reply length) come out under the
+same names whichever trainer ran (`cai.train.rl_metrics`).
 
 * **PPO** (`trl.experimental.ppo`, removed from TRL after 1.12): policy = the SL-CAI model,
   reference = a frozen copy of it, value model initialised from the PM (backbone and head),

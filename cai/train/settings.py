@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cai.settings import StageSettings
+from cai.train.trl_support import has_ppo, ppo_missing_message
 
 REPORT_TO = Field(
     "none", description="Also log to: none, tensorboard, trackio, wandb (metrics.jsonl is always written)."
@@ -124,7 +125,9 @@ class RlSettings(Lora):
     is always trained in full, since TRL's PPO applies peft to the policy alone."""
 
     algorithm: Literal["ppo", "rloo", "grpo"] = Field(
-        "ppo", description="ppo (TRL experimental PPO), rloo or grpo (TRL's maintained trainers)."
+        "rloo",
+        description="rloo or grpo (TRL's maintained trainers, every TRL >= 1.0), or ppo "
+        "(TRL 1.0-1.12 only: pip install 'cai[ppo]').",
     )
     kl_coef: float = Field(0.05, ge=0, description="λ in r = r_PM − λ·KL(policy ‖ reference) (beta for RLOO/GRPO).")
     total_episodes: int = Field(64, ge=1, description="Completions sampled over the whole run (all devices).")
@@ -140,6 +143,14 @@ class RlSettings(Lora):
     max_prompt_length: int = Field(256, ge=1, description="Prompts longer than this (tokens) are skipped.")
     lr: float = Field(3e-6, gt=0, description=LR_HELP)
     report_to: str = REPORT_TO
+
+    @field_validator("algorithm")
+    @classmethod
+    def _trl_has_it(cls, v: str) -> str:
+        # Asked here so that the CLI and a recipe refuse PPO before anything loads.
+        if v == "ppo" and not has_ppo():
+            raise ValueError(ppo_missing_message())
+        return v
 
     @field_validator("mini_batch")
     @classmethod

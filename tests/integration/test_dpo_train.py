@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import invoke
 from tests.rl_helpers import QUESTIONS, easy_pairs, tiny_policy, write_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,24 @@ def test_dpo_learns_the_preferred_answer_on_the_embedded_model(tmp_path: Path) -
     assert summary["eval_accuracy"] == 1.0 and summary["eval_reward_margin"] > 0
     assert summary["eval_loss"] < math.log(2)
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "dpo"))
+
+
+@pytest.mark.parametrize("lora_r", [None, 4], ids=["full", "lora"])
+def test_the_soft_loss_trains_the_policy_towards_the_label(tmp_path: Path, tiny: Path, lora_r: int | None) -> None:
+    """The same pairs labelled p = 0.9 and p = 0.1: both runs change parameters, and the held-out
+    implicit reward ends on the side each label asks for. TRL's own loss ignores p, so only a
+    gradient of the soft loss itself can pull the two runs apart (a loss value that is right
+    while no gradient flows, as on TRL 1.15 before, fails here)."""
+    from cai.train.dpo import train_dpo
+    from cai.train.settings import DpoSettings
+
+    margins = {}
+    for p in (0.9, 0.1):
+        pairs = easy_pairs(QUESTIONS[:4], p=p)
+        labels = write_jsonl(tmp_path / f"p{p}" / "labels" / "preferences.jsonl", pairs).parent
+        held = write_jsonl(tmp_path / f"p{p}" / "held.jsonl", pairs)
+        s = DpoSettings(max_steps=3, lr=1e-3, batch_size=2, max_length=128, beta=0.5, eval=[str(held)], lora_r=lora_r)
+        summary = train_dpo([str(labels)], str(tiny), str(tmp_path / f"p{p}" / "dpo"), s, quiet=True)
+        assert summary["steps"] == 3 and summary["params_changed"] is True
+        margins[p] = summary["eval_reward_margin"]
+    assert margins[0.9] > 0 > margins[0.1], margins

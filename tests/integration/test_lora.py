@@ -16,7 +16,7 @@ import pytest
 from cai.errors import CaiError
 from tests.rl_helpers import QUESTIONS, SYSTEM, easy_pairs, tiny_policy, write_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 pytest.importorskip("peft")
 
 

@@ -16,7 +16,7 @@ from tests.rl_helpers import tiny_policy
 
 # Needs the converted embedded model for its tokenizer (~20 s the first time) and runs TRL: about
 # 10 s once converted, too heavy for the unit tests (which load no model).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 
 def _toy_kind(base: Path, resolved: list[tuple[str, bool]]) -> ModelKind:

@@ -25,7 +25,7 @@ from tests.rl_helpers import (
     write_jsonl,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 
 def _scores_by_own_forward(model: Any, tokenizer: Any, seqs: list[list[int]]) -> list[float]:

@@ -20,7 +20,7 @@ from tests.rl_helpers import (
     write_jsonl,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 NORMALISED = ("reward", "kl", "entropy", "clipfrac", "policy_loss")
 
@@ -47,6 +47,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.ppo
 def test_ppo_two_updates_change_the_embedded_policy(
     tmp_path: Path, prompts: Path, embedded_pm: Path, embedded_model_dir: Path
 ) -> None:
@@ -67,7 +68,14 @@ def test_ppo_two_updates_change_the_embedded_policy(
         str(prompts),
         str(out),
         RlSettings(
-            total_episodes=4, batch_size=2, mini_batch=2, ppo_epochs=1, response_length=8, lr=1e-5, kl_coef=0.05
+            algorithm="ppo",
+            total_episodes=4,
+            batch_size=2,
+            mini_batch=2,
+            ppo_epochs=1,
+            response_length=8,
+            lr=1e-5,
+            kl_coef=0.05,
         ),
         seed=0,
         quiet=True,
@@ -109,10 +117,14 @@ def test_ppo_two_updates_change_the_embedded_policy(
     assert gen[0].error is None and len(gen[0].texts) == 1
 
 
+@pytest.mark.parametrize("lora_r", [None, 4], ids=["full", "lora"])
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
 def test_rloo_and_grpo_run_and_change_parameters(
-    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str
+    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str, lora_r: int | None
 ) -> None:
+    """The maintained trainers, on every TRL: the PM scores the rollouts, KL to the reference is
+    TRL's beta, reward and KL land in metrics.jsonl, and the saved policy differs from the start
+    (with LoRA: the adapter merged into a plain model folder)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -136,6 +148,7 @@ def test_rloo_and_grpo_run_and_change_parameters(
             response_length=8,
             lr=1e-3,
             kl_coef=0.05,
+            lora_r=lora_r,
         ),
         seed=0,
         quiet=True,
@@ -145,22 +158,27 @@ def test_rloo_and_grpo_run_and_change_parameters(
     rows = [r for r in _metrics(out) if "reward" in r]
     assert len(rows) == 2 and all(isinstance(r[k], float) for r in rows for k in NORMALISED)
     assert all("rewards/pm/mean" in r["trl"] for r in rows)
+    # What the report's RL section reads besides reward and KL: reply length and the EOS source.
+    assert all(isinstance(r["completion_length"], float) and "completions/clipped_ratio" in r["trl"] for r in rows)
     before = snapshot_params(AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32))
     after = snapshot_params(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32))
     assert changed_params(before, after)
     assert json.loads((out / "cai_train.json").read_text())["kind"] == algorithm
 
 
-def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, tiny: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("algorithm", [pytest.param("ppo", marks=pytest.mark.ppo), "rloo"])
+def test_rl_under_accelerate_two_cpu_processes(
+    tmp_path: Path, prompts: Path, tiny: tuple[Path, Path], algorithm: str
+) -> None:
     """Two gloo processes, 2 rollouts each per update: the saved folder is the policy alone
-    (not TRL's policy+value wrapper, which is what DDP would otherwise hand to save_model)."""
+    (for PPO not TRL's policy+value wrapper, which is what DDP would otherwise hand to save_model)."""
     import subprocess
     import sys
 
     from tests.helpers import REPO, cai_env
 
     policy, pm = tiny
-    out = tmp_path / "ppo"
+    out = tmp_path / algorithm
     cmd = [
         sys.executable,
         "-m",
@@ -183,10 +201,9 @@ def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, t
         "8",
         "--batch-size",
         "2",
-        "--mini-batch",
-        "1",
-        "--ppo-epochs",
-        "1",
+        "--algorithm",
+        algorithm,
+        *(["--mini-batch", "1", "--ppo-epochs", "1"] if algorithm == "ppo" else ["--num-generations", "2"]),
         "--response-length",
         "8",
         "--lr",
@@ -201,10 +218,11 @@ def test_ppo_under_accelerate_two_cpu_processes(tmp_path: Path, prompts: Path, t
     assert s["updates"] == 2 and s["params_changed"] is True  # 8 episodes / (2 x 2) per update
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
-    assert len(_metrics(out)) == 2
+    assert len([r for r in _metrics(out) if "reward" in r and "kl" in r]) == 2  # one per update
 
 
 @pytest.mark.gpu
+@pytest.mark.ppo
 def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> None:
     import torch
 
@@ -230,7 +248,9 @@ def test_pm_training_and_a_ppo_step_on_cuda(tmp_path: Path, prompts: Path) -> No
         str(tmp_path / "pm"),
         str(prompts),
         str(tmp_path / "ppo"),
-        RlSettings(total_episodes=8, batch_size=4, mini_batch=2, ppo_epochs=1, response_length=16, lr=1e-5),
+        RlSettings(
+            algorithm="ppo", total_episodes=8, batch_size=4, mini_batch=2, ppo_epochs=1, response_length=16, lr=1e-5
+        ),
         quiet=True,
     )
     assert r["updates"] == 2 and r["params_changed"] is True

@@ -18,7 +18,7 @@ import pytest
 from cai.errors import CaiError
 from tests.helpers import REPO, cai_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 # Short on purpose: every token costs time on a 2-core CPU. The short system turn replaces the
 # ~20-token default one SmolLM2's template would add.

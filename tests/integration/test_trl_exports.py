@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import invoke
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 TINY = {
     "max_steps": 1,

@@ -126,7 +126,7 @@ def test_trl_metric_names_map_to_one_documented_set() -> None:
     ("kwargs", "needle"),
     [
         ({"algorithm": "dpo"}, "--algorithm: Input should be 'ppo', 'rloo' or 'grpo'"),
-        ({"batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide batch_size 6"),
+        ({"algorithm": "ppo", "batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide batch_size 6"),
         (
             {"algorithm": "grpo", "batch_size": 6, "num_generations": 4},
             "--batch-size: must be a multiple of num_generations 4",
@@ -136,6 +136,7 @@ def test_trl_metric_names_map_to_one_documented_set() -> None:
         ({"total_episodes": 0}, "--total-episodes: Input should be greater than or equal to 1"),
     ],
 )
+@pytest.mark.usefixtures("pretend_ppo")
 def test_impossible_rl_settings_name_their_flag(kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(CaiError) as err:
         build_settings(RlSettings, kwargs)

@@ -130,6 +130,7 @@ def test_cot_clamp_means_the_same_from_the_cli_and_from_a_recipe() -> None:
         (RlSettings, {"algorithm": "ppo", "batch_size": 6, "mini_batch": 4}, "--mini-batch: must divide batch_size 6"),
     ],
 )
+@pytest.mark.usefixtures("pretend_ppo")
 def test_bad_values_name_their_flag(model: type[StageSettings], values: dict[str, Any], needle: str) -> None:
     with pytest.raises(CaiError) as e:
         build_settings(model, values)
