@@ -40,8 +40,12 @@ URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 _SECRET_PARAM_RE = re.compile(
     r"key|token|secret|passw|pwd|sig|auth|cred|session|jwt|bearer|^code$|^x-amz-|^x-goog-", re.IGNORECASE
 )
-# What the openai client sends when no key is configured: a placeholder, not a secret.
-_NO_KEY = "none"
+# Keys that local servers are commonly given because the client insists on one (the openai
+# client sends "none" when no key is configured): placeholders, not secrets. Treated as secrets
+# they would fail every answer that says "required" or "needed".
+_PLACEHOLDER_KEYS = frozenset(
+    {"none", "empty", "dummy", "sk-dummy", "no-key", "sk-no-key-required", "not-needed", "placeholder", "unused"}
+)
 _DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _DEFAULT_URL_ENV = "OPENAI_BASE_URL"
 
@@ -90,7 +94,9 @@ def url_secrets(url: str | None) -> set[str]:
     found: set[str] = set()
     try:
         parts = urlsplit(url)
-        found |= {unquote(v) for v in (parts.username, parts.password) if v}
+        # With a password, the user name is a name (often "user" or the service's), not a secret;
+        # alone (``https://KEY@host``) it is the credential.
+        found |= {unquote(parts.password)} if parts.password else {unquote(v) for v in (parts.username,) if v}
     except ValueError:  # e.g. a malformed port: fall back to the raw userinfo
         authority = url.partition("://")[2].split("/", 1)[0]
         if "@" in authority:
@@ -108,7 +114,11 @@ def env_secrets(names: Iterable[str | None] = ()) -> set[str]:
     ``names`` (a backend's ``api_key_env``), and the credentials inside ``OPENAI_BASE_URL``. No
     other variable is read, whatever its name."""
     wanted = {n for n in names if n} | {_DEFAULT_KEY_ENV}
-    found = {v for k in wanted if (v := os.environ.get(k)) and len(v) >= MIN_SECRET_CHARS and v != _NO_KEY}
+    found = {
+        v
+        for k in wanted
+        if (v := os.environ.get(k)) and len(v) >= MIN_SECRET_CHARS and v.lower() not in _PLACEHOLDER_KEYS
+    }
     return found | url_secrets(os.environ.get(_DEFAULT_URL_ENV))
 
 
@@ -126,20 +136,27 @@ def _fold(text: str) -> str:
     return "".join(low if len(low := c.lower()) == 1 else c for c in text)
 
 
+def _pieces(key: str) -> set[str]:
+    """What of a (case-folded) key counts as the key when found in text: the whole key, and each
+    window of `FRAGMENT_CHARS` that holds a digit. A random key's windows nearly all do; a window
+    of letters alone ("requir" of "sk-no-key-required") is as likely a piece of a word."""
+    windows = {key[i : i + FRAGMENT_CHARS] for i in range(len(key) - FRAGMENT_CHARS + 1)}
+    return {key} | {w for w in windows if any(c.isdigit() for c in w)}
+
+
 def _secret_spans(text: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
-    """Where in `text` a secret, or a piece of one at least `FRAGMENT_CHARS` long, occurs, in any
-    letter case: the spans of every matching window, merged."""
+    """Where in `text` a secret, or a piece of one (`_pieces`), occurs, in any letter case: the
+    spans of every match, merged."""
     low = _fold(text)
     spans = []
     for secret in secrets:
         key = _fold(secret)
         if len(key) < MIN_SECRET_CHARS:
             continue
-        for i in range(len(key) - FRAGMENT_CHARS + 1):
-            piece = key[i : i + FRAGMENT_CHARS]
+        for piece in _pieces(key):
             start = low.find(piece)
             while start != -1:
-                spans.append((start, start + FRAGMENT_CHARS))
+                spans.append((start, start + len(piece)))
                 start = low.find(piece, start + 1)
     spans.sort()
     merged: list[tuple[int, int]] = []

@@ -151,6 +151,11 @@ def merge_stores(dirs: list[Path], out: Path) -> tuple[int, Store]:
     resolved = {d.resolve() for d in dirs}
     if out.resolve() in resolved:
         raise file_error(out, "--out", "is one of the shard folders; merge into a new folder")
+    held = out / "records.jsonl"
+    if held.is_file() and held.stat().st_size > 0:
+        # Appending skips ids already there, so a record a shard has redone since would be kept
+        # in its old form: a merge starts from an empty folder.
+        raise file_error(out, "--out", "already holds merged records; merge into a new (or empty) folder")
     records = []
     for d, m, shard in zip(dirs, manifests, shards, strict=True):
         rows = _shard_records(d)

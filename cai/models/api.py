@@ -118,7 +118,8 @@ class ApiBackend:
         # What the server could echo back (the key, the URL's credentials): scrubbed from every
         # error, text and description this backend returns, since all of it ends up in records.
         self._secrets = known_secrets(urls=[base_url]) | ({api_key} if api_key else set())
-        http = openai.DefaultHttpxClient(transport=DeadlineTransport(self.deadline))
+        limits = getattr(openai, "DEFAULT_CONNECTION_LIMITS", None)
+        http = openai.DefaultHttpxClient(transport=DeadlineTransport(self.deadline, base_url, limits=limits))
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http
         )
@@ -236,8 +237,9 @@ class ApiBackend:
                     tokens += int(getattr(usage, "completion_tokens", 0) or 0)
             except RuntimeError as exc:
                 return Generation(texts=self._clean(texts), n_tokens=tokens, error=self._scrub(str(exc)))
-            if any(contains_secret(t, self._secrets) for t in texts):
-                return Generation(texts=[], n_tokens=tokens, error=SECRET_IN_ANSWER)
+            clean = self._clean(texts)  # only the samples holding a secret are dropped
+            if len(clean) < len(texts):
+                return Generation(texts=clean, n_tokens=tokens, error=SECRET_IN_ANSWER)
             return Generation(texts=texts, n_tokens=tokens)
 
         return self._map(one, conversations)

@@ -38,9 +38,9 @@ class BackendSettings(Strict):
     )
     max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed API request (429, 5xx, timeouts).")
 
-    # How patiently an endpoint is asked, not what is asked of it: a stage's key leaves these out,
+    # How (and how many at once) an endpoint is asked, not what: a stage's key leaves these out,
     # so raising a deadline to get past a slow server does not redo finished stages.
-    PATIENCE: ClassVar[tuple[str, ...]] = ("request_deadline", "max_retries")
+    PATIENCE: ClassVar[tuple[str, ...]] = ("concurrency", "request_deadline", "max_retries")
 
     @field_validator("base_url")
     @classmethod

@@ -120,7 +120,7 @@ ENDPOINTS = [
     ),
     Endpoint("drip", "critique", Reply(kind="drip", seconds=0.3, body=completion("slow " * 50)), "request deadline"),
     Endpoint("drip-judge", "label", Reply(kind="drip", seconds=0.3, body=completion("(A)")), "request deadline"),
-    Endpoint("hang", "critique", Reply(kind="hang", seconds=600.0, body=completion("late")), "timed out"),
+    Endpoint("hang", "critique", Reply(kind="hang", seconds=600.0, body=completion("late")), "request deadline"),
 ]
 
 
@@ -272,9 +272,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("case", LINKED, ids=[c.id for c in LINKED])
-def test_no_writes_through_links(
-    case: Linked, tmp_path: Path, finished: dict[str, Path], shards: Path
-) -> None:
+def test_no_writes_through_links(case: Linked, tmp_path: Path, finished: dict[str, Path], shards: Path) -> None:
     (tmp_path / "target.txt").write_text("not cai's file\n")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "x.jinja").write_text("outside\n")
@@ -287,3 +285,63 @@ def test_no_writes_through_links(
     one_line(r, case.expect)
     assert snapshot(tmp_path) == before
     assert (tmp_path / "target.txt").read_text() == "not cai's file\n"
+
+
+# ---- the deadline holds before the headers, too ----------------------------------------------
+
+
+def test_a_server_dripping_its_headers_is_cut_off_at_the_deadline() -> None:
+    """The budget is enforced at the socket: a server that sends its status line and headers one
+    byte at a time (each gap far below the read timeout) stops being read once the request's
+    budget is spent. Counted in bytes sent, not in seconds."""
+    import socket
+    import threading
+
+    import httpx2
+
+    from cai.models.deadline import DeadlineTransport
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: "
+        + b"a" * 300
+        + b"\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    sent: list[int] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        try:
+            for b in head:
+                if stop.is_set():
+                    break
+                conn.sendall(bytes([b]))
+                sent.append(b)
+                stop.wait(0.02)
+        except OSError:
+            pass  # the client hung up: what the deadline is for
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = httpx2.Client(transport=DeadlineTransport(0.5), timeout=5.0)
+    with pytest.raises(httpx2.TimeoutException):
+        client.get(f"http://127.0.0.1:{srv.getsockname()[1]}/")
+    stop.set()
+    thread.join(timeout=10)
+    srv.close()
+    assert 0 < len(sent) < len(head)  # cut off while the headers were still arriving
+
+
+def test_the_deadline_transport_uses_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transport given to the client replaces the one httpx builds from the environment, so it
+    must honour HTTPS_PROXY and NO_PROXY itself."""
+    from cai.models.deadline import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:8080/v1") is None

@@ -67,6 +67,12 @@ def test_a_killed_shard_merges_once_it_is_finished(tmp_path: Path) -> None:
     r = invoke("merge", *shards, "--out", str(tmp_path / "m"))
     assert r.code == 0, r.stderr
     assert len(_records(tmp_path / "m")) == 4
+    # Merging again into the same folder would keep its records as they were (a shard's record
+    # redone since would be skipped as already there): refused, the folder left as it is.
+    before = (tmp_path / "m" / "records.jsonl").read_bytes()
+    r = invoke("merge", *shards, "--out", str(tmp_path / "m"))
+    assert r.code == 2 and "already holds merged records" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "m" / "records.jsonl").read_bytes() == before
 
 
 # ---- redaction never touches data ------------------------------------------------------------

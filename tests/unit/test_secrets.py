@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.redact import REDACTED, known_secrets, redact, redact_text, redact_url, url_secrets
+from cai.redact import REDACTED, contains_secret, known_secrets, redact, redact_text, redact_url, url_secrets
 from tests.helpers import invoke
 from tests.servers import Reply, ScriptedServer, completion, error_body
 
@@ -79,7 +79,9 @@ def test_redact_url(url: str, clean: str) -> None:
 def test_redact_text_and_data() -> None:
     secrets = {"sk-live-0123456789abcdef"}
     text = "see http://u:pw-secret-1@h/v1?token=t0ken!! and sk-live-0123456789abcdef, part sk-live-0123…"
-    assert redact_text(text, secrets) == "see http://***@h/v1?token=*** and ***, part ***…"
+    # An echoed piece goes from its first window holding a digit: "sk-live-" alone is a word-like
+    # prefix many keys share, not the key.
+    assert redact_text(text, secrets) == "see http://***@h/v1?token=*** and ***, part sk-***…"
     # Short values are not secrets (they would blank ordinary words); unrelated text is untouched.
     assert redact_text("none of it", {"none"}) == "none of it"
     data = {"models": {"base_url": "http://u:p@h/v1"}, "list": ["sk-live-0123456789abcdef", 3, None]}
@@ -98,6 +100,25 @@ def test_known_secrets_are_the_keys_cai_was_given(monkeypatch: pytest.MonkeyPatc
     found = known_secrets(urls=[f"http://h/v1?api_key={QUERY_KEY}"], env=[KEY_ENV])
     assert found == {"sk-openai-abcdefgh", "base-url-pass", QUERY_KEY, ENV_KEY}
     assert url_secrets(f"http://user:{USER_KEY}@h/v1") == {USER_KEY}
+    assert url_secrets(f"http://{USER_KEY}@h/v1") == {USER_KEY}  # a user name alone is the credential
+
+
+@pytest.mark.parametrize("key", ["sk-no-key-required", "not-needed", "EMPTY", "dummy"])
+def test_placeholder_keys_are_not_secrets(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """Local servers are often given a placeholder key; answers saying "required" or "needed"
+    are not leaks, and error messages keep their words."""
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    assert known_secrets() == frozenset()
+    assert not contains_secret("A permit is required; nothing more is needed.")
+    assert redact_text("error: field required") == "error: field required"
+
+
+def test_only_pieces_of_a_key_that_hold_a_digit_count() -> None:
+    """A word-like piece ("required" of a key made of words) is not the key; a piece of a random
+    key, in any case, is."""
+    assert contains_secret("SK-ABCD1234 was echoed", {"sk-abcd1234efgh5678"})
+    assert not contains_secret("a permit is required", {"sk-no-key-required-9"})
+    assert contains_secret("the whole sk-no-key-required-9 is", {"sk-no-key-required-9"})
 
 
 # ---- every place a user could put one -------------------------------------------------------
