@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.constitution.schema import Demonstration, DemonstrationFile, parse_as
-from cai.errors import CaiError, Problem
+from cai.errors import CaiError, Problem, fail
 from cai.io.readers import iter_jsonl
 from cai.io.yamlio import load_yaml
 from cai.paths import data_dir
@@ -71,6 +71,9 @@ def load_demonstrations(inline: list[Demonstration], file: str | None, line_of: 
 def read_file(path: Path) -> list[Placed]:
     """A ``kind: demonstrations`` file, each entry with its line."""
     doc = load_yaml(path)
+    kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+    if isinstance(doc.data, dict) and kind != "demonstrations":  # one line, not one per other field
+        raise fail(str(path), doc.line(("kind",)), "kind", f"wrong kind {kind!r}: expected 'demonstrations'")
     parsed = parse_as(doc, DemonstrationFile)
     return [
         Placed(d, str(path), doc.line(("demonstrations", i, "prompt")), f"demonstrations[{i}]")

@@ -1,4 +1,5 @@
-"""The report's SL-CAI section: critique rounds per principle, what was exported, copy flags."""
+"""The report's SL-CAI section: critique rounds per principle, what was exported, copy and
+boilerplate flags, and the demonstrations the SFT set holds besides the revisions."""
 
 from __future__ import annotations
 
@@ -43,10 +44,22 @@ def critique_section(view: RunView) -> str:
         if summary.has("exemplar_copy")
         else ""
     )
+    boiler = (
+        f" Boilerplate (a refusal or apology naming nothing of the request): {summary.boilerplate}; "
+        f"{summary.excluded_boilerplate} rows left out for it."
+        if summary.has("boilerplate")
+        else ""
+    )
+    demos = (
+        f" Added to the SFT set: {summary.demonstrations} of the constitution's author-written demonstrations "
+        f"({', '.join(f'{v} {k}' for k, v in (summary.demonstrations_by_kind or {}).items())})."
+        if summary.demonstrations
+        else ""
+    )
     body = (
         f"{head}{len(records)} prompts, {summary.exported} exported for SFT, "
         f"{summary.excluded_flagged} flagged, {summary.errors} errors; "
-        f"{t.prompts_s} prompts/s, {t.tok_s} tokens/s.{copies}</p>"
+        f"{t.prompts_s} prompts/s, {t.tok_s} tokens/s.{copies}{boiler}{demos}</p>"
     )
     if counts:
         labels = sorted(counts)
