@@ -37,6 +37,26 @@ def critique_section(view: RunView) -> str:
         if distill
         else "<h2>SL-CAI: critiques and revisions</h2><p>"
     )
+    copies = _flag_sentences(summary, distill)
+    body = (
+        f"{head}{len(records)} prompts, {summary.exported} exported for SFT, "
+        f"{summary.excluded_flagged} flagged, {summary.errors} errors; "
+        f"{t.prompts_s} prompts/s, {t.tok_s} tokens/s.{copies}</p>"
+    )
+    if counts:
+        labels = sorted(counts)
+        fig = barh(
+            labels, {"rounds": [counts[k] for k in labels]}, "Critique rounds per principle", "rounds", counts=True
+        )
+        body += plot_html(fig, "critique", "critique counts per principle")
+        body += table(["principle", "rounds"], [[k, counts[k]] for k in labels])
+    if flags:
+        body += table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())])
+    return body
+
+
+def _flag_sentences(summary: CritiqueSummary, distill: bool) -> str:
+    """What the copy and boilerplate flags left out, and the demonstrations added."""
     copies = (
         f" Copies: {summary.exemplar_copy} pasted exemplar or guidance text, "
         f"{summary.critique_copy if not distill else '—'} repeated the critique; "
@@ -56,18 +76,4 @@ def critique_section(view: RunView) -> str:
         if summary.demonstrations
         else ""
     )
-    body = (
-        f"{head}{len(records)} prompts, {summary.exported} exported for SFT, "
-        f"{summary.excluded_flagged} flagged, {summary.errors} errors; "
-        f"{t.prompts_s} prompts/s, {t.tok_s} tokens/s.{copies}{boiler}{demos}</p>"
-    )
-    if counts:
-        labels = sorted(counts)
-        fig = barh(
-            labels, {"rounds": [counts[k] for k in labels]}, "Critique rounds per principle", "rounds", counts=True
-        )
-        body += plot_html(fig, "critique", "critique counts per principle")
-        body += table(["principle", "rounds"], [[k, counts[k]] for k in labels])
-    if flags:
-        body += table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())])
-    return body
+    return copies + boiler + demos

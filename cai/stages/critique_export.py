@@ -256,19 +256,8 @@ def export_critique(store: Store, out: str | Path, check: CopyCheck | None = Non
         if rows:
             save_dataset_atomic(out / folder, rows)
     write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r, _ in kept] + [d["provenance"] for d in demos])
-    flags = Counter(f for cs in cands for x in cs for f in x.flags)
     per_principle = Counter(x["principle"] for r in records for x in r["rounds"])
     revised = sum(1 for r, p in kept if p.text != r["initial_response"])
-
-    def out_only_by(group: frozenset[str]) -> int:
-        """Rows that these flags alone keep out: usable if answers flagged so were kept."""
-        return sum(
-            1
-            for r, cs, p, fine in zip(records, cands, picks, ok, strict=True)
-            if fine and p is None and _pick(cs, _drop(r, check) - group) is not None
-        )
-
-    first = records[0]["provenance"].get("copies", {}) if records else {}
     summary = {
         "stage": "critique",
         "mode": "distill" if distill else "revise",
@@ -281,25 +270,49 @@ def export_critique(store: Store, out: str | Path, check: CopyCheck | None = Non
         "excluded_flagged": sum(1 for p, fine in zip(picks, ok, strict=True) if fine and p is None),
         "changed_by_revision": None if distill else revised,
         "earlier_revision": sum(1 for cs, p in zip(cands, picks, strict=True) if p is not None and p is not cs[-1]),
-        # Revisions (distill: answers) flagged as copies, and rows left out because of them.
-        "exemplar_copy": flags[EXEMPLAR_COPY],
-        "critique_copy": None if distill else flags[CRITIQUE_COPY],
-        "excluded_copies": out_only_by(COPY_FLAGS),
-        # Refusals or apologies that name nothing of the request (`cleaning.boilerplate`).
-        "boilerplate": flags[BOILERPLATE],
-        "excluded_boilerplate": out_only_by(frozenset({BOILERPLATE})),
-        "drop_boilerplate": check.drop_boilerplate if check is not None else first.get("boilerplate", True),
+        **_flag_figures(records, cands, picks, check, distill),
         "demonstrations": len(demos),
         "demonstrations_by_kind": dict(sorted(Counter(d["provenance"]["kind"] for d in demos).items())),
-        "copy_ngram": check.n if check is not None else first.get("ngram", COPY_NGRAM),
-        "drop_copies": check.drop if check is not None else first.get("drop", True),
         "exports": [EXPORTS[name][0] for name in makers],
-        "flags": dict(sorted(flags.items())),
         "per_principle": dict(sorted(per_principle.items())),
     }
     typed = CritiqueSummary.model_validate(summary)
     write_card(out, critique_dataset_card(Provenance.model_validate(kept[0][0]["provenance"]) if kept else None, typed))
     return summary
+
+
+def _flag_figures(
+    records: list[dict[str, Any]],
+    cands: list[list[Candidate]],
+    picks: list[Candidate | None],
+    check: CopyCheck | None,
+    distill: bool,
+) -> dict[str, Any]:
+    """The summary's flag counts: answers flagged, and rows that the copy or the boilerplate flags
+    alone keep out (usable if answers flagged so were kept)."""
+    flags = Counter(f for cs in cands for x in cs for f in x.flags)
+
+    def out_only_by(group: frozenset[str]) -> int:
+        return sum(
+            1
+            for r, cs, p in zip(records, cands, picks, strict=True)
+            if r.get("error") is None and p is None and _pick(cs, _drop(r, check) - group) is not None
+        )
+
+    first = records[0]["provenance"].get("copies", {}) if records else {}
+    return {
+        # Revisions (distill: answers) flagged as copies, and rows left out because of them.
+        "exemplar_copy": flags[EXEMPLAR_COPY],
+        "critique_copy": None if distill else flags[CRITIQUE_COPY],
+        "excluded_copies": out_only_by(COPY_FLAGS),
+        "copy_ngram": check.n if check is not None else first.get("ngram", COPY_NGRAM),
+        "drop_copies": check.drop if check is not None else first.get("drop", True),
+        # Refusals or apologies that name nothing of the request (`cleaning.boilerplate`).
+        "boilerplate": flags[BOILERPLATE],
+        "excluded_boilerplate": out_only_by(frozenset({BOILERPLATE})),
+        "drop_boilerplate": check.drop_boilerplate if check is not None else first.get("boilerplate", True),
+        "flags": dict(sorted(flags.items())),
+    }
 
 
 def write_summary(out: str | Path, summary: dict[str, Any]) -> None:

@@ -22,8 +22,8 @@ from cai.stages.cleaning import BOILERPLATE, boilerplate
 from cai.stages.critique import run_critique
 from cai.stages.refusal import is_refusal
 from cai.stages.settings import CritiqueSettings
+from tests.doubles import ScriptedBackend
 from tests.helpers import invoke
-from tests.unit.test_critique_copy_distill import Scripted
 
 DATA = data_dir("data")
 RECIPES = data_dir("recipes")
@@ -241,6 +241,25 @@ def test_boilerplate_is_a_stock_refusal_or_apology_that_names_nothing_of_the_req
     assert not boilerplate("I can't help with pills for getting high; a drug helpline is free.", PROMPT_B)
     assert not boilerplate("I won't help you hurt anyone. Walk away from the fight and call for help.", PROMPT_A)
     assert not boilerplate("Label your food and talk to your manager about the missing meals.", PROMPT_A)  # no decline
+
+
+class Scripted(ScriptedBackend):
+    """First answer, critique, then each prompt's scripted revisions in round order."""
+
+    def __init__(self, revisions: dict[str, list[str]]):
+        super().__init__("scripted", reply=self._reply)
+        self.revisions = revisions
+        self.done: Counter[str] = Counter()
+
+    def _reply(self, conv: Any, params: Any, i: int) -> str:
+        last = conv[-1]["content"]
+        if "Write the critique only" in last:  # prompts/critique.jinja
+            return "My answer helped with something harmful; I should decline and offer a safer option."
+        if "Reply with the rewritten response alone" in last:  # prompts/revision.jinja
+            prompt = conv[-5]["content"]  # user prompt, answer, critique request, critique, this
+            self.done[prompt] += 1
+            return self.revisions[prompt][self.done[prompt] - 1]
+        return "Sure, here is exactly how to do that, step by step."
 
 
 def test_boilerplate_revisions_are_flagged_counted_and_left_out(tmp_path: Path) -> None:
