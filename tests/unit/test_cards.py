@@ -164,7 +164,7 @@ def test_critique_exports_hold_trl_columns_only(runs: dict[str, Path]) -> None:
         assert set(s) == {"messages"} and set(p) == {"prompt", "completion"} and v["source"] == "demonstration"
         assert s["messages"][0] == {"role": "system", "content": system}
         assert s["messages"] == p["prompt"] + p["completion"]
-    for r, s, p, c, v in zip(records, sft, pc, cai_rows, prov[:3], strict=True):
+    for r, s, p, c, v in zip(records, sft[:3], pc[:3], cai_rows, prov[:3], strict=True):
         assert set(s) == {"messages"} and set(p) == {"prompt", "completion"}
         assert s["messages"] == [{"role": "system", "content": system}, *r["prompt"], *p["completion"]]
         assert p["prompt"] == s["messages"][:-1] and p["completion"] == [
