@@ -315,7 +315,8 @@ TRL SFTTrainer: conversational prompt-completion |
 | `cai.jsonl` (`dataset_cai/`) | `init_prompt`, `init_response`, `critic_prompt`, `critic_response`, \
 `revision_prompt`, `revision_response`, `prompt`, `messages`, `chosen`, `rejected`, `id`, `prompt_id`, \
 `principles`, `fingerprint` | people: the public CAI dataset's layout, with provenance |
-| `provenance.jsonl` | `id`, `prompt_id`, `principles`, `fingerprint` | line i belongs to row i of the SFT files |
+| `provenance.jsonl` | `id`, `prompt_id`, `principles`, `fingerprint`, `source` | \
+line i belongs to row i of the SFT files |
 
 * `messages` feeds SFTTrainer's loss on every token (the assistant's only with `assistant_only_loss`
   and a chat template that marks generations).
@@ -323,7 +324,10 @@ TRL SFTTrainer: conversational prompt-completion |
 * `messages` and `prompt` start with the constitution's system prompt when it has one.
 * The target is each prompt's latest revision that no flag excludes (an earlier one when later
   ones are flagged; no row when all are). Revisions that copy a few-shot exemplar
-  (`exemplar-copy`) or the round's critique (`critique-copy`) are flagged: see the figures."""
+  (`exemplar-copy`) or the round's critique (`critique-copy`), and refusals or apologies that name
+  nothing of the request (`boilerplate`), are flagged: see the figures.
+* Rows whose `source` is `demonstration` (after the revisions) are the constitution's author-written
+  demonstrations (prompt and ideal reply; `kind` decline or answer); they have no `cai.jsonl` row."""
 
 DISTILL_LAYOUT = """\
 | file (saved dataset) | columns | for |
@@ -337,7 +341,8 @@ TRL SFTTrainer: conversational prompt-completion |
   system prompt and critique principles (`principles` lists them); `messages` and `prompt` hold the
   user's turns only, so the trained model learns to answer that way without being told.
 * There is no `cai.jsonl`: with one answer per prompt there is no rejected first answer.
-* Answers that copy a few-shot exemplar (`exemplar-copy`) or are otherwise flagged are left out."""
+* Answers that copy a few-shot exemplar (`exemplar-copy`) or are otherwise flagged are left out.
+* Rows whose `source` is `demonstration` are the constitution's author-written demonstrations."""
 
 LABEL_LAYOUT = """\
 | file (saved dataset) | columns | for |
@@ -364,17 +369,25 @@ def critique_dataset_card(provenance: Provenance | None, summary: CritiqueSummar
             ("prompt_completion", "sft_prompt_completion.jsonl"),
             *([] if distill else [("cai", "cai.jsonl")]),
         ],
-        rows=summary.exported or 0,
+        rows=(summary.exported or 0) + (summary.demonstrations or 0),
         provenance=provenance,
-        method="SL-CAI by context distillation: the model's answers to red-team prompts under the "
-        "constitution's system prompt and principles are the SFT targets for the prompts without them."
-        if distill
-        else "SL-CAI: the model's answers to red-team prompts, critiqued and revised against "
-        "principles sampled from the constitution; the latest unflagged revision is the SFT target.",
+        method=_critique_method(distill, summary.demonstrations or 0),
         layout=DISTILL_LAYOUT if distill else CRITIQUE_LAYOUT,
         figures={k: v for k, v in summary.figures().items() if k not in ("per_principle", "flags")}
         | {"flags": summary.flags or {}},
     )
+
+
+def _critique_method(distill: bool, demonstrations: int) -> str:
+    added = f" Added: {demonstrations} author-written demonstrations from the constitution (prompt, ideal reply)"
+    demos = added + ", marked `source: demonstration` in provenance.jsonl." if demonstrations else ""
+    return (
+        "SL-CAI by context distillation: the model's answers to red-team prompts under the "
+        "constitution's system prompt and principles are the SFT targets for the prompts without them."
+        if distill
+        else "SL-CAI: the model's answers to red-team prompts, critiqued and revised against "
+        "principles sampled from the constitution; the latest unflagged revision is the SFT target."
+    ) + demos
 
 
 def label_method_sentence(provenance: Provenance | None, summary: LabelSummary) -> str:

@@ -130,6 +130,10 @@ class CritiqueSummary(Output):
     excluded_copies: int | None = None
     exemplar_copy: int | None = None
     critique_copy: int | None = None
+    boilerplate: int | None = None
+    excluded_boilerplate: int | None = None
+    demonstrations: int | None = None
+    demonstrations_by_kind: dict[str, int] | None = None
     flags: dict[str, int] | None = None
     per_principle: dict[str, int] | None = None
     throughput: Throughput | None = None

@@ -20,10 +20,16 @@ TemplatesOpt = Annotated[
 
 
 def validate(paths: Annotated[list[Path], typer.Argument(help="Files or folders to check.")]) -> None:
-    """Check principle libraries, constitutions, recipes and templates; exit 2 on any problem."""
+    """Check principle libraries, constitutions, demonstrations, recipes and templates; exit 2 on
+    any problem. Warnings (a demonstration prompt that is also an evaluation prompt) go to stderr
+    and leave the exit code 0."""
     from cai.constitution.validate import validate_paths
+    from cai.errors import Problem
 
-    n, problems = validate_paths(paths, extra_kinds=_extra_kinds())
+    warnings: list[Problem] = []
+    n, problems = validate_paths(paths, extra_kinds=_extra_kinds(), warnings=warnings)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
     for p in problems:
         typer.echo(str(p), err=True)
     if problems:

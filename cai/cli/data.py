@@ -54,6 +54,8 @@ def critique(
         f"{summary['records']} records ({summary['exported']} exported, {summary['excluded_flagged']} flagged, "
         f"{summary['errors']} errors) in {out}; {t['prompts_s']} prompts/s, {t['tok_s']} tok/s"
         + f"; copies: {', '.join(copies)}, {summary['excluded_copies']} rows excluded"
+        + f"; boilerplate: {summary['boilerplate']}, {summary['excluded_boilerplate']} rows excluded"
+        + f"; {summary['demonstrations']} demonstrations added"
         + ("; distill mode: no cai.jsonl (no rejected answer)" if summary["mode"] == "distill" else "")
         + (f"; {summary['retried']} retried" if t["retried"] else "")
         + (f"; {summary['duplicates_dropped']} duplicate lines dropped" if summary["duplicates_dropped"] else "")
@@ -64,7 +66,7 @@ def critique(
     settings=CritiqueSettings,
     run=Seed,
     backend=BackendSettings,
-    exclude=frozenset({"batch_size", "retry_failed", "mode"}),  # `try` shows revise rounds
+    exclude=frozenset({"batch_size", "retry_failed", "mode", "demonstrations"}),  # `try` shows revise rounds
 )
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],
@@ -119,7 +121,11 @@ def merge(
     n, store = merge_stores(dirs, out)
     with store:
         if store.manifest.get("stage") == "critique":
-            from cai.stages.critique_export import export_critique, write_summary
+            from cai.io.atomic import write_text_atomic
+            from cai.stages.critique_export import DEMONSTRATIONS_FILE, export_critique, write_summary
+
+            if (dirs[0] / DEMONSTRATIONS_FILE).is_file():  # every shard chose the same ones
+                write_text_atomic(out / DEMONSTRATIONS_FILE, (dirs[0] / DEMONSTRATIONS_FILE).read_text("utf-8"))
 
             write_summary(out, export_critique(store, out))
         elif store.manifest.get("stage") == "label":

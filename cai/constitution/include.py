@@ -93,6 +93,8 @@ def _absolutize(doc: YamlDoc, base: Path) -> dict[str, Any]:
         data["libraries"] = _absolute_libraries(doc, base, data["libraries"])
     if isinstance(data.get("template_dirs"), list):
         data["template_dirs"] = _absolute_template_dirs(doc, base, data["template_dirs"])
+    if isinstance(data.get("demonstrations_file"), str):
+        data["demonstrations_file"] = _absolute_file(doc, base, ("demonstrations_file",), data["demonstrations_file"])
     for section in ("critique", "comparison"):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get("exemplars_file"), str):
@@ -122,11 +124,13 @@ def _absolute_template_dirs(doc: YamlDoc, base: Path, dirs: list[Any]) -> list[A
 
 
 def _absolute_exemplars(doc: YamlDoc, base: Path, section: str, name: str) -> str:
+    return _absolute_file(doc, base, (section, "exemplars_file"), name)
+
+
+def _absolute_file(doc: YamlDoc, base: Path, key: tuple[str, ...], name: str) -> str:
     ex = base / name
     if not ex.is_file():
-        raise fail(
-            doc.path, doc.line((section, "exemplars_file")), f"{section}.exemplars_file", f"no such file: {name}"
-        )
+        raise fail(doc.path, doc.line(key), ".".join(key), f"no such file: {name}")
     return str(ex.resolve())
 
 

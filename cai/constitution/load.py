@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from cai.constitution.demonstrations import load_demonstrations
 from cai.constitution.include import Origins, read_merged
 from cai.constitution.model import Constitution, Versioned
 from cai.constitution.schema import (
@@ -130,6 +131,9 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
         [],
     )
     critique_exemplars, comparison_exemplars = _all_exemplars(problems, spec, critique, comparison, line_of)
+    demonstrations = _gather(
+        problems, lambda: load_demonstrations(spec.demonstrations, spec.demonstrations_file, line_of), []
+    )
     renderer = _gather(problems, lambda: _renderer(spec, extra_template_dirs, line_of), None)
     if problems or renderer is None:
         raise CaiError(problems)
@@ -144,6 +148,7 @@ def load_constitution(ref: str | Path, extra_template_dirs: list[str] | None = N
         renderer=renderer,
         _all_critique=critique,
         _all_comparison=comparison,
+        demonstrations=demonstrations,
     )
 
 

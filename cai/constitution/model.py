@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.constitution.demonstrations import Placed
 from cai.constitution.schema import (
     ComparisonExemplar,
     ComparisonPrinciple,
@@ -53,6 +54,8 @@ class Constitution:
     renderer: PromptRenderer
     _all_critique: dict[str, Versioned] = field(default_factory=dict, repr=False)
     _all_comparison: dict[str, Versioned] = field(default_factory=dict, repr=False)
+    # Inline ones first, then the file's; each knows the file and line it was written at.
+    demonstrations: list[Placed] = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:
@@ -78,7 +81,11 @@ class Constitution:
 
     def resolved(self) -> dict[str, Any]:
         """The constitution after includes and selection: what `show` prints and the hash covers."""
-        spec = self.spec.model_dump(exclude={"include", "libraries", "template_dirs"})
+        spec = self.spec.model_dump(exclude={"include", "libraries", "template_dirs", "demonstrations_file"})
+        # Left out when there are none, so constitutions without them keep their fingerprint.
+        spec.pop("demonstrations")
+        if self.demonstrations:
+            spec["demonstrations"] = [p.demo.model_dump() for p in self.demonstrations]
         spec["critique"].pop("exemplars_file", None)
         spec["comparison"].pop("exemplars_file", None)
         spec["critique"]["exemplars"] = [e.model_dump() for e in self.critique_exemplars]

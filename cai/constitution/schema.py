@@ -94,6 +94,31 @@ class ComparisonExemplarFile(Strict):
     exemplars: list[ComparisonExemplar] = Field(min_length=1)
 
 
+class Demonstration(Strict):
+    """An author-written example of the behaviour SL-CAI should teach: a prompt and the ideal reply."""
+
+    prompt: str = Field(description="The user's request (one turn).")
+    reply: str = Field(description="The ideal assistant reply to it.")
+    kind: Literal["decline", "answer"] = Field(
+        description="decline: a harmful request declined briefly with a safe alternative; answer: a safe "
+        "request that only sounds alarming, answered in full."
+    )
+    category: str = Field("", description="Free-form topic label, counted in summaries.")
+
+    @field_validator("prompt", "reply")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty or blank")
+        return v
+
+
+class DemonstrationFile(Strict):
+    kind: Literal["demonstrations"]
+    description: str = ""
+    demonstrations: list[Demonstration] = Field(min_length=1)
+
+
 class Selection(Strict):
     ids: list[str] = Field([], description="Principles chosen by id.")
     tags: list[str] = Field([], description="Principles chosen by tag (union with ids).")
@@ -154,6 +179,12 @@ class ConstitutionSpec(Strict):
         None, description="Pairs by construction (--method rlcd): the policy answers under each prompt."
     )
     libraries: list[str] = Field(min_length=1, description="Principle library files.")
+    demonstrations: list[Demonstration] = Field(
+        default_factory=list, description="Author-written demonstrations (prompt, ideal reply) for SL-CAI."
+    )
+    demonstrations_file: str | None = Field(
+        None, description="YAML file of demonstrations (kind: demonstrations), relative to the constitution."
+    )
     template_dirs: list[str] = Field([], description="Template folders overriding the shipped ones.")
     critique: CritiqueSection = Field(default_factory=CritiqueSection)
     comparison: ComparisonSection = Field(default_factory=ComparisonSection)
@@ -165,6 +196,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "comparison-principles": ComparisonLibrary,
     "critique-exemplars": CritiqueExemplarFile,
     "comparison-exemplars": ComparisonExemplarFile,
+    "demonstrations": DemonstrationFile,
     "constitution": ConstitutionSpec,
 }
 

@@ -1,4 +1,5 @@
-"""The report's SL-CAI section: critique rounds per principle, what was exported, copy flags."""
+"""The report's SL-CAI section: critique rounds per principle, what was exported, copy and
+boilerplate flags, and the demonstrations the SFT set holds besides the revisions."""
 
 from __future__ import annotations
 
@@ -36,13 +37,7 @@ def critique_section(view: RunView) -> str:
         if distill
         else "<h2>SL-CAI: critiques and revisions</h2><p>"
     )
-    copies = (
-        f" Copies: {summary.exemplar_copy} pasted exemplar or guidance text, "
-        f"{summary.critique_copy if not distill else '—'} repeated the critique; "
-        f"{summary.excluded_copies} rows left out for them."
-        if summary.has("exemplar_copy")
-        else ""
-    )
+    copies = _flag_sentences(summary, distill)
     body = (
         f"{head}{len(records)} prompts, {summary.exported} exported for SFT, "
         f"{summary.excluded_flagged} flagged, {summary.errors} errors; "
@@ -58,3 +53,27 @@ def critique_section(view: RunView) -> str:
     if flags:
         body += table(["flag", "count"], [[k, v] for k, v in sorted(flags.items())])
     return body
+
+
+def _flag_sentences(summary: CritiqueSummary, distill: bool) -> str:
+    """What the copy and boilerplate flags left out, and the demonstrations added."""
+    copies = (
+        f" Copies: {summary.exemplar_copy} pasted exemplar or guidance text, "
+        f"{summary.critique_copy if not distill else '—'} repeated the critique; "
+        f"{summary.excluded_copies} rows left out for them."
+        if summary.has("exemplar_copy")
+        else ""
+    )
+    boiler = (
+        f" Boilerplate (a refusal or apology naming nothing of the request): {summary.boilerplate}; "
+        f"{summary.excluded_boilerplate} rows left out for it."
+        if summary.has("boilerplate")
+        else ""
+    )
+    demos = (
+        f" Added to the SFT set: {summary.demonstrations} of the constitution's author-written demonstrations "
+        f"({', '.join(f'{v} {k}' for k, v in (summary.demonstrations_by_kind or {}).items())})."
+        if summary.demonstrations
+        else ""
+    )
+    return copies + boiler + demos

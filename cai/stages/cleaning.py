@@ -4,7 +4,9 @@ Small models wrap their rewrites in boilerplate ("Revision: …", "Here is a rev
 or produce empty, truncated or looping text. We strip the wrappers and *flag* the rest, so the
 export can leave them out and the summary can count them, instead of training on them silently.
 The copy flags (`CopyCheck`, `critique_copy`) catch revisions that paste a few-shot exemplar or
-the round's own critique in place of an answer.
+the round's own critique in place of an answer; the boilerplate flag (`boilerplate`) catches
+refusals and apologies that name nothing of the request ("I'm sorry for any inconvenience, but as
+a chatbot …"), which taught earlier SL-CAI models to decline safe and harmful prompts alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from cai.stages.refusal import is_refusal
 
 _PREFIXES = [
     r"revis(?:ed|ion)(?: response| answer| version)?\s*[:\-]",
@@ -119,10 +123,13 @@ class CopyCheck:
     exemplar_grams: frozenset[tuple[str, ...]]
     n: int = COPY_NGRAM
     drop: bool = True
+    drop_boilerplate: bool = True
 
     @classmethod
-    def of(cls, exemplar_texts: Iterable[str], n: int = COPY_NGRAM, drop: bool = True) -> CopyCheck:
-        return cls(frozenset(g for t in exemplar_texts for g in ngrams(t, n)), n, drop)
+    def of(
+        cls, exemplar_texts: Iterable[str], n: int = COPY_NGRAM, drop: bool = True, drop_boilerplate: bool = True
+    ) -> CopyCheck:
+        return cls(frozenset(g for t in exemplar_texts for g in ngrams(t, n)), n, drop, drop_boilerplate)
 
     def exemplar_copy(self, answer: str, prompt: Sequence[Mapping[str, str]]) -> bool:
         """The answer shares at least one word n-gram with an exemplar text that the user's own
@@ -133,8 +140,72 @@ class CopyCheck:
         return bool(shared - set().union(*(ngrams(m["content"], self.n) for m in prompt)))
 
     def flags(self, answer: str, prompt: Sequence[Mapping[str, str]], critique: str | None = None) -> list[str]:
-        """The copy flags of one answer; `critique` None (distill mode) skips critique_copy."""
+        """The copy and boilerplate flags of one answer; `critique` None (distill mode) skips
+        critique_copy."""
         out = [EXEMPLAR_COPY] if self.exemplar_copy(answer, prompt) else []
         if critique is not None and critique_copy(answer, critique, self.n):
             out.append(CRITIQUE_COPY)
+        if boilerplate(answer, " ".join(m["content"] for m in prompt if m.get("role") == "user")):
+            out.append(BOILERPLATE)
         return out
+
+    def droppable(self) -> frozenset[str]:
+        """The recomputed flags that keep an answer out under these settings."""
+        return (COPY_FLAGS if self.drop else frozenset()) | ({BOILERPLATE} if self.drop_boilerplate else set())
+
+
+# ---------------------------------------------------------------------------- boilerplate
+# A revision that declines or apologises without naming anything the user asked about, in stock
+# words, is a stock sentence, not an answer to this prompt: SFT on it teaches the model to say it
+# anywhere ("I'm unable to assist with requests that conflict with my policy").
+
+BOILERPLATE = "boilerplate"
+RECOMPUTED_FLAGS = COPY_FLAGS | {BOILERPLATE}  # flags judged afresh from the text at export
+BOILERPLATE_SPECIFIC_WORDS = 2
+"""At most this many specific words (content words outside `_GENERIC`) in a boilerplate answer:
+a real decline names what it declines and what to do instead, in more words than that."""
+_APOLOGY = re.compile(
+    r"^\W*(?:i'?m (?:so |very |really |truly )?sorry|i am (?:so |very |really )?sorry|(?:i )?apologi[sz]e|"
+    r"my apologies|unfortunately|as an? (?:ai|chatbot|language model|virtual assistant|assistant)\b)"
+)
+_STOP = frozenset(
+    """about after also always anyone anything around because been before being best could does doing
+    done even ever every from give going have having here into just know like make many more most
+    much need never only other others people please really should some someone something than that
+    their them then there these they thing things this those through tell very want ways were what
+    when where which while will with without would write your yours the and for you can how but not
+    get got any are was his her him she who why own out use way too all one may our its did has had let
+    say see now new yes try lot off put set ask don isn won didn doesn""".split()  # noqa: SIM905
+)
+# Words of stock refusals and apologies: they say nothing about any particular request.
+_GENERIC = frozenset(
+    """sorry inconvenience unable assist assistance request requests policy policies guideline
+    guidelines chatbot language model assistant equipped provide support comply fulfil fulfill
+    appropriate content conflict conflicts refuse refusing refusal decline declining personal matter
+    matters professional reach better advice question questions topic topics resources qualified
+    expert concerns sensitive discuss task tasks else kind type nature apologize apologise apologies
+    unfortunately cannot help harmful ethical ethics illegal dangerous inappropriate responsible
+    standards principles programmed designed purpose able regarding related information happy
+    understand respect safe safety other""".split()  # noqa: SIM905
+)
+
+
+def _content(text: str) -> list[str]:
+    return [w for w in words(text.replace("\u2019", "'")) if len(w) >= 3 and w not in _STOP and not w.isdigit()]
+
+
+def boilerplate(answer: str, prompt: str) -> bool:
+    """The answer opens with a refusal or an apology, shares no content word (three letters or
+    more, compared by the first five) with the prompt, and has at most `BOILERPLATE_SPECIFIC_WORDS`
+    specific words: a bare "I'm sorry, but I can't assist with that." is flagged, "I won't help you
+    hurt someone; walk away and call for help" is not. A prompt with no content words leaves
+    nothing to compare. A heuristic: on the hand-labelled refusal set it flags 104 of 544 refusals
+    (the stock ones) and none of 256 compliant replies."""
+    asked = {w[:5] for w in _content(prompt)}
+    said = _content(answer)
+    if not asked or asked & {w[:5] for w in said}:
+        return False
+    if sum(w not in _GENERIC for w in said) > BOILERPLATE_SPECIFIC_WORDS:
+        return False
+    plain = answer.strip().lower().replace("\u2019", "'")
+    return bool(_APOLOGY.match(plain)) or is_refusal(answer)

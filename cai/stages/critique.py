@@ -33,7 +33,7 @@ from cai.models.base import Backend, Conversation, Generation, GenerationParams
 from cai.progress import StepProgress
 from cai.stages.chunks import pending_chunks, shard_size
 from cai.stages.cleaning import CopyCheck, clean_revision, quality_flags
-from cai.stages.critique_export import excludes, export_critique, write_summary
+from cai.stages.critique_export import excludes, export_critique, write_demonstrations, write_summary
 from cai.stages.messages import (
     DISTILL_TEMPLATE,
     critique_fewshot,
@@ -59,7 +59,7 @@ def copy_check(c: Constitution, s: CritiqueSettings) -> CopyCheck:
     """What an answer must not paste: the few-shot exemplars the revise prompts show, or in
     distill mode (no exemplars shown) the guidance text itself, echoed back instead of answering."""
     texts = [distill_guidance(c)] if s.mode == "distill" else exemplar_texts(c)
-    return CopyCheck.of(texts, s.copy_ngram, s.drop_copies)
+    return CopyCheck.of(texts, s.copy_ngram, s.drop_copies, s.drop_boilerplate)
 
 
 def manifest(
@@ -200,7 +200,7 @@ class CritiqueBatch:
             )
             # The next round starts from the latest revision the export could use: a pasted
             # exemplar or critique is no answer to critique.
-            if not excludes(flags, self.check.drop):
+            if not excludes(flags, self.check.drop, self.check.drop_boilerplate):
                 self.latest[i] = cleaned
 
     def records(
@@ -325,7 +325,7 @@ def _provenance(
         "model_info": backend.describe(),
         "cai_version": __version__,
         # How this run flagged copies (what `cai merge`, which has no constitution, goes by).
-        "copies": {"ngram": check.n, "drop": check.drop},
+        "copies": {"ngram": check.n, "drop": check.drop, "boilerplate": check.drop_boilerplate},
     }
     if guidance is not None:
         provenance["distill"] = {
@@ -384,6 +384,7 @@ def _run(
             extra = {**provenance, "timing": {**timing, "chunk_size": len(items)}}
             store.append(batch.records(p.todo, [p.offset + k for k in todo], p.index, extra), retry=p.retry)
             new_prompts += len(items)
+    write_demonstrations(out, c, settings.demonstrations, guidance is not None)
     return _finish(store, out, new_prompts, prog, check)
 
 

@@ -19,6 +19,13 @@ to ``messages`` sends it down the prompt-completion path, where it fails with
   of the SFT exports (cai's trainers read the fingerprint from here).
 * ``README.md`` — the dataset card (Hugging Face YAML front matter, one config per format).
 
+The constitution's demonstrations (author-written prompt and ideal reply, chosen by
+``CritiqueSettings.demonstrations``) are written by `cai critique` to ``demonstrations.jsonl`` in
+the folder and follow the revisions in the SFT exports, so that `cai train sft` trains on both
+without a change; their ``provenance.jsonl`` lines say ``source: demonstration`` (the revisions'
+``source: revision``, or ``distill``). ``cai.jsonl`` has no row for them: there is no first answer
+or critique. The export is a function of the folder alone, so `cai merge` keeps them too.
+
 A row's target is its latest revision that no flag excludes (`chosen`): an earlier revision when
 later ones are flagged, and no row when every one is. In distill mode (``--mode distill``) the
 target is the one guided answer, the prompts hold the user's turns only (no system prompt: the
@@ -35,22 +42,39 @@ from pathlib import Path
 from typing import Any
 
 from cai.cards import critique_dataset_card, write_card
+from cai.constitution.demonstrations import select
+from cai.constitution.model import Constitution
 from cai.io.atomic import save_dataset_atomic, write_jsonl_atomic
 from cai.io.outputs import write_output
-from cai.io.readers import PROVENANCE_FILE
+from cai.io.readers import PROVENANCE_FILE, iter_jsonl
 from cai.io.store import Store
 from cai.outputs import CritiqueSummary, Provenance
-from cai.stages.cleaning import COPY_FLAGS, COPY_NGRAM, CRITIQUE_COPY, EXEMPLAR_COPY, CopyCheck
+from cai.stages.cleaning import (
+    BOILERPLATE,
+    COPY_FLAGS,
+    COPY_NGRAM,
+    CRITIQUE_COPY,
+    EXEMPLAR_COPY,
+    RECOMPUTED_FLAGS,
+    CopyCheck,
+)
+
+DEMONSTRATIONS_FILE = "demonstrations.jsonl"
 
 # Flags that keep a revision out of the SFT export ("unchanged" alone is fine: a good first
-# answer may need no change). The copy flags exclude too, unless --no-drop-copies.
-EXCLUDING_FLAGS = {"empty", "too-short", "repetitive", "echoes-request", "format-leak"}
+# answer may need no change). The copy flags exclude too, unless --no-drop-copies, and the
+# boilerplate flag unless --no-drop-boilerplate.
+EXCLUDING_FLAGS = frozenset({"empty", "too-short", "repetitive", "echoes-request", "format-leak"})
 
 
-def excludes(flags: Iterable[str], drop_copies: bool = True) -> bool:
+def droppable(drop_copies: bool = True, drop_boilerplate: bool = True) -> frozenset[str]:
+    copies = COPY_FLAGS if drop_copies else frozenset()
+    return EXCLUDING_FLAGS | copies | ({BOILERPLATE} if drop_boilerplate else set())
+
+
+def excludes(flags: Iterable[str], drop_copies: bool = True, drop_boilerplate: bool = True) -> bool:
     """Whether these flags keep an answer out of the SFT export (and from being the next round's base)."""
-    f = set(flags)
-    return bool(f & EXCLUDING_FLAGS or (drop_copies and f & COPY_FLAGS))
+    return bool(set(flags) & droppable(drop_copies, drop_boilerplate))
 
 
 def is_distill(r: dict[str, Any]) -> bool:
@@ -78,19 +102,23 @@ def candidates(r: dict[str, Any], check: CopyCheck | None = None) -> list[Candid
     def flags(recorded: list[str], text: str, critique: str | None) -> list[str]:
         if check is None:
             return list(recorded)
-        return [f for f in recorded if f not in COPY_FLAGS] + check.flags(text, r["prompt"], critique)
+        return [f for f in recorded if f not in RECOMPUTED_FLAGS] + check.flags(text, r["prompt"], critique)
 
     if is_distill(r):
         return [Candidate(r["initial_response"], flags(r["flags"], r["initial_response"], None))]
     return [Candidate(x["revision"], flags(x["flags"], x["revision"], x["critique"]), x) for x in r["rounds"]]
 
 
-def _drop(r: dict[str, Any], check: CopyCheck | None) -> bool:
-    return check.drop if check is not None else bool((r.get("provenance") or {}).get("copies", {}).get("drop", True))
+def _drop(r: dict[str, Any], check: CopyCheck | None) -> frozenset[str]:
+    """The flags that keep an answer out: the run's settings, else as the record says."""
+    if check is not None:
+        return droppable(check.drop, check.drop_boilerplate)
+    copies = (r.get("provenance") or {}).get("copies", {})
+    return droppable(bool(copies.get("drop", True)), bool(copies.get("boilerplate", True)))
 
 
-def _pick(cands: list[Candidate], drop: bool) -> Candidate | None:
-    return next((x for x in reversed(cands) if x.text and not excludes(x.flags, drop)), None)
+def _pick(cands: list[Candidate], drop: frozenset[str]) -> Candidate | None:
+    return next((x for x in reversed(cands) if x.text and not set(x.flags) & drop), None)
 
 
 def chosen(r: dict[str, Any], check: CopyCheck | None = None) -> Candidate | None:
@@ -141,6 +169,39 @@ def provenance_row(r: dict[str, Any]) -> dict[str, Any]:
         "prompt_id": r["prompt_id"],
         "principles": principle_refs(r),
         "fingerprint": r["provenance"]["fingerprint"],
+        "source": "distill" if is_distill(r) else "revision",
+    }
+
+
+def write_demonstrations(out: str | Path, c: Constitution, n: int | None, distill: bool) -> None:
+    """Record which of the constitution's demonstrations this folder's export adds (`select`):
+    with the system prompt the revisions' rows start with (none in distill mode, as its rows)."""
+    system = None if distill else c.spec.system_prompt
+    fp = c.fingerprint()
+    rows = [
+        {"id": p.id, "kind": p.demo.kind, "category": p.demo.category, "prompt": p.demo.prompt}
+        | {"reply": p.demo.reply, "system": system, "fingerprint": fp}
+        for p in select(c.demonstrations, n)
+    ]
+    write_jsonl_atomic(Path(out) / DEMONSTRATIONS_FILE, rows)
+
+
+def read_demonstrations(out: Path) -> list[dict[str, Any]]:
+    """The demonstration rows `cai critique` chose for this folder (none without the file)."""
+    path = out / DEMONSTRATIONS_FILE
+    return [row for _, row in iter_jsonl(path)] if path.is_file() else []
+
+
+def demonstration_rows(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One demonstration's row in each SFT export, and its provenance line."""
+    head = [{"role": "system", "content": d["system"]}] if d.get("system") else []
+    user = [*head, {"role": "user", "content": d["prompt"]}]
+    reply = {"role": "assistant", "content": d["reply"]}
+    keys = ("id", "kind", "category", "fingerprint")
+    return {
+        "messages": {"messages": [*user, reply]},
+        "prompt_completion": {"prompt": user, "completion": [reply]},
+        "provenance": {"prompt_id": d["id"], "principles": [], "source": "demonstration"} | {k: d[k] for k in keys},
     }
 
 
@@ -187,23 +248,16 @@ def export_critique(store: Store, out: str | Path, check: CopyCheck | None = Non
     makers = {"messages": messages_row, "prompt_completion": prompt_completion_row}
     if not distill:
         makers["cai"] = cai_row  # its `rejected` is the first answer, which distill mode has not got
+    demos = [demonstration_rows(d) for d in read_demonstrations(out)]
     for name, make in makers.items():
-        rows = [make(r, p) for r, p in kept]
+        rows = [make(r, p) for r, p in kept] + [d[name] for d in demos if name in d]
         jsonl, folder = EXPORTS[name]
         write_jsonl_atomic(out / jsonl, rows)
         if rows:
             save_dataset_atomic(out / folder, rows)
-    write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r, _ in kept])
-    flags = Counter(f for cs in cands for x in cs for f in x.flags)
+    write_jsonl_atomic(out / PROVENANCE_FILE, [provenance_row(r) for r, _ in kept] + [d["provenance"] for d in demos])
     per_principle = Counter(x["principle"] for r in records for x in r["rounds"])
     revised = sum(1 for r, p in kept if p.text != r["initial_response"])
-    # Rows the copy flags alone keep out: usable if the copies were kept.
-    copies_out = sum(
-        1
-        for cs, p, fine in zip(cands, picks, ok, strict=True)
-        if fine and p is None and _pick(cs, drop=False) is not None
-    )
-    first = records[0]["provenance"].get("copies", {}) if records else {}
     summary = {
         "stage": "critique",
         "mode": "distill" if distill else "revise",
@@ -216,19 +270,49 @@ def export_critique(store: Store, out: str | Path, check: CopyCheck | None = Non
         "excluded_flagged": sum(1 for p, fine in zip(picks, ok, strict=True) if fine and p is None),
         "changed_by_revision": None if distill else revised,
         "earlier_revision": sum(1 for cs, p in zip(cands, picks, strict=True) if p is not None and p is not cs[-1]),
-        # Revisions (distill: answers) flagged as copies, and rows left out because of them.
-        "exemplar_copy": flags[EXEMPLAR_COPY],
-        "critique_copy": None if distill else flags[CRITIQUE_COPY],
-        "excluded_copies": copies_out,
-        "copy_ngram": check.n if check is not None else first.get("ngram", COPY_NGRAM),
-        "drop_copies": check.drop if check is not None else first.get("drop", True),
+        **_flag_figures(records, cands, picks, check, distill),
+        "demonstrations": len(demos),
+        "demonstrations_by_kind": dict(sorted(Counter(d["provenance"]["kind"] for d in demos).items())),
         "exports": [EXPORTS[name][0] for name in makers],
-        "flags": dict(sorted(flags.items())),
         "per_principle": dict(sorted(per_principle.items())),
     }
     typed = CritiqueSummary.model_validate(summary)
     write_card(out, critique_dataset_card(Provenance.model_validate(kept[0][0]["provenance"]) if kept else None, typed))
     return summary
+
+
+def _flag_figures(
+    records: list[dict[str, Any]],
+    cands: list[list[Candidate]],
+    picks: list[Candidate | None],
+    check: CopyCheck | None,
+    distill: bool,
+) -> dict[str, Any]:
+    """The summary's flag counts: answers flagged, and rows that the copy or the boilerplate flags
+    alone keep out (usable if answers flagged so were kept)."""
+    flags = Counter(f for cs in cands for x in cs for f in x.flags)
+
+    def out_only_by(group: frozenset[str]) -> int:
+        return sum(
+            1
+            for r, cs, p in zip(records, cands, picks, strict=True)
+            if r.get("error") is None and p is None and _pick(cs, _drop(r, check) - group) is not None
+        )
+
+    first = records[0]["provenance"].get("copies", {}) if records else {}
+    return {
+        # Revisions (distill: answers) flagged as copies, and rows left out because of them.
+        "exemplar_copy": flags[EXEMPLAR_COPY],
+        "critique_copy": None if distill else flags[CRITIQUE_COPY],
+        "excluded_copies": out_only_by(COPY_FLAGS),
+        "copy_ngram": check.n if check is not None else first.get("ngram", COPY_NGRAM),
+        "drop_copies": check.drop if check is not None else first.get("drop", True),
+        # Refusals or apologies that name nothing of the request (`cleaning.boilerplate`).
+        "boilerplate": flags[BOILERPLATE],
+        "excluded_boilerplate": out_only_by(frozenset({BOILERPLATE})),
+        "drop_boilerplate": check.drop_boilerplate if check is not None else first.get("boilerplate", True),
+        "flags": dict(sorted(flags.items())),
+    }
 
 
 def write_summary(out: str | Path, summary: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ def is_off(v: Any) -> bool:
     where null cannot be written (a CLI option); recipes' checks read it the same way."""
     return isinstance(v, str) and v.strip().lower() == "none"
 
+
 T = TypeVar("T")
 Shard = tuple[int, int]  # (i, N): this process does the i-th of N shards
 
@@ -95,6 +96,18 @@ class CritiqueSettings(Sampling, StageSettings):
     )
     drop_copies: bool = Field(
         True, description="Leave copy-flagged answers out of the SFT export (and out of the next round)."
+    )
+    drop_boilerplate: bool = Field(
+        True,
+        description="Leave out answers flagged boilerplate (a refusal or apology naming nothing of the request) "
+        "from the SFT export (and the next round).",
+    )
+    demonstrations: int | None = Field(
+        None,
+        ge=0,
+        description="The constitution's author-written demonstrations added to the SFT export (marked "
+        "source: demonstration in provenance.jsonl): at most N, declines and answers alternating in file "
+        "order; 0: none; unset: all.",
     )
     retry_failed: bool = Field(
         True,

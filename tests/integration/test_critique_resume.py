@@ -121,7 +121,9 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
     assert ds.column_names == ["messages"]  # TRL-facing: SFTTrainer's columns only
     assert load_from_disk(str(baseline / "dataset_prompt_completion")).column_names == ["prompt", "completion"]
     public = load_from_disk(str(baseline / "dataset_cai"))
-    assert len(public) == len(ds)
+    summary = json.loads((baseline / "summary.json").read_text())
+    # The SFT set is the revisions, then the constitution's demonstrations (no cai.jsonl row).
+    assert len(public) + summary["demonstrations"] == len(ds) and summary["demonstrations"] > 0
     for col in (
         "init_prompt",
         "init_response",
@@ -135,8 +137,7 @@ def test_records_carry_provenance_and_exports(baseline: Path) -> None:
         "rejected",
     ):
         assert col in public.column_names
-    summary = json.loads((baseline / "summary.json").read_text())
-    assert summary["records"] == 12 and summary["exported"] == len(ds)
+    assert summary["records"] == 12 and summary["exported"] == len(public)
     assert sum(summary["per_principle"].values()) == 24
 
 

@@ -157,8 +157,14 @@ def test_critique_exports_hold_trl_columns_only(runs: dict[str, Path]) -> None:
         rows("cai.jsonl"),
         rows("provenance.jsonl"),
     )
-    assert len(sft) == len(pc) == len(cai_rows) == len(prov) == len(records) == 3
-    for r, s, p, c, v in zip(records, sft, pc, cai_rows, prov, strict=True):
+    # The revisions' rows, then the constitution's demonstrations (no cai.jsonl row: no first answer).
+    n_demos = len(load_constitution("harmless").demonstrations)
+    assert len(sft) == len(pc) == len(prov) == len(records) + n_demos and len(cai_rows) == len(records) == 3
+    for s, p, v in zip(sft[3:], pc[3:], prov[3:], strict=True):
+        assert set(s) == {"messages"} and set(p) == {"prompt", "completion"} and v["source"] == "demonstration"
+        assert s["messages"][0] == {"role": "system", "content": system}
+        assert s["messages"] == p["prompt"] + p["completion"]
+    for r, s, p, c, v in zip(records, sft[:3], pc[:3], cai_rows, prov[:3], strict=True):
         assert set(s) == {"messages"} and set(p) == {"prompt", "completion"}
         assert s["messages"] == [{"role": "system", "content": system}, *r["prompt"], *p["completion"]]
         assert p["prompt"] == s["messages"][:-1] and p["completion"] == [
@@ -169,6 +175,7 @@ def test_critique_exports_hold_trl_columns_only(runs: dict[str, Path]) -> None:
             "prompt_id": r["prompt_id"],
             "principles": c["principles"],
             "fingerprint": c["fingerprint"],
+            "source": "revision",
         }
         assert c["init_prompt"] == c["prompt"] == r["prompt"][-1]["content"] and c["messages"] == s["messages"]
         assert c["rejected"][-1] == {"role": "assistant", "content": r["initial_response"]}

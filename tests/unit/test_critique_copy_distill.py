@@ -138,7 +138,7 @@ SCRIPT = {
 def _revise(tmp: Path, c: Constitution, **settings: Any) -> tuple[dict[str, Any], Scripted]:
     backend = Scripted({PROMPTS[k]: v for k, v in SCRIPT.items()})
     items = [PromptItem(k, _user(p)) for k, p in PROMPTS.items()]
-    s = CritiqueSettings(rounds=3, batch_size=4, **settings)
+    s = CritiqueSettings(rounds=3, batch_size=4, **{"demonstrations": 0, **settings})  # revisions only
     return run_critique(c, items, backend, tmp, s, seed=1, quiet=True), backend  # type: ignore[arg-type]
 
 
@@ -220,7 +220,7 @@ def test_distill_answers_once_under_the_guidance_and_exports_the_bare_prompt(tmp
     }
     backend = Scripted(answers=answers)
     items = [PromptItem(k, _user(p)) for k, p in prompts.items()]
-    s = CritiqueSettings(mode="distill", rounds=4, batch_size=2)
+    s = CritiqueSettings(mode="distill", rounds=4, batch_size=2, demonstrations=0)
     summary = run_critique(c, items, backend, tmp_path, s, seed=3, quiet=True)  # type: ignore[arg-type]
     guidance = distill_guidance(c)
     assert c.spec.system_prompt and c.spec.system_prompt in guidance

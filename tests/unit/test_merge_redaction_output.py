@@ -91,7 +91,8 @@ def test_other_environment_variables_never_rewrite_answers(tmp_path: Path, scrip
     first, critique = "Your postgres database is at risk.", "The reply gives no steps."
     scripted_server.script = [Reply(body=completion(t)) for t in (first, first, critique, critique, answer)]
     env = {"POSTGRES_PASSWORD": "postgres", "ADMIN_TOKEN": "admin-token", "OPENAI_API_KEY": "sk-real-0123456789"}
-    code, err = _critique(scripted_server, tmp_path / "out", env, "--concurrency", "1")
+    # No demonstrations: every exported row is then the endpoint's own answer.
+    code, err = _critique(scripted_server, tmp_path / "out", env, "--concurrency", "1", "--demonstrations", "0")
     assert code == 0, err
     exported = [json.loads(x) for x in (tmp_path / "out" / "sft.jsonl").read_text().splitlines()]
     assert exported and all(row["messages"][-1]["content"] == answer for row in exported)
