@@ -333,7 +333,7 @@ def test_a_server_dripping_its_headers_is_cut_off_at_the_deadline() -> None:
     stop.set()
     thread.join(timeout=10)
     srv.close()
-    assert 0 < len(sent) < len(head)  # cut off while the headers were still arriving
+    assert len(sent) < len(head)  # cut off while the headers were still arriving (however busy the machine)
 
 
 def test_the_deadline_transport_uses_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
