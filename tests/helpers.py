@@ -131,3 +131,17 @@ def kill_when(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def run_fake_recipe(out: Path, limit: int) -> Path:
+    """`cai run` of critique, label and eval on the fake model into `out` (its recipe beside it),
+    each stage on `limit` prompts: real stage outputs, fast. Returns `out`."""
+    recipe = out.parent / f"{out.name}.yaml"
+    recipe.write_text(
+        f"kind: recipe\nname: {out.name}\nmodels: {{policy: fake, judge: fake}}\nstages:\n"
+        f"  critique: {{limit: {limit}, rounds: 1}}\n  label: {{limit: {limit}}}\n"
+        "  eval: {limit: 2, principles: one, lookalike_per_category: 1}\n"
+    )
+    r = invoke("run", str(recipe), "--out", str(out), "--quiet", "--no-report")
+    assert r.code == 0, r.stderr[-2000:]
+    return out

@@ -16,6 +16,7 @@ Two checks, both about not trusting what comes from outside:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,28 +58,30 @@ def _token_problem(entry: Any, where: str) -> str | None:
     return _logprob_problem(getattr(entry, "logprob", None), where)
 
 
+def _each_problem(items: Any, where: str, check: Callable[[Any, str], str | None]) -> str | None:
+    """The first problem `check` finds in a list of entries (absent: none), each named by its index."""
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        return f"{where} is not a list"
+    for i, item in enumerate(items):
+        problem = check(item, f"{where}[{i}]")
+        if problem:
+            return problem
+    return None
+
+
+def _entry_problem(entry: Any, where: str) -> str | None:
+    """One answer token and its alternatives."""
+    return _token_problem(entry, where) or _each_problem(
+        getattr(entry, "top_logprobs", None), f"{where}.top_logprobs", _token_problem
+    )
+
+
 def _logprobs_problem(logprobs: Any, where: str) -> str | None:
     if logprobs is None:
         return None
-    content = getattr(logprobs, "content", None)
-    if content is None:
-        return None
-    if not isinstance(content, list):
-        return f"{where}.logprobs.content is not a list"
-    for i, entry in enumerate(content):
-        problem = _token_problem(entry, f"{where}.logprobs.content[{i}]")
-        if problem:
-            return problem
-        top = getattr(entry, "top_logprobs", None)
-        if top is None:
-            continue
-        if not isinstance(top, list):
-            return f"{where}.logprobs.content[{i}].top_logprobs is not a list"
-        for k, alt in enumerate(top):
-            problem = _token_problem(alt, f"{where}.logprobs.content[{i}].top_logprobs[{k}]")
-            if problem:
-                return problem
-    return None
+    return _each_problem(getattr(logprobs, "content", None), f"{where}.logprobs.content", _entry_problem)
 
 
 def _usage_problem(usage: Any) -> str | None:

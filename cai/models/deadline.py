@@ -110,7 +110,6 @@ class DeadlineTransport(httpx2.BaseTransport):
         limits: httpx2.Limits | None = None,
     ) -> None:
         self.seconds = seconds
-        self._clock = clock
         self._budget = _Budget(clock)
         proxy = env_proxy(base_url) if base_url else None
         self._inner = httpx2.HTTPTransport(proxy=proxy, limits=limits or httpx2.Limits())
@@ -118,13 +117,14 @@ class DeadlineTransport(httpx2.BaseTransport):
         pool._network_backend = _Backend(pool._network_backend, self._budget)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        deadline = self._clock() + self.seconds
+        clock = self._budget.clock
+        deadline = clock() + self.seconds
         self._budget.deadline = deadline
         try:
             response = self._inner.handle_request(request)
             response.read()  # the whole body inside the budget (API replies are small)
         except httpx2.TimeoutException as e:
-            if self._clock() < deadline:
+            if clock() < deadline:
                 raise  # a phase's own timeout, before the budget ran out
             raise httpx2.ReadTimeout(f"request deadline passed ({self.seconds:g}s)", request=request) from e
         finally:

@@ -136,23 +136,21 @@ def rl_warnings(rows: list[TrainLogRow], info: TrainRecord) -> list[RunWarning]:
     return out
 
 
-def _difference(summary: EvalSummary | None, measure: str) -> tuple[Difference, float, float] | None:
-    """``harmless.<measure>.difference`` and its bounds when it has both (older runs: None)."""
+def _difference(summary: EvalSummary | None, measure: str) -> Difference | None:
+    """``harmless.<measure>.difference`` when it has both bounds (older runs: None)."""
     harmless = summary.harmless if summary is not None else None
     block = harmless.value(measure) if harmless is not None else None
     diff = block.difference if block is not None else None
-    if diff is None:
+    if diff is None or number(diff.lo) is None or number(diff.hi) is None:
         return None
-    lo, hi = number(diff.lo), number(diff.hi)
-    return None if lo is None or hi is None else (diff, lo, hi)
+    return diff
 
 
 def harmless_warnings(summary: EvalSummary | None) -> list[RunWarning]:
     """The judge-free gain: none measured, harm up, or over-refusal clearly up (after − before)."""
     out = []
-    found = _difference(summary, "harmful_compliance")
-    harm, lo, hi = found if found is not None else (None, 0.0, 0.0)
-    if harm is not None and lo <= 0 <= hi:
+    harm = _difference(summary, "harmful_compliance")
+    if harm is not None and harm.lo <= 0 <= harm.hi:
         out.append(
             RunWarning(
                 "harmless-no-gain",
@@ -160,7 +158,7 @@ def harmless_warnings(summary: EvalSummary | None) -> list[RunWarning]:
                 "a 95% interval that includes 0.",
             )
         )
-    elif harm is not None and lo > 0:
+    elif harm is not None and harm.lo > 0:
         out.append(
             RunWarning(
                 "harmless-worse",
@@ -169,11 +167,11 @@ def harmless_warnings(summary: EvalSummary | None) -> list[RunWarning]:
             )
         )
     over = _difference(summary, "over_refusal")
-    if over is not None and over[1] > 0:
+    if over is not None and over.lo > 0:
         out.append(
             RunWarning(
                 "over-refusal-up",
-                f"<b>The policy refuses more safe prompts:</b> over-refusal after − before = {diff_ci(over[0])}, "
+                f"<b>The policy refuses more safe prompts:</b> over-refusal after − before = {diff_ci(over)}, "
                 "a 95% interval above 0 (more evasive, the opposite of the CAI paper's aim).",
             )
         )

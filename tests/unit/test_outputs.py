@@ -13,7 +13,7 @@ from cai.errors import CaiError
 from cai.io.outputs import read_output, read_output_lines, write_output
 from cai.outputs import CritiqueRecord, CritiqueSummary, EvalSummary, LabelRecord, LabelSummary, TrainRecord
 from cai.run.registry import BUILTIN
-from tests.helpers import invoke
+from tests.helpers import invoke, run_fake_recipe
 
 CAI = Path(__file__).resolve().parents[2] / "cai"
 
@@ -21,16 +21,7 @@ CAI = Path(__file__).resolve().parents[2] / "cai"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A recipe run on the fake model: critique, label and eval write their outputs for real."""
-    root = tmp_path_factory.mktemp("outputs")
-    recipe, out = root / "r.yaml", root / "run"
-    recipe.write_text(
-        "kind: recipe\nname: outputs\nmodels: {policy: fake, judge: fake}\nstages:\n"
-        "  critique: {limit: 3, rounds: 1}\n  label: {limit: 3}\n"
-        "  eval: {limit: 2, principles: one, lookalike_per_category: 1}\n"
-    )
-    r = invoke("run", str(recipe), "--out", str(out), "--quiet", "--no-report")
-    assert r.code == 0, r.stderr[-2000:]
-    return out
+    return run_fake_recipe(tmp_path_factory.mktemp("outputs") / "run", limit=3)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from cai.run.report import build_report
-from tests.helpers import invoke
+from tests.helpers import run_fake_recipe
 
 # Audit hooks cannot be removed: one per test process, switched on only inside `_opens`.
 _SEEN: list[str] = []
@@ -45,14 +45,7 @@ def _ppo(run: Path) -> None:
 
 
 def test_every_run_file_is_read_once(tmp_path: Path) -> None:
-    recipe, run = tmp_path / "r.yaml", tmp_path / "run"
-    recipe.write_text(
-        "kind: recipe\nname: view\nmodels: {policy: fake, judge: fake}\nstages:\n"
-        "  critique: {limit: 2, rounds: 1}\n  label: {limit: 2}\n"
-        "  eval: {limit: 2, principles: one, lookalike_per_category: 1}\n"
-    )
-    r = invoke("run", str(recipe), "--out", str(run), "--quiet", "--no-report")
-    assert r.code == 0, r.stderr[-2000:]
+    run = run_fake_recipe(tmp_path / "run", limit=2)
     _ppo(run)
     page, opened = _opens(run)
     assert "Reinforcement learning (rloo)" in page and "Where the labels come from" in page
