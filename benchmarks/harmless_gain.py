@@ -73,22 +73,45 @@ def run_seed(recipe: str, seed: int, sets: list[str], folder: Path, start: Path 
     }
 
 
+def _blocks(harmless: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every measure the summary holds, the plain style's as ``plain.<measure>``."""
+    plain = harmless.get("plain") or {}
+    found = {m: harmless.get(m) for m in MEASURES} | {f"plain.{m}": plain.get(m) for m in MEASURES}
+    return {name: b for name, b in found.items() if b}
+
+
+def _rate_of(block: dict[str, Any], model: str) -> dict[str, Any] | None:
+    return block.get(model) if model in MODELS else (block.get("others") or {}).get(model)
+
+
+def _steps(block: dict[str, Any], chain: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each step's difference, "later − earlier"; with two models the block's own difference."""
+    if len(chain) == 2:
+        return {f"{chain[1]} − {chain[0]}": block.get("difference")}
+    steps = {f"{st['later']} − {st['earlier']}": st for st in block.get("steps") or []}
+    return steps | {f"{chain[-1]} − {chain[0]}": block.get("difference")}
+
+
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per measure: each model's rate (mean ± s.e. over seeds) in training order, each step's
+    difference (e.g. the RL stage's own effect, policy − sft), and every seed's intervals."""
     out: dict[str, Any] = {}
-    for measure in MEASURES:
-        blocks = [r["harmless"][measure] for r in runs if r["harmless"].get(measure)]
-        if not blocks:
-            continue
-        row: dict[str, Any] = {}
-        for model in MODELS:
-            rates = [b[model]["rate"] for b in blocks if b.get(model) and b[model]["rate"] is not None]
-            row[model] = mean_se(rates)
-        diffs = [b["difference"]["d"] for b in blocks if b.get("difference")]
-        row["difference"] = mean_se(diffs)
-        row["per_seed"] = [
-            {m: b.get(m) for m in (*MODELS, "difference")} | {"seed": r["seed"]}
-            for r, b in zip(runs, blocks, strict=True)
-        ]
+    chain = runs[0]["harmless"].get("chain") or list(MODELS)
+    for measure in dict.fromkeys(m for r in runs for m in _blocks(r["harmless"])):
+        blocks = [(r["seed"], _blocks(r["harmless"]).get(measure)) for r in runs]
+        blocks = [(seed, b) for seed, b in blocks if b]
+        row: dict[str, Any] = {"models": {}, "steps": {}, "per_seed": []}
+        for model in chain:
+            rates = [x["rate"] for _, b in blocks if (x := _rate_of(b, model)) and x["rate"] is not None]
+            row["models"][model] = mean_se(rates)
+        per_step: dict[str, list[float]] = {}
+        for seed, b in blocks:
+            steps = _steps(b, chain)
+            for name, st in steps.items():
+                if st and st.get("d") is not None:
+                    per_step.setdefault(name, []).append(st["d"])
+            row["per_seed"].append({"seed": seed, "models": {m: _rate_of(b, m) for m in chain}, "steps": steps})
+        row["steps"] = {name: mean_se(ds) for name, ds in per_step.items()}
         out[measure] = row
     return out
 
@@ -97,21 +120,23 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _ci(x: dict[str, Any] | None, key: str = "rate") -> str:
+    if not x or x.get(key) is None:
+        return "-"
+    return f"{_pct(x[key])} [{_pct(x['lo'])}, {_pct(x['hi'])}]"
+
+
 def print_table(result: dict[str, Any]) -> None:
     for measure, row in result["aggregate"].items():
         print(f"\n{measure} (mean ± s.e. over {len(result['runs'])} seeds)")
-        for model, label in (("baseline", "untouched model"), ("policy", "final policy")):
-            ms = row[model]
-            print(f"  {label:<16}{_pct(ms['mean']):>8} ± {_pct(ms['se'])}")
-        d = row["difference"]
-        print(f"  {'policy − base':<16}{_pct(d['mean']):>8} ± {_pct(d['se'])}")
+        for model, ms in row["models"].items():
+            print(f"  {model:<18}{_pct(ms['mean']):>8} ± {_pct(ms['se'])}")
+        for step, ms in row["steps"].items():
+            print(f"  {step:<18}{_pct(ms['mean']):>8} ± {_pct(ms['se'])}")
         for ps in row["per_seed"]:
-            b, p, dd = ps["baseline"], ps["policy"], ps["difference"]
-            print(
-                f"    seed {ps['seed']}: base {_pct(b['rate'])} [{_pct(b['lo'])}, {_pct(b['hi'])}] of {b['n']}"
-                f"  policy {_pct(p['rate'])} [{_pct(p['lo'])}, {_pct(p['hi'])}]"
-                f"  diff {_pct(dd['d'])} [{_pct(dd['lo'])}, {_pct(dd['hi'])}]"
-            )
+            rates = "  ".join(f"{m} {_ci(r)}" for m, r in ps["models"].items())
+            steps = "  ".join(f"{name} {_ci(st, 'd')}" for name, st in ps["steps"].items())
+            print(f"    seed {ps['seed']}: {rates}\n             {steps}")
     print("\nwall time per run: " + ", ".join(f"seed {r['seed']} {r['wall_s']} s" for r in result["runs"]))
 
 

@@ -14,6 +14,7 @@ written by older versions lack newer figures and readers say "—" for them. Num
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -215,14 +216,30 @@ class LabelRecord(Output):
 # --------------------------------------------------------------------------- eval
 
 
+class Step(Difference):
+    """One step of a run's chain of models (e.g. SL model → RL policy): later − earlier."""
+
+    earlier: str | None = None
+    later: str | None = None
+
+
 class HarmlessMeasure(Output):
-    """Harmful compliance or over-refusal: before, after and the difference."""
+    """Harmful compliance or over-refusal: before, after and the difference; with intermediate
+    models (``others``, by name) also each one's rate and the difference per step."""
 
     prompts: str | None = None
     baseline: Rate | None = None
     policy: Rate | None = None
     difference: Difference | None = None
     per_category: dict[str, HarmlessMeasure] | None = None
+    others: dict[str, Rate] | None = None
+    steps: list[Step] | None = None
+
+    def rate(self, name: str) -> Rate | None:
+        """The rate of the model called `name` (policy, baseline or an intermediate one)."""
+        if name in ("policy", "baseline"):
+            return getattr(self, name)
+        return (self.others or {}).get(name)
 
 
 class StyleFigures(Output):
@@ -251,10 +268,49 @@ class DetectorFigures(Output):
         return sorted(found, key=lambda t: (t[1], t[0]))[:k]
 
 
-class Harmless(Output):
+class PlainStyle(Output):
+    """The two measures on short, plainly worded prompts."""
+
     harmful_compliance: HarmlessMeasure | None = None
     over_refusal: HarmlessMeasure | None = None
+
+
+ParetoCell = Rate | Difference | None
+
+
+class Harmless(Output):
+    chain: list[str] | None = None  # the models in training order: baseline, intermediate ones, policy
+    harmful_compliance: HarmlessMeasure | None = None
+    over_refusal: HarmlessMeasure | None = None
+    plain: PlainStyle | None = None
     detector: DetectorFigures | None = None
+
+    def pareto(self) -> tuple[list[str], list[tuple[str, list[ParetoCell]]]]:
+        """The Pareto picture as a table: one column per measure (the plain style's too), one row
+        per model in training order, then one row per step (later − earlier) and, with more than
+        one step, the whole way (policy − baseline). Returns (column names, [(row name, cells)])."""
+        plain = self.plain or PlainStyle()
+        named = (
+            ("harmful compliance", self.harmful_compliance),
+            ("over-refusal", self.over_refusal),
+            ("plain: harmful compliance", plain.harmful_compliance),
+            ("plain: over-refusal", plain.over_refusal),
+        )
+        measures = [(label, m) for label, m in named if m is not None]
+        chain = self.chain or (["baseline", "policy"] if any(m.baseline for _, m in measures) else ["policy"])
+        rows: list[tuple[str, list[ParetoCell]]] = [(name, [m.rate(name) for _, m in measures]) for name in chain]
+        for a, b in itertools.pairwise(chain):
+            rows.append((f"{b} − {a}", [_step(m, a, b, len(chain)) for _, m in measures]))
+        if len(chain) > 2:
+            rows.append((f"{chain[-1]} − {chain[0]}", [m.difference for _, m in measures]))
+        return [label for label, _ in measures], rows
+
+
+def _step(m: HarmlessMeasure, earlier: str, later: str, models: int) -> Difference | None:
+    """The difference of one step of the chain; with two models it is the measure's difference."""
+    if models == 2:
+        return m.difference
+    return next((st for st in m.steps or [] if st.earlier == earlier and st.later == later), None)
 
 
 class PmReward(Output):
@@ -281,6 +337,7 @@ class EvalSummary(Output):
 
     baseline: str | None = None
     policy: str | None = None
+    others: dict[str, str] | None = None  # intermediate models by name: their specs
     pm: str | None = None
     n: int | None = None
     harmless: Harmless | None = None

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cai.cli.options import QuietOpt, check_out, die, settings_command
-from cai.errors import CaiError, file_error
+from cai.errors import CaiError, fail, file_error
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import EvalSettings, Seed, Window
@@ -37,6 +37,15 @@ def eval_policy(
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="Model to compare against (e.g. the SL-CAI model).")
     ] = None,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also",
+            help="NAME=SPEC: a model between baseline and policy (e.g. sft=runs/x/sft/model when the policy "
+            "is the RL model trained from it); repeatable, in training order. Each answers too, and every "
+            "harmlessness figure gets its rate and the difference per step (base → SL → RL).",
+        ),
+    ] = None,
     pm_: Annotated[
         str | None, typer.Option("--pm", help="Preference model folder: mean PM reward of each model's answers.")
     ] = None,
@@ -55,27 +64,63 @@ def eval_policy(
     compliance and over-refusal with 95% intervals, samples."""
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
-    from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, load_lookalike, load_plain, write_policy_eval
 
     check_out(out, inputs={"--prompts": prompts, "--lookalike": settings.lookalike})
+    others = _named_models(also or [], baseline)
     c = load_constitution(constitution)
     items = window.apply(load_prompts(prompts))
     # Read before any model loads: a bad safe set fails in a second, not after the main answers.
     lookalike = settings.lookalike
     safe = load_lookalike(lookalike, settings.lookalike_per_category) if lookalike is not None else None
+    plain = load_plain(settings.plain_prompts, settings.plain_lookalike, settings.plain) if settings.plain else None
     models = {"baseline": baseline, "judge": judge, "pm": pm_}
     with Backends(backend, quiet=quiet) as backends:
-        summary, samples, safe_samples = evaluate_specs(
-            backends, policy, items, c, settings, **models, safe=safe, prompts_ref=prompts, seed=run.seed, quiet=quiet
+        summary, samples, safe_samples, plain_samples = evaluate_specs(
+            backends,
+            policy,
+            items,
+            c,
+            settings,
+            **models,
+            others=others,
+            safe=safe,
+            plain=plain,
+            prompts_ref=prompts,
+            seed=run.seed,
+            quiet=quiet,
         )
     summary["prompts"] = prompts
     if out is not None:
-        write_policy_eval(out, summary, samples, safe_samples)
-    _show(summary, samples, out, show, as_json, safe=safe_samples is not None)
+        write_policy_eval(out, summary, samples, safe_samples, plain_samples)
+    _show(summary, samples, out, show, as_json, safe=safe_samples is not None, plain=plain_samples is not None)
+
+
+def _named_models(also: list[str], baseline: str | None) -> dict[str, str]:
+    """``--also NAME=SPEC`` values as {name: spec}; a one-line error for a malformed one."""
+    out: dict[str, str] = {}
+    for value in also:
+        name, sep, spec = value.partition("=")
+        name = name.strip()
+        if not sep or not name or not spec.strip():
+            die(fail(value, None, "--also", "give NAME=SPEC (e.g. sft=runs/quickstart/sft/model)"))
+        if name in ("policy", "baseline") or name in out:
+            die(fail(value, None, "--also", f"the name {name!r} is taken; pick another"))
+        out[name] = spec.strip()
+    if out and baseline is None:
+        die(fail(also[0], None, "--also", "needs --baseline (the steps run from it through these to the policy)"))
+    return out
 
 
 def _show(
-    summary: dict[str, Any], samples: list[dict[str, Any]], out: Path | None, show: int, as_json: bool, *, safe: bool
+    summary: dict[str, Any],
+    samples: list[dict[str, Any]],
+    out: Path | None,
+    show: int,
+    as_json: bool,
+    *,
+    safe: bool,
+    plain: bool,
 ) -> None:
     """Print the summary as JSON, or the readable report and where the files went."""
     from cai.stages.evaluate_text import format_policy_report
@@ -85,7 +130,8 @@ def _show(
         return
     typer.echo(format_policy_report(summary, samples, show=show))
     if out is not None:
-        extra = f", {out / 'samples_safe.jsonl'}" if safe else ""
+        written = (("samples_safe.jsonl", safe), ("samples_plain.jsonl", plain))
+        extra = "".join(f", {out / name}" for name, on in written if on)
         typer.echo(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'}{extra}")
 
 

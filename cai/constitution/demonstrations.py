@@ -109,12 +109,15 @@ def _user_turns(row: dict[str, Any]) -> Iterator[str]:
 
 def eval_prompts() -> dict[str, str]:
     """Normalised prompt → "set (row id)" for every shipped evaluation slice: red-team from
-    `RED_TEAM_EVAL_SKIP` on, all of safe-lookalike, and judge-dev's test split."""
+    `RED_TEAM_EVAL_SKIP` on, all of safe-lookalike and of the two plain-style sets, and judge-dev's
+    test split."""
     folder = data_dir("data")
     out: dict[str, str] = {}
     sets = [
         ("red-team eval slice", "red_team.jsonl", lambda i, r: i >= RED_TEAM_EVAL_SKIP),
         ("safe-lookalike", "safe_lookalike.jsonl", lambda i, r: True),
+        ("red-team-plain", "red_team_plain.jsonl", lambda i, r: True),
+        ("safe-lookalike-plain", "safe_lookalike_plain.jsonl", lambda i, r: True),
         ("judge-dev test split", "judge_dev.jsonl", lambda i, r: r.get("split") == "test"),
     ]
     for name, file, keep in sets:

@@ -23,6 +23,9 @@ SHIPPED = {
     "helpful": "helpful.jsonl",
     "judge-dev": "judge_dev.jsonl",
     "safe-lookalike": "safe_lookalike.jsonl",
+    # Short, plainly worded prompts ("How do I …?"), evaluation only: `cai eval policy --plain N`.
+    "red-team-plain": "red_team_plain.jsonl",
+    "safe-lookalike-plain": "safe_lookalike_plain.jsonl",
 }
 TEXT_FIELDS = ("prompt", "text", "question", "instruction", "init_prompt")
 HH_SPLIT = re.compile(r"\n\n(Human|Assistant): ")

@@ -80,6 +80,10 @@ class RunContext:
         first = [n for n in self._policies() if not self.stages[n].reads_models]
         return str(self.model_dir(first[0])) if first else self.recipe.models.policy
 
+    def earlier_policies(self) -> dict[str, str]:
+        """The policies this run trained before its final one, {stage: spec}, in run order."""
+        return {name: str(self.model_dir(name)) for name in self._policies()[:-1]}
+
     def final_policy_spec(self) -> str:
         """The policy the run ends with (PPO's or DPO's, else SL-CAI's), else the recipe's."""
         trained = self._policies()

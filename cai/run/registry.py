@@ -254,7 +254,12 @@ BUILTIN = StageRegistry(
             runners.eval_stage,
             "summary.json",
             reads_models=("sft", "pm", "dpo", "ppo"),
-            prompt_sets=(RED_TEAM, PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False)),
+            prompt_sets=(
+                RED_TEAM,
+                PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False),
+                PromptSet("plain_prompts", "red-team-plain", need_category=True, windowed=False),
+                PromptSet("plain_lookalike", "safe-lookalike-plain", need_category=True, windowed=False),
+            ),
             summary=EvalSummary,
             report=eval_section,
             check=runners.eval_check,

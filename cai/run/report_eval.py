@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cai.outputs import DetectorFigures, EvalSample, EvalSummary, HarmlessMeasure
+from cai.outputs import DetectorFigures, Difference, EvalSample, EvalSummary, Harmless, HarmlessMeasure, Rate
 from cai.run.report_html import RunView, diff_ci, fmt, rate_ci, table
 
 
@@ -47,6 +47,7 @@ def harmless_section(view: RunView) -> str:
     out = "<h2>Harmlessness, counted without a judge</h2>" + table(
         ["measure", "prompts", f"before: {before}", f"after: {after}", "after − before"], rows, "harmless"
     )
+    out += _pareto_table(harmless, summary, view)
     per = (harmless.over_refusal.per_category if harmless.over_refusal else None) or {}
     if per:
         out += "<p>Over-refusal per category of safe prompts:</p>" + table(
@@ -65,6 +66,40 @@ def harmless_section(view: RunView) -> str:
             + _detector_detail(det)
         )
     return out
+
+
+def _pareto_cell(c: Rate | Difference | None) -> str:
+    return rate_ci(c) if isinstance(c, Rate) else diff_ci(c)
+
+
+def _pareto_table(harmless: Harmless, summary: EvalSummary, view: RunView) -> str:
+    """Each model the run made, in training order, and what each step changed, on every measure
+    (the plain-style prompts' too): shown when there is more than the before/after above."""
+    if len(harmless.chain or []) <= 2 and harmless.plain is None:
+        return ""
+    specs = {"baseline": summary.baseline, "policy": summary.policy} | (summary.others or {})
+    names = {name: model_name(spec, view) for name, spec in specs.items()}
+    columns, rows = harmless.pareto()
+
+    def label(row: str) -> str:
+        later, sep, earlier = row.partition(" − ")
+        return f"{names.get(later, later)} − {names.get(earlier, earlier)}" if sep else names.get(row, row)
+
+    plain = harmless.plain
+    prompts = ""
+    if plain is not None and plain.harmful_compliance is not None and plain.over_refusal is not None:
+        sets = html.escape(f"{plain.harmful_compliance.prompts}, {plain.over_refusal.prompts}")
+        prompts = (
+            f"The plain-style columns use short, plainly worded prompts ({sets}): a policy evasive only on "
+            "plain questions shows there."
+        )
+    return (
+        "<p>Each model in training order, and what each step changed (lower is better in every column):</p>"
+        + table(
+            ["model or step", *columns], [[label(r), *(_pareto_cell(c) for c in cells)] for r, cells in rows], "pareto"
+        )
+        + (f"<p class='note'>{prompts}</p>" if prompts else "")
+    )
 
 
 def _detector_detail(det: DetectorFigures) -> str:

@@ -109,7 +109,7 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 
 def eval_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """The final policy against the model it started from, on prompts no stage trained on."""
-    from cai.stages.evaluate import evaluate_specs, load_lookalike, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, load_lookalike, load_plain, write_policy_eval
 
     m = ctx.recipe.models
     s = settings_of(cfg, EvalSettings)
@@ -119,23 +119,36 @@ def eval_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         if s.lookalike is not None
         else None
     )
+    plain = (
+        load_plain(
+            ctx.local(s.plain_prompts),
+            ctx.local(s.plain_lookalike),
+            s.plain,
+            ("stages.eval.plain_prompts", "stages.eval.plain_lookalike"),
+        )
+        if s.plain
+        else None
+    )
     with ctx.backends() as backends:
-        summary, samples, safe_samples = evaluate_specs(
+        summary, samples, safe_samples, plain_samples = evaluate_specs(
             backends,
             ctx.final_policy_spec(),
             prompts,
             ctx.constitution,
             s,
             baseline=m.policy,
+            others=ctx.earlier_policies() if cfg.pareto else None,
             judge=m.judge,
             pm=str(ctx.model_dir("pm")) if "pm" in ctx.dirs else None,
             safe=safe,
+            plain=plain,
             prompts_ref=cfg.prompts,
             seed=ctx.seed,
             quiet=ctx.quiet,
             named_by=("models.policy", "models.policy", "models.judge"),
+            others_named_by="stages.eval.pareto",
         )
-    write_policy_eval(out, summary, samples, safe_samples)
+    write_policy_eval(out, summary, samples, safe_samples, plain_samples)
     return summary
 
 

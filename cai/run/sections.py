@@ -71,4 +71,8 @@ class PpoStage(RlSettings, PromptSlice):
 
 
 class EvalStage(EvalSettings, PromptSlice):
-    pass
+    pareto: bool = Field(
+        True,
+        description="Also answer with each policy the run trained before its final one (the SL model "
+        "when RL or DPO follows), so the figures show what each stage bought: base → SL → RL.",
+    )

@@ -26,10 +26,11 @@ Prompts are given to both models as they are (no constitution system prompt): th
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from cai.stages.settings import EvalSettings
 from cai.stats import mean, share
 
 SHORT_WORDS = 5
+NO_DIFFERENCE = {"d": None, "lo": None, "hi": None}  # a step with nothing to compare (n = 0 on a side)
 ASPECTS = ("harmless", "helpful")
 
 
@@ -99,16 +101,34 @@ def load_lookalike(ref: str, per_category: int, named_by: str = "--lookalike") -
     return picked
 
 
+def chain(names: Sequence[str]) -> list[str]:
+    """The models in the order a run made them: the baseline, the intermediate models (e.g. the SL
+    model, `sl`) in the order given, the final policy last."""
+    middle = [n for n in names if n not in ("baseline", "policy")]
+    return (["baseline"] if "baseline" in names else []) + middle + ["policy"]
+
+
 def _measure(flags: dict[str, list[bool | None]], positive: bool) -> dict[str, Any]:
     """k/n with a Wilson interval per model, and policy − baseline with Newcombe's interval;
-    `positive` is the refusal flag that counts (False: complied). Failed answers are left out."""
+    `positive` is the refusal flag that counts (False: complied). Failed answers are left out.
+
+    With intermediate models (``others``, e.g. the SL model) each step along `chain` gets its own
+    difference too (``steps``): what each stage bought, with an interval."""
     counts = {name: (sum(f is positive for f in fs), sum(f is not None for f in fs)) for name, fs in flags.items()}
     pol, base = counts["policy"], counts.get("baseline")
-    return {
+    out: dict[str, Any] = {
         "policy": rate_with_interval(*pol),
         "baseline": rate_with_interval(*base) if base is not None else None,
         "difference": difference_with_interval(*pol, *base) if base is not None else None,
     }
+    order = chain(list(counts))
+    if len(order) > 2:
+        out["others"] = {name: rate_with_interval(*counts[name]) for name in order[1:-1]}
+        out["steps"] = [
+            {"earlier": a, "later": b, **(difference_with_interval(*counts[b], *counts[a]) or NO_DIFFERENCE)}
+            for a, b in itertools.pairwise(order)
+        ]
+    return out
 
 
 def _refusal_flags(texts: Sequence[str | None]) -> list[bool | None]:
@@ -181,6 +201,51 @@ def over_refusal(
             row[name], row[f"{name}_refusal"] = answers[name][i], flags[name][i]
         rows.append(row)
     return block, rows
+
+
+@dataclass(frozen=True)
+class PlainSets:
+    """Short, plainly worded prompts ("How do I …?"), harmful and safe look-alike, with the names
+    that gave them: a policy that turns evasive only on plain questions shows up here."""
+
+    harmful: list[PromptItem]
+    safe: list[PromptItem]
+    harmful_ref: str
+    safe_ref: str
+
+
+def load_plain(
+    harmful: str, safe: str, n: int, named_by: tuple[str, str] = ("--plain-prompts", "--plain-lookalike")
+) -> PlainSets:
+    """The first `n` prompts of each plain set, in file order (the shipped ones interleave their
+    categories, so a short slice still covers them all)."""
+    picked = []
+    for ref, option in zip((harmful, safe), named_by, strict=True):
+        if not Path(ref).exists() and ref not in SHIPPED:
+            raise fail(ref, None, option, f"no such file or shipped set (shipped sets: {', '.join(SHIPPED)})")
+        picked.append(load_prompts(ref, limit=n, need_category=True))
+    return PlainSets(picked[0], picked[1], harmful, safe)
+
+
+def plain_style(
+    models: dict[str, Backend], plain: PlainSets, s: EvalSettings, *, seed: int = 0, quiet: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Harmful compliance and over-refusal on the plain-style prompts, as on the main sets;
+    returns (``{"harmful_compliance", "over_refusal"}``, one sample row per prompt with its side)."""
+    answers: dict[str, list[str | None]] = {}
+    for name, backend in models.items():
+        with StepProgress(f"answer plain harmful ({name})", len(plain.harmful), quiet) as prog:
+            answers[name], _ = _answers(backend, plain.harmful, s, seed, prog)
+    hc = harmful_compliance(plain.harmful_ref, answers)
+    orf, safe_rows = over_refusal(models, plain.safe, s, ref=plain.safe_ref, seed=seed, quiet=quiet)
+    rows = []
+    for i, it in enumerate(plain.harmful):
+        row: dict[str, Any] = {"id": it.id, "side": "harmful", "category": it.category, "prompt": it.messages}
+        for name, texts in answers.items():
+            row[name], row[f"{name}_refusal"] = texts[i], _refusal_flags([texts[i]])[0]
+        rows.append(row)
+    rows += [{"side": "safe", **r} for r in safe_rows]
+    return {"harmful_compliance": hc, "over_refusal": orf}, rows
 
 
 def _answers(
@@ -257,6 +322,7 @@ def evaluate_policy(
     c: Constitution,
     *,
     baseline: Backend | None = None,
+    others: dict[str, Backend] | None = None,
     judge: Backend | None = None,
     scorer: Any = None,
     settings: EvalSettings | None = None,
@@ -266,6 +332,11 @@ def evaluate_policy(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answer, score and compare; returns (summary, one sample row per prompt).
 
+    `others` are models between the baseline and the policy (e.g. ``{"sl": the SL model}`` when the
+    policy is the RL model trained from it): they answer too, and every harmlessness figure gets a
+    rate for each and a difference per step (`chain`), the Pareto picture base → SL → RL. The
+    judge compares only policy and baseline.
+
     `scorer` is a `cai.train.rl_common.PMScorer` (or anything with ``score(prompts, answers)``).
     ``summary["harmless"]["over_refusal"]`` is None here: the safe set is a second pass
     (`over_refusal`), which `evaluate_specs` adds. `prompts_ref` names `prompts` in the summary.
@@ -273,6 +344,7 @@ def evaluate_policy(
     s = settings or EvalSettings()
     t0 = time.perf_counter()
     models = [("policy", policy)] + ([("baseline", baseline)] if baseline is not None else [])
+    models += list((others or {}).items())
     answers: dict[str, list[str | None]] = {}
     tokens: dict[str, int] = {}
     for name, backend in models:
@@ -291,12 +363,14 @@ def evaluate_policy(
         "n": len(prompts),
         "policy": policy.spec,
         "baseline": baseline.spec if baseline is not None else None,
+        "others": {name: b.spec for name, b in others.items()} if others else None,
         "judge": judge.spec if judge is not None and baseline is not None else None,
         "generation_errors": {k: sum(t is None for t in v) for k, v in answers.items()},
         "pm_reward": {k: mean(v) for k, v in rewards.items()} if rewards else None,
         "win_rate": wins or None,
         "refusal": {k: refusal_stats([t for t in v if t is not None]) for k, v in answers.items()},
         "harmless": {
+            "chain": chain(list(answers)),
             "harmful_compliance": harmful_compliance(prompts_ref, answers),
             "over_refusal": None,
             "detector": detector(),
@@ -370,18 +444,23 @@ def evaluate_specs(
     settings: EvalSettings,
     *,
     baseline: str | None = None,
+    others: dict[str, str] | None = None,
     judge: str | None = None,
     pm: str | None = None,
     safe: Sequence[PromptItem] | None = None,
+    plain: PlainSets | None = None,
     prompts_ref: str | None = None,
     seed: int = 0,
     quiet: bool = False,
     named_by: tuple[str, str, str] = ("--policy", "--baseline", "--judge"),
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None]:
+    others_named_by: str = "--also",
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
     """`evaluate_policy` from model specs, as `cai eval policy` and `cai run` both call it: the
     judge is asked only when there is a baseline to compare with and `win_rates` is on; `pm` is a
-    PM folder; `safe` (`load_lookalike`) adds the over-refusal pass. Returns (summary, samples,
-    safe samples or None). `named_by` are the options (or recipe keys) that gave policy, baseline and judge."""
+    PM folder; `others` are intermediate models by name (`evaluate_policy`); `safe`
+    (`load_lookalike`) adds the over-refusal pass and `plain` (`load_plain`) the plain-style pass.
+    Returns (summary, samples, safe samples or None, plain samples or None). `named_by` are the
+    options (or recipe keys) that gave policy, baseline and judge; `others_named_by` the one that gave `others`."""
     scorer = None
     if pm is not None:
         from cai.train.common import quiet_libraries
@@ -391,6 +470,7 @@ def evaluate_specs(
             scorer = PMScorer.load(pm)
     pol = backends(policy, named_by[0])
     base = backends(baseline, named_by[1]) if baseline is not None else None
+    extra = {name: backends(spec, others_named_by) for name, spec in (others or {}).items()}
     asked = baseline is not None and judge is not None and settings.win_rates
     jud = backends(judge, named_by[2]) if asked else None
     summary, samples = evaluate_policy(
@@ -398,6 +478,7 @@ def evaluate_specs(
         prompts,
         c,
         baseline=base,
+        others=extra,
         judge=jud,
         scorer=scorer,
         settings=settings,
@@ -406,15 +487,17 @@ def evaluate_specs(
         prompts_ref=prompts_ref,
     )
     summary["pm"] = pm
-    safe_samples = None
+    models = {"policy": pol} | ({"baseline": base} if base is not None else {}) | extra
+    t0 = time.perf_counter()
+    safe_samples = plain_samples = None
     if safe is not None:
-        t0 = time.perf_counter()
-        models = {"policy": pol} | ({"baseline": base} if base is not None else {})
         summary["harmless"]["over_refusal"], safe_samples = over_refusal(
             models, safe, settings, ref=settings.lookalike, seed=seed, quiet=quiet
         )
-        summary["seconds"] = round(summary["seconds"] + time.perf_counter() - t0, 2)
-    return summary, samples, safe_samples
+    if plain is not None:
+        summary["harmless"]["plain"], plain_samples = plain_style(models, plain, settings, seed=seed, quiet=quiet)
+    summary["seconds"] = round(summary["seconds"] + time.perf_counter() - t0, 2)
+    return summary, samples, safe_samples, plain_samples
 
 
 def write_policy_eval(
@@ -422,14 +505,16 @@ def write_policy_eval(
     summary: dict[str, Any],
     samples: list[dict[str, Any]],
     safe_samples: list[dict[str, Any]] | None = None,
+    plain_samples: list[dict[str, Any]] | None = None,
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # An earlier run's summary would vouch for samples half replaced by this one's.
     (out / "summary.json").unlink(missing_ok=True)
     write_jsonl_atomic(out / "samples.jsonl", samples)
-    if safe_samples is not None:
-        write_jsonl_atomic(out / "samples_safe.jsonl", safe_samples)
-    else:  # an earlier run's safe answers would pass for this run's
-        (out / "samples_safe.jsonl").unlink(missing_ok=True)
+    for name, rows in (("samples_safe.jsonl", safe_samples), ("samples_plain.jsonl", plain_samples)):
+        if rows is not None:
+            write_jsonl_atomic(out / name, rows)
+        else:  # an earlier run's answers would pass for this run's
+            (out / name).unlink(missing_ok=True)
     write_output(EvalSummary, out / "summary.json", summary)  # last: its presence means "complete"

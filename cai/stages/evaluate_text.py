@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cai.outputs import Difference, Harmless, Rate
 from cai.stats import pct
 
 
@@ -48,6 +49,7 @@ def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
                 "  refused by category (policy vs baseline): "
                 + ", ".join(f"{cat} {_kn(c['policy'])} vs {_kn(c['baseline'])}" for cat, c in m["per_category"].items())
             )
+    lines += _pareto_lines(h)
     d = h.get("detector")
     if d:
         lines.append(
@@ -57,6 +59,27 @@ def _harmless_lines(h: dict[str, Any] | None) -> list[str]:
         if d.get("recall_full") is not None:
             lines.append("  " + _detector_detail(d))
     return lines
+
+
+def _cell(c: Rate | Difference | None) -> str:
+    if isinstance(c, Rate):
+        return "-" if c.rate is None else f"{c.k}/{c.n} = {pct(c.rate)} [{pct(c.lo)}, {pct(c.hi)}]"
+    if isinstance(c, Difference) and c.d is not None:
+        return f"{100 * c.d:+.1f} pts [{100 * c.lo:+.1f}, {100 * c.hi:+.1f}]"
+    return "-"
+
+
+def _pareto_lines(h: dict[str, Any]) -> list[str]:
+    """Model by model in training order (base → SL → RL) and step by step, every measure side by
+    side: printed when there is more than the before/after above (an intermediate model, the plain style)."""
+    figures = Harmless.model_validate(h)
+    if len(figures.chain or []) <= 2 and figures.plain is None:
+        return []
+    columns, rows = figures.pareto()
+    table = [["", *columns]] + [[name, *(_cell(c) for c in cells)] for name, cells in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["each model and each step (lower is better for every measure):"]
+    return lines + ["  " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in table]
 
 
 def _detector_detail(d: dict[str, Any]) -> str:

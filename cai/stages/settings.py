@@ -283,6 +283,20 @@ class EvalSettings(Sampling, JudgeSettings):
     lookalike_per_category: int = Field(
         6, ge=1, description="Safe prompts used per category: the first N of each in file order."
     )
+    plain: int = Field(
+        0,
+        ge=0,
+        description="Short, plainly worded prompts per side (the first N of plain_prompts and of "
+        "plain_lookalike), reported apart as the plain style: a policy evasive only on plain questions "
+        "shows there; 0 turns it off.",
+    )
+    plain_prompts: str = Field(
+        "red-team-plain", description="Plain-style harmful prompts (file or shipped set; rows need a category)."
+    )
+    plain_lookalike: str = Field(
+        "safe-lookalike-plain",
+        description="Plain-style safe prompts that sound alarming (file or shipped set; rows need a category).",
+    )
     win_rates: bool = Field(
         True,
         description="Ask the judge which answer it prefers, policy or baseline (harmless and helpful win "

@@ -42,8 +42,9 @@ def _evaluation_prompts() -> list[str]:
     """Every evaluation slice, read here independently of the code under test."""
     red = _jsonl("red_team.jsonl")[RED_TEAM_EVAL_SKIP:]
     safe = _jsonl("safe_lookalike.jsonl")
+    plain = _jsonl("red_team_plain.jsonl") + _jsonl("safe_lookalike_plain.jsonl")
     judge_test = [r for r in _jsonl("judge_dev.jsonl") if r["split"] == "test"]
-    return [t for r in [*red, *safe, *judge_test] for t in _user_turns(r)]
+    return [t for r in [*red, *safe, *plain, *judge_test] for t in _user_turns(r)]
 
 
 def _long_words(text: str) -> set[str]:

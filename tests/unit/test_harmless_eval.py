@@ -129,7 +129,8 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
         quiet=True,
     )
     h = summary["harmless"]
-    assert set(h) == {"harmful_compliance", "over_refusal", "detector"} and h["over_refusal"] is None
+    assert set(h) == {"chain", "harmful_compliance", "over_refusal", "detector"} and h["over_refusal"] is None
+    assert h["chain"] == ["baseline", "policy"] and "others" not in h["harmful_compliance"]
     hc = h["harmful_compliance"]
     assert hc["prompts"] == "held-out"
     assert hc["policy"] == rate_with_interval(2, 5) and hc["policy"]["k"] == 2 and hc["policy"]["n"] == 5
@@ -345,3 +346,106 @@ def test_none_reads_the_same_in_settings_and_recipe_checks_and_empty_is_refused(
     base = ["eval", "policy", "--policy", "fake", "--prompts", "red-team", "--limit", "2", "--quiet"]
     line = _one_line(invoke(*base, "--lookalike", ""))
     assert line.startswith("--lookalike: ") and "empty name" in line
+
+
+# ------------------------------------------------------------- each model the run made, step by step
+
+
+def test_an_intermediate_model_gets_its_rates_and_each_step_its_difference() -> None:
+    """base → SL → RL: every measure has a rate per model and a difference per step, each equal
+    to the count worked by hand; the printed table and `Harmless.pareto` say the same."""
+    from cai.outputs import Harmless
+
+    safe = load_lookalike("safe-lookalike", 1)  # 8 prompts, one per category
+    texts = [it.text for it in safe]
+    base = Scripted("base")  # complies with all 5 harmful prompts, refuses no safe one
+    sl = Scripted("sl", refuse={h.text for h in HARMFUL[:4]} | set(texts[:3]))  # harmful 1/5, safe 3/8 refused
+    rl = Scripted("rl", refuse={h.text for h in HARMFUL[:3]} | set(texts[:1]))  # harmful 2/5, safe 1/8
+    s = EvalSettings(batch_size=4)
+    summary, samples = evaluate_policy(
+        rl,  # type: ignore[arg-type]
+        HARMFUL,
+        load_constitution("harmless"),
+        baseline=base,  # type: ignore[arg-type]
+        others={"sft": sl},  # type: ignore[dict-item]
+        settings=s,
+        quiet=True,
+    )
+    models = {"policy": rl, "baseline": base, "sft": sl}
+    block, _ = over_refusal(models, safe, s, ref="safe-lookalike", quiet=True)  # type: ignore[arg-type]
+    summary["harmless"]["over_refusal"] = block
+    h = summary["harmless"]
+    assert h["chain"] == ["baseline", "sft", "policy"] and summary["others"] == {"sft": "sl"}
+    hc = h["harmful_compliance"]
+    assert hc["others"] == {"sft": rate_with_interval(1, 5)} and hc["policy"] == rate_with_interval(2, 5)
+    assert hc["steps"] == [
+        {"earlier": "baseline", "later": "sft", **difference_with_interval(1, 5, 5, 5)},
+        {"earlier": "sft", "later": "policy", **difference_with_interval(2, 5, 1, 5)},
+    ]
+    assert hc["difference"] == difference_with_interval(2, 5, 5, 5)
+    assert block["others"] == {"sft": rate_with_interval(3, 8)}
+    assert [st["d"] for st in block["steps"]] == [0.375, -0.25]
+    assert samples[0]["sft"] == REFUSE and samples[0]["sft_refusal"] is True and samples[4]["sft_refusal"] is False
+
+    columns, rows = Harmless.model_validate(h).pareto()
+    assert columns == ["harmful compliance", "over-refusal"]
+    assert [name for name, _ in rows] == [
+        "baseline",
+        "sft",
+        "policy",
+        "sft − baseline",
+        "policy − sft",
+        "policy − baseline",
+    ]
+    assert rows[1][1][0].rate == 0.2 and rows[4][1][0].d == 0.2 and rows[4][1][1].d == -0.25
+    report = format_policy_report(summary, [])
+    line = next(x for x in report.splitlines() if x.strip().startswith("policy − sft"))
+    assert "+20.0 pts [" in line and "-25.0 pts [" in line
+
+
+def test_plain_style_prompts_are_measured_apart(tmp_path: Path) -> None:
+    """`--plain N` answers the first N of each plain set and reports both measures for them apart."""
+    from cai.stages.evaluate import load_plain
+
+    plain = load_plain("red-team-plain", "safe-lookalike-plain", 4)
+    assert len(plain.harmful) == 4 and len(plain.safe) == 4
+    # The shipped sets interleave categories: a short slice covers as many as it can.
+    assert len({it.category for it in plain.harmful}) == 4 and len({it.category for it in plain.safe}) == 4
+    every = load_prompts("red-team-plain") + load_prompts("safe-lookalike-plain")
+    assert all(len(it.text.split()) <= 16 for it in every)  # short, plainly worded
+    shipped = {it.text for name in ("red-team", "safe-lookalike", "helpful") for it in load_prompts(name)}
+    assert not shipped & {it.text for it in every}
+    r = invoke(
+        "eval", "policy", "--policy", "fake", "--baseline", "fake:always-a", "--no-win-rates",
+        "--prompts", "red-team", "--limit", "2", "--plain", "3", "--also", "sft=fake",
+        "--out", str(tmp_path / "ev"), "--quiet",
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    pl = summary["harmless"]["plain"]
+    assert pl["harmful_compliance"]["prompts"] == "red-team-plain" and pl["harmful_compliance"]["policy"]["n"] == 3
+    assert pl["over_refusal"]["prompts"] == "safe-lookalike-plain" and pl["over_refusal"]["baseline"]["n"] == 3
+    assert set(pl["over_refusal"]["others"]) == {"sft"} and len(pl["harmful_compliance"]["steps"]) == 2
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "samples_plain.jsonl").read_text().splitlines()]
+    assert [r["side"] for r in rows] == ["harmful"] * 3 + ["safe"] * 3 and {"policy", "baseline", "sft"} <= set(rows[0])
+    assert "each model and each step" in r.stdout and "plain: over-refusal" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--also", "sft"], "--also: give NAME=SPEC"),
+        (["--also", "policy=fake"], "the name 'policy' is taken"),
+        (["--also", "a=fake", "--also", "a=fake"], "the name 'a' is taken"),
+        (["--plain", "2", "--plain-prompts", "no-such-set"], "no-such-set: --plain-prompts: no such file"),
+    ],
+)
+def test_bad_pareto_and_plain_options_are_one_line_errors(args: list[str], message: str) -> None:
+    base = ["eval", "policy", "--policy", "fake", "--baseline", "fake", "--no-win-rates", "--prompts", "red-team"]
+    r = invoke(*base, "--limit", "1", "--quiet", *args)
+    assert r.code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_also_without_a_baseline_is_refused() -> None:
+    r = invoke("eval", "policy", "--policy", "fake", "--prompts", "red-team", "--also", "sft=fake", "--quiet")
+    assert r.code == 2 and "--also: needs --baseline" in r.stderr

@@ -407,6 +407,37 @@ def test_harmlessness_table_renders_what_cai_eval_writes(tmp_path: Path) -> None
     assert f"the styles it reads worst: {worst}." in page and "cai eval refusals --replies FILE" in page
 
 
+def test_the_pareto_table_names_each_model_and_step(tmp_path: Path) -> None:
+    """With the SL model evaluated too, a second table shows base → SL → RL and each step."""
+    run = clean_run(tmp_path / "run")
+
+    def add_sl(d: dict[str, Any]) -> None:
+        d["others"] = {"sft": str(run / "sft" / "model")}
+        h = d["harmless"]
+        h["chain"] = ["baseline", "sft", "policy"]
+        for key, k in (("harmful_compliance", 6), ("over_refusal", 5)):
+            n = h[key]["policy"]["n"]
+            h[key]["others"] = {"sft": _rate(k, n)}
+            h[key]["steps"] = [
+                {"earlier": "baseline", "later": "sft", "d": 0.1, "lo": -0.1, "hi": 0.3},
+                {"earlier": "sft", "later": "policy", "d": -0.05, "lo": -0.2, "hi": 0.1},
+            ]
+
+    _edit(run / "eval" / "summary.json", add_sl)
+    rows = _table_rows(build_report(run), "pareto")
+    assert rows[0] == ["model or step", "harmful compliance", "over-refusal"]
+    assert [r[0] for r in rows[1:]] == [
+        "base model (embedded)",
+        "SL-CAI model (sft)",
+        "RL policy (ppo)",
+        "SL-CAI model (sft) − base model (embedded)",
+        "RL policy (ppo) − SL-CAI model (sft)",
+        "RL policy (ppo) − base model (embedded)",
+    ]
+    assert rows[2][1].startswith("6/40 = 0.150") and rows[5][1:] == ["-0.050 [-0.200, +0.100]"] * 2
+    assert rows[6][1] == "-0.300 [-0.470, -0.120]"
+
+
 def test_harmlessness_tolerates_missing_parts(tmp_path: Path) -> None:
     run = clean_run(tmp_path / "run")
     part = {"prompts": "harmful-heldout", "policy": _rate(1, 4), "baseline": None, "difference": None}
@@ -417,6 +448,7 @@ def test_harmlessness_tolerates_missing_parts(tmp_path: Path) -> None:
     rows = _table_rows(page, "harmless")
     assert len(rows) == 2 and rows[1][2] == "—" and rows[1][4] == "—"
     assert "harmless-categories" not in page and "class='warn'" not in page
+    assert "class='pareto'" not in page  # only before and after: the first table says it all
 
 
 # ---- plots ---------------------------------------------------------------------------------
