@@ -144,7 +144,12 @@ REPLIES_HELP = (
 
 def eval_refusals(
     replies: Annotated[Path | None, typer.Option("--replies", "-r", help=REPLIES_HELP)] = None,
-    by: Annotated[str, typer.Option("--by", help="Figures per value of this field of the rows too.")] = "style",
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Figures per value of this field of the rows too (default: style, where rows have it)."
+        ),
+    ] = None,
     show: Annotated[int, typer.Option("--show", help="Replies the detector gets wrong to print.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the figures and every miss as JSON.")] = None,
     as_json: JsonOpt = False,
@@ -161,15 +166,21 @@ def eval_refusals(
         sets = (
             {str(replies): read_labelled_replies(replies)} if replies else {s: load_labels(s) for s in ("dev", "test")}
         )
+        for name, rows in sets.items():
+            if by is not None and not any(by in r for r in rows):
+                fields = sorted({k for r in rows for k in r} - {"reply", "label", "line"})
+                raise fail(name, None, "--by", f"no row has a field {by!r} (fields: {', '.join(fields) or 'none'})")
     except CaiError as e:
         die(e)
-    result = {name: check_replies(rows, is_refusal, by) for name, rows in sets.items()}
+    result = {name: check_replies(rows, is_refusal, by or "style") for name, rows in sets.items()}
     if out is not None:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         except (FileExistsError, NotADirectoryError):
             die(file_error(out, "--out", "a file stands where its folder should be"))
+        except PermissionError:
+            die(file_error(out, "--out", "not allowed to write there (permission denied)"))
         except CaiError as e:
             die(e)
     if as_json:

@@ -97,6 +97,11 @@ def _check_row(obj: dict[str, Any], name: str, line: int) -> dict[str, Any]:
             if not isinstance(obj[key], str | int):
                 raise fail(name, line, key, f"must be a string, not {type(obj[key]).__name__}")
             row[key] = str(obj[key])
+    # Any other plain field (a model name, a source, a temperature) is kept, as text, so that
+    # `--by FIELD` can group by it; nested values are left out.
+    for key, value in obj.items():
+        if key not in row and key not in ("label", "refusal") and isinstance(value, str | int | float | bool):
+            row[key] = str(value)
     row["label"] = _label(obj, name, line)
     return row
 

@@ -120,3 +120,35 @@ def test_missing_file_and_folder_out(tmp_path: Path) -> None:
         and r.stderr.strip() == f"{tmp_path / 'a_file' / 'out.json'}: --out: a file stands where its folder should be"
     )
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr + r.stdout
+
+
+def test_by_any_field_of_the_rows_and_a_field_no_row_has(tmp_path: Path) -> None:
+    rows = [dict(r, model="m1" if i % 2 else "m2", temperature=0.7) for i, r in enumerate(ROWS)]
+    path = _write(tmp_path / "m.jsonl", rows)
+    r = invoke("eval", "refusals", "--replies", str(path), "--by", "model", "--json")
+    assert r.code == 0, r.stderr
+    result = json.loads(r.stdout)[str(path)]
+    assert result["by"] == "model" and set(result["groups"]) == {"m1", "m2"}
+    assert sum(g["n"] for g in result["groups"].values()) == len(ROWS)
+    r = invoke("eval", "refusals", "--replies", str(path), "--by", "modle")
+    assert r.code == 2 and r.stderr.strip().startswith(f"{path}: --by: no row has a field 'modle' (fields: ")
+    assert "model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # Without --by, rows without a style are simply not grouped.
+    plain = _write(tmp_path / "p.jsonl", [{"reply": "I can't help with that.", "label": "refusal"}])
+    r = invoke("eval", "refusals", "--replies", str(plain), "--json")
+    assert r.code == 0 and json.loads(r.stdout)[str(plain)]["groups"] == {}
+
+
+def test_out_where_writing_is_not_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user may not write to (simulated: tests may run as root, who may write anywhere)."""
+    import cai.io.atomic
+
+    def denied(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cai.io.atomic, "write_text_atomic", denied)
+    path = _write(tmp_path / "ok.jsonl", ROWS)
+    r = invoke("eval", "refusals", "--replies", str(path), "--out", str(tmp_path / "out.json"))
+    assert r.code == 2, r.stderr
+    assert r.stderr.strip() == f"{tmp_path / 'out.json'}: --out: not allowed to write there (permission denied)"
+    assert "Traceback" not in r.stderr + r.stdout
