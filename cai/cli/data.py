@@ -66,7 +66,9 @@ def critique(
     settings=CritiqueSettings,
     run=Seed,
     backend=BackendSettings,
-    exclude=frozenset({"batch_size", "retry_failed", "mode", "demonstrations"}),  # `try` shows revise rounds
+    exclude=frozenset(
+        {"batch_size", "retry_failed", "mode", "demonstrations", "demonstration_answers"}
+    ),  # `try` shows revise rounds
 )
 def try_principle(
     prompt: Annotated[str, typer.Option("--prompt", help="One user prompt.")],

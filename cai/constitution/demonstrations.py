@@ -146,14 +146,29 @@ def eval_overlap(placed: list[Placed]) -> list[Problem]:
     ]
 
 
-def select(placed: list[Placed], n: int | None) -> list[Placed]:
-    """At most `n` demonstrations (all when None), declines and answers alternating in file
-    order, so a small count stays balanced between the two kinds."""
+def select(placed: list[Placed], n: int | None, answers: float = 0.5) -> list[Placed]:
+    """At most `n` demonstrations (all when None), each kind in file order: a share `answers` of
+    them answers (rounded), the rest declines, topped up from the other kind when one runs
+    short; declines and answers alternate while both last, so every prefix stays mixed."""
     kinds = [[p for p in placed if p.demo.kind == k] for k in ("decline", "answer")]
-    mixed = [p for pair in _zip_longest(*kinds) for p in pair]
-    return mixed if n is None else mixed[:n]
+    if n is not None:
+        want_answers = min(len(kinds[1]), max(n - len(kinds[0]), round(n * answers)))
+        kinds = [kinds[0][: n - want_answers], kinds[1][:want_answers]]
+    return _spread(*kinds)
 
 
-def _zip_longest(a: list[Placed], b: list[Placed]) -> Iterator[list[Placed]]:
-    for i in range(max(len(a), len(b))):
-        yield [x[i] for x in (a, b) if i < len(x)]
+def _spread(declines: list[Placed], answers: list[Placed]) -> list[Placed]:
+    """The two kinds interleaved in proportion (2 answers per decline when there are twice as
+    many), each in its own order."""
+    out: list[Placed] = []
+    d = a = 0
+    while d < len(declines) or a < len(answers):
+        # Each kind's next row sits at (index + ½) / count of the way through its kind: take the
+        # one that comes first (a decline on a tie), so equal counts alternate decline, answer.
+        if d >= len(declines) or (a < len(answers) and (a + 0.5) * len(declines) < (d + 0.5) * len(answers)):
+            out.append(answers[a])
+            a += 1
+        else:
+            out.append(declines[d])
+            d += 1
+    return out

@@ -384,7 +384,7 @@ def _run(
             extra = {**provenance, "timing": {**timing, "chunk_size": len(items)}}
             store.append(batch.records(p.todo, [p.offset + k for k in todo], p.index, extra), retry=p.retry)
             new_prompts += len(items)
-    write_demonstrations(out, c, settings.demonstrations, guidance is not None)
+    write_demonstrations(out, c, settings.demonstrations, guidance is not None, settings.demonstration_answers)
     return _finish(store, out, new_prompts, prog, check)
 
 

@@ -173,7 +173,7 @@ def provenance_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_demonstrations(out: str | Path, c: Constitution, n: int | None, distill: bool) -> None:
+def write_demonstrations(out: str | Path, c: Constitution, n: int | None, distill: bool, answers: float = 0.5) -> None:
     """Record which of the constitution's demonstrations this folder's export adds (`select`):
     with the system prompt the revisions' rows start with (none in distill mode, as its rows)."""
     system = None if distill else c.spec.system_prompt
@@ -181,7 +181,7 @@ def write_demonstrations(out: str | Path, c: Constitution, n: int | None, distil
     rows = [
         {"id": p.id, "kind": p.demo.kind, "category": p.demo.category, "prompt": p.demo.prompt}
         | {"reply": p.demo.reply, "system": system, "fingerprint": fp}
-        for p in select(c.demonstrations, n)
+        for p in select(c.demonstrations, n, answers)
     ]
     write_jsonl_atomic(Path(out) / DEMONSTRATIONS_FILE, rows)
 

@@ -109,6 +109,13 @@ class CritiqueSettings(Sampling, StageSettings):
         "source: demonstration in provenance.jsonl): at most N, declines and answers alternating in file "
         "order; 0: none; unset: all.",
     )
+    demonstration_answers: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Of those N demonstrations, the share that answer safe prompts which only sound alarming "
+        "(the rest decline harmful ones); more answers hold over-refusal down. Unused when all are added.",
+    )
     retry_failed: bool = Field(
         True,
         description="On a rerun, redo records whose requests failed (they are replaced, marked retried).",

@@ -100,6 +100,24 @@ def test_shipped_recipes_evaluate_only_where_the_overlap_check_looks() -> None:
 # ---------------------------------------------------------------- into the SFT set, with provenance
 
 
+def test_the_answer_share_picks_each_kind_in_file_order_and_spreads_them() -> None:
+    from cai.constitution.demonstrations import select
+
+    placed = load_constitution("harmless").demonstrations
+    declines = [p for p in placed if p.demo.kind == "decline"]
+    answers = [p for p in placed if p.demo.kind == "answer"]
+    two_thirds = select(placed, 12, 2 / 3)
+    assert [p.demo.kind for p in two_thirds] == ["answer", "decline", "answer"] * 4
+    assert [p for p in two_thirds if p.demo.kind == "decline"] == declines[:4]
+    assert [p for p in two_thirds if p.demo.kind == "answer"] == answers[:8]
+    assert [p.demo.kind for p in select(placed, 4, 0.5)] == ["decline", "answer"] * 2
+    assert all(p.demo.kind == "decline" for p in select(placed, 5, 0.0))
+    # One kind running short is topped up from the other; no count asks for more than there are.
+    topped = select(placed, len(answers) + 10, 1.0)
+    assert [sum(p.demo.kind == k for p in topped) for k in ("answer", "decline")] == [len(answers), 10]
+    assert len(select(placed, 10_000, 0.9)) == len(placed) and select(placed, 0, 0.5) == []
+
+
 def test_demonstrations_reach_the_sft_set_with_provenance(tmp_path: Path) -> None:
     from cai.train.sft import load_messages
 
