@@ -27,7 +27,7 @@ REWARD_HELP = (
     "What the policy is rewarded with: pm (the preference model), direct (the judge's likelihood contrast "
     "per comparison principle, no PM), demo-pm (a PM trained on the constitution's demonstrations), or a "
     "weighted sum such as pm=1,direct=0.5 (a recipe may write a mapping {pm: 1.0, direct: 0.5}). "
-    "PPO takes pm only."
+    "Default: pm. PPO takes pm only."
 )
 
 
