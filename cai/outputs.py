@@ -394,6 +394,7 @@ class TrainSettings(Output):
     kl_coef: Num | None = None
     missing_eos_penalty: Num | None = None
     loss: str | None = None
+    reward: dict[str, Num] | None = None  # RL: the rewards summed, with their weights
 
 
 class DataSource(Output):

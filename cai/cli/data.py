@@ -1,4 +1,5 @@
-"""Commands of the SL-CAI data stage: `critique`, `try`, `merge`."""
+"""Commands of the SL-CAI data stage: `critique`, `try`, `merge`; and `demo-pairs` (a PM's data
+from the constitution's demonstrations)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 from cai.cli.options import ConstitutionOpt, ModelOpt, QuietOpt, ShardOpt, check_out, settings_command
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
-from cai.stages.settings import CritiqueSettings, Seed, Window
+from cai.stages.settings import CritiqueSettings, DemoPairsSettings, Seed, Window
 
 PromptsOpt = Annotated[
     str,
@@ -137,7 +138,38 @@ def merge(
     typer.echo(f"merged {n} records into {out}")
 
 
+@settings_command(settings=DemoPairsSettings, run=Seed, backend=BackendSettings)
+def demo_pairs(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pairs (new or empty).")],
+    settings: DemoPairsSettings,
+    run: Seed,
+    backend: BackendSettings,
+    policy: Annotated[
+        str,
+        typer.Option("--policy", help="The policy whose own replies lose to the demonstrations (the SL-CAI model)."),
+    ] = DEFAULT_MODEL,
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
+    quiet: QuietOpt = False,
+) -> None:
+    """Preference pairs from the constitution's demonstrations: each demonstration's reply over the
+    policy's own reply to its prompt. Train the demo-pm reward on them: cai train pm --data OUT."""
+    from cai.constitution.load import load_constitution
+    from cai.stages.demo_pairs import build_demo_pairs
+
+    check_out(out)
+    c = load_constitution(constitution)
+    with Backends(backend, quiet=quiet) as backends:
+        summary = build_demo_pairs(c, backends(policy, "--policy"), out, settings, seed=run.seed)
+    skipped = summary["skipped"]
+    typer.echo(
+        f"{summary['pairs']} pairs ({summary['declines']} declines, {summary['answers']} answers) from "
+        f"{summary['demonstrations']} demonstrations in {out}; skipped: {skipped['failed']} failed, "
+        f"{skipped['empty']} empty, {skipped['same_as_demonstration']} same as the demonstration"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(critique)
     app.command("try")(try_principle)
     app.command()(merge)
+    app.command("demo-pairs")(demo_pairs)

@@ -116,15 +116,17 @@ def _option(name: str, field: Any) -> inspect.Parameter:
     decl = flag(name)
     if kind is bool and field.default is True:
         decl = f"{decl}/--no-{name.replace('_', '-')}"
-    default = None if isinstance(field.default, list) else field.default
+    default = None if isinstance(field.default, list | dict) else field.default  # the model's own default
     option = typer.Option(decl, help=_help(field), show_default=default is not None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
 
 
 def build_settings(model: type[BaseModel], values: dict[str, Any]) -> Any:
     """The settings model from option values; a bad value is a one-line error naming its flag."""
-    # A list option not given arrives as None: leave it out so the field's own default applies.
-    given = {k: v for k, v in values.items() if not (v is None and isinstance(model.model_fields[k].default, list))}
+    # A list (or mapping) option not given arrives as None: leave it out so the field's own default applies.
+    given = {
+        k: v for k, v in values.items() if not (v is None and isinstance(model.model_fields[k].default, list | dict))
+    }
     try:
         return model.model_validate(given)
     except ValidationError as err:

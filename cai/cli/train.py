@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cai.cli.options import check_out, settings_command
-from cai.models.settings import DEFAULT_MODEL
+from cai.cli.options import ConstitutionOpt, check_out, settings_command
+from cai.models.settings import DEFAULT_MODEL, BackendSettings
+from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import Seed, Window
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
@@ -195,13 +196,10 @@ def dpo(
     _echo_summary(s, as_json, lines)
 
 
-@settings_command(settings=RlSettings, window=Window, run=Seed)
+@settings_command(settings=RlSettings, window=Window, run=Seed, backend=BackendSettings)
 def ppo(
     policy: Annotated[
         str, typer.Option("--policy", help="Policy to optimise (the SL-CAI model): embedded, a model folder, hub id.")
-    ],
-    pm_: Annotated[
-        str, typer.Option("--pm", help="Preference model folder (`cai train pm --out`); shares the policy's tokenizer.")
     ],
     prompts: Annotated[
         str,
@@ -213,24 +211,64 @@ def ppo(
     settings: RlSettings,
     window: Window,
     run: Seed,
+    backend: BackendSettings,
+    pm_: Annotated[
+        str | None,
+        typer.Option(
+            "--pm", help="Preference model folder (`cai train pm --out`) for reward pm; shares the policy's tokenizer."
+        ),
+    ] = None,
+    demo_pm: Annotated[
+        str | None,
+        typer.Option(
+            "--demo-pm",
+            help="For reward demo-pm: a PM trained on demonstration pairs (`cai demo-pairs`, then `cai train pm`).",
+        ),
+    ] = None,
+    judge: Annotated[
+        str, typer.Option("--judge", "-j", help="For reward direct: the judge that scores replies (model spec).")
+    ] = DEFAULT_MODEL,
+    constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """RL against the PM with a KL penalty to the reference: TRL's RLOO (default), GRPO, or PPO (TRL <= 1.12)."""
+    """RL with a KL penalty to the reference: TRL's RLOO (default), GRPO, or PPO (TRL <= 1.12), rewarded
+    by the PM, the judge directly, a demonstration PM, or a weighted sum (--reward)."""
     from cai.io.sources import load_prompts
+    from cai.models.settings import Backends
     from cai.train.rl import train_rl
 
-    check_out(out, inputs={"--prompts": prompts, "--pm": pm_})
+    check_out(out, inputs={"--prompts": prompts, "--pm": pm_, "--demo-pm": demo_pm})
     items = window.apply(load_prompts(prompts))
-    s = train_rl(
-        policy, pm_, items, str(out), settings, seed=run.seed, source=prompts, quiet=quiet, overwrite=overwrite
-    )
+    direct = settings.needs_judge
+    if direct:
+        from cai.constitution.load import load_constitution
+    c = load_constitution(constitution) if direct else None
+    with Backends(backend, quiet=quiet) as backends:
+        s = train_rl(
+            policy,
+            pm_,
+            items,
+            str(out),
+            settings,
+            seed=run.seed,
+            source=prompts,
+            quiet=quiet,
+            overwrite=overwrite,
+            demo_pm=demo_pm,
+            judge=backends(judge, "--judge") if direct else None,
+            constitution=c,
+        )
+    parts = ", ".join(f"{w:g} x {name}" for name, w in settings.reward.items())
     lines = [
         f"{settings.algorithm}: {s['updates']} updates → {s['out']}",
-        f"PM reward {_f(s['reward_first'])} → {_f(s['reward_last'])}; KL ({s['kl_unit']}) "
+        f"reward ({parts}) {_f(s['reward_first'])} → {_f(s['reward_last'])}; KL ({s['kl_unit']}) "
         f"{_f(s['kl_last'])}; entropy {_f(s['entropy_last'])}",
     ]
+    if settings.helpful_ratio > 0:
+        p = s["prompts"]
+        lines.append(f"helpful prompts mixed in: {p['helpful']} of {p['loaded']} ({_f(p['helpful_share'])})")
     if s["params_changed"] is False:
         lines.append("warning: no parameter changed (learning rate 0?)")
     _echo_summary(s, as_json, lines)

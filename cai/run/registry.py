@@ -30,7 +30,16 @@ from cai.run.report_html import RunView
 from cai.run.report_labels import labels_section
 from cai.run.report_rl import rl_section
 from cai.run.report_train import dpo_section, pm_section, sft_section
-from cai.run.sections import CritiqueStage, DpoStage, EvalStage, LabelStage, PmStage, PpoStage, SftStage
+from cai.run.sections import (
+    CritiqueStage,
+    DemoPmStage,
+    DpoStage,
+    EvalStage,
+    LabelStage,
+    PmStage,
+    PpoStage,
+    SftStage,
+)
 from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, StageSettings, is_off
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
@@ -166,6 +175,15 @@ def _distill_feeds_no_revision_pairs(sections: dict[str, Any]) -> tuple[str, str
     return None
 
 
+def _rewards_have_their_stages(sections: dict[str, Any]) -> tuple[str, str] | None:
+    """The ppo stage's rewards read the PM of the stage that trains it: pm ← pm, demo-pm ← demo_pm."""
+    ppo = sections.get("ppo")
+    for reward, stage in (("pm", "pm"), ("demo-pm", "demo_pm")):
+        if ppo is not None and reward in ppo.reward and sections.get(stage) is None:
+            return ("reward", f"{reward} needs the {stage} stage in the same recipe (or another reward, e.g. direct)")
+    return None
+
+
 RED_TEAM = PromptSet("prompts", "red-team")
 TRAINED = "model/cai_train.json"  # a training stage's completion marker, written last
 
@@ -221,6 +239,16 @@ BUILTIN = StageRegistry(
             report=pm_section,
         ),
         Stage(
+            "demo_pm",
+            DemoPmStage,
+            DemoPmStage,
+            runners.demo_pm_stage,
+            TRAINED,
+            reads_models=("sft",),
+            files=("human", "eval"),
+            summary=TrainSummary,
+        ),
+        Stage(
             "dpo",
             DpoStage,
             DpoSettings,
@@ -240,10 +268,10 @@ BUILTIN = StageRegistry(
             RlSettings,
             runners.ppo_stage,
             TRAINED,
-            needs="pm",
-            reads_models=("sft", "pm"),
+            reads_models=("sft", "pm", "demo_pm"),
             policy_label="RL policy (ppo)",
-            prompt_sets=(RED_TEAM,),
+            prompt_sets=(RED_TEAM, PromptSet("helpful_prompts", "helpful", windowed=False)),
+            rule=_rewards_have_their_stages,
             summary=TrainSummary,
             report=rl_section,
         ),

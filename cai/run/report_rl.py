@@ -82,11 +82,13 @@ def _panels(s: dict[str, list[Any]], info: TrainRecord) -> list[tuple[str, list[
         if any(v is not None for v in s["completion_length"])
         else ("greedy sample length (words)", [("fixed sample prompts", GREEN, s["sample_words"])])
     )
+    weights = st.reward or {"pm": 1.0}
+    summed = "PM score" if weights == {"pm": 1.0} else " + ".join(f"{w:g}·{name}" for name, w in weights.items())
     panels = [
         (
-            "reward (PM score − EOS penalty)",
+            f"reward ({summed} − EOS penalty)",
             [
-                ("reward: PM score − missing-EOS penalty", RED, s["reward"]),
+                (f"reward: {summed} − missing-EOS penalty", RED, s["reward"]),
                 (f"objective: reward − λ·KL (λ={fmt(st.kl_coef)})", GREY, s["objective"]),
             ],
         ),

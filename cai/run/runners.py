@@ -89,22 +89,52 @@ def dpo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     return _preference_stage(ctx, cfg, out, "dpo")
 
 
+def demo_pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """The demo-pm reward's PM: the SL-CAI policy answers the demonstrations' prompts (pairs in
+    ``pairs/``), then a PM is trained from the policy on those pairs (as the pm stage does)."""
+    from cai.models.spec import resolve_model_path
+    from cai.run.sections import DemoPmStage
+    from cai.stages.demo_pairs import build_demo_pairs
+    from cai.stages.settings import DemoPairsSettings
+    from cai.train.pm import train_pm
+
+    with ctx.backends() as backends:
+        policy = backends(ctx.policy_spec(), "models.policy")
+        build_demo_pairs(ctx.constitution, policy, out / "pairs", settings_of(cfg, DemoPairsSettings), seed=ctx.seed)
+    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
+    settings = settings_of(cfg, DemoPmStage).model_copy(update=local)
+    pm_settings = settings_of(settings, PmSettings)
+    return train_pm(
+        [str(out / "pairs")], base, str(out / "model"), pm_settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+    )
+
+
 def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
+    """RL from the SL-CAI policy with the rewards the section names: the pm and demo_pm stages'
+    PMs, and the recipe's judge for direct."""
     from cai.models.spec import resolve_model_path
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
-    return train_rl(
-        policy,
-        str(ctx.model_dir("pm")),
-        ctx.prompts(cfg),
-        str(out / "model"),
-        settings_of(cfg, RlSettings),
-        seed=ctx.seed,
-        source=cfg.prompts,
-        quiet=ctx.quiet,
-        overwrite=True,
-    )
+    settings = settings_of(cfg, RlSettings)
+    settings = settings.model_copy(update={"helpful_prompts": ctx.local(settings.helpful_prompts)})
+    with ctx.backends() as backends:
+        direct = settings.needs_judge
+        return train_rl(
+            policy,
+            str(ctx.model_dir("pm")) if "pm" in settings.reward else None,
+            ctx.prompts(cfg),
+            str(out / "model"),
+            settings,
+            seed=ctx.seed,
+            source=cfg.prompts,
+            quiet=ctx.quiet,
+            overwrite=True,
+            demo_pm=str(ctx.model_dir("demo_pm")) if "demo-pm" in settings.reward else None,
+            judge=backends(ctx.recipe.models.judge, "models.judge") if direct else None,
+            constitution=ctx.constitution if direct else None,
+        )
 
 
 def eval_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from cai.models.settings import DEFAULT_MODEL, BackendSettings
-from cai.stages.settings import CritiqueSettings, EvalSettings, LabelSettings, Window
+from cai.stages.settings import CritiqueSettings, DemoPairsSettings, EvalSettings, LabelSettings, Window
 from cai.train.settings import DpoSettings, PmSettings, RlSettings, SftSettings
 
 
@@ -60,6 +60,11 @@ class LabelStage(LabelSettings, PromptSlice):
 
 class PmStage(PmSettings):
     pass
+
+
+class DemoPmStage(PmSettings, DemoPairsSettings):
+    """The demo-pm reward's PM: pairs from the constitution's demonstrations (demonstration over the
+    SL-CAI model's own reply, `cai demo-pairs`), then a PM trained on them (`cai train pm`)."""
 
 
 class DpoStage(DpoSettings):

@@ -317,3 +317,17 @@ class EvalSettings(Sampling, JudgeSettings):
         if isinstance(v, str) and not is_off(v) and not v.strip():
             raise ValueError("an empty name: give a file, a shipped set, or none")
         return None if is_off(v) else v
+
+
+class DemoPairsSettings(Sampling, StageSettings):
+    """`cai demo-pairs`: the constitution's demonstrations made into preference pairs, each
+    demonstration's reply preferred over the policy's own reply to the same prompt."""
+
+    demonstrations: int | None = Field(
+        None,
+        ge=1,
+        description="Use at most N demonstrations (declines and answers alternating in file order); unset: all.",
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Length limit of the policy's own replies.")
+    temperature: float = Field(0.7, ge=0, description="Policy sampling temperature (0: greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Policy nucleus sampling mass.")

@@ -10,9 +10,13 @@ same names whichever trainer ran (`cai.train.rl_metrics`).
   reference = a frozen copy of it, value model initialised from the PM (backbone and head),
   reward = PM score − missing-EOS penalty, and TRL adds the per-token −λ·KL(policy ‖ reference)
   (k1 estimator) so the return is ``r_PM − λ·KL``. Prompts are left-padded for generation.
-* **RLOO / GRPO** (TRL's maintained trainers): the PM scores completions through `PMReward`
-  (the same position PPO reads); λ is their ``beta``: RLOO subtracts β·KL from the reward like
-  PPO, GRPO puts a β-weighted KL term into the loss. No value model.
+* **RLOO / GRPO** (TRL's maintained trainers): the reward is what the ``reward`` setting names
+  (`cai.train.rewards`): the PM through `PMReward` (the same position PPO reads), the judge's
+  likelihood contrast per principle (``direct``), a PM trained on demonstration pairs
+  (``demo-pm``), or a weighted sum; the missing-EOS penalty is paid once. λ is their ``beta``:
+  RLOO subtracts β·KL from the reward like PPO, GRPO puts a β-weighted KL term into the loss.
+  No value model. With ``helpful_ratio`` > 0, helpful prompts join the RL prompts
+  (`cai.train.helpful_mix`).
 
 Sizes: ``batch_size`` is rollouts per update per device. PPO splits it into minibatches of
 ``mini_batch`` rows, one optimiser step each, for ``ppo_epochs`` passes. RLOO/GRPO take
@@ -34,8 +38,10 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from cai.constitution.model import Constitution
 from cai.errors import file_error
 from cai.io.sources import PromptItem, load_prompts
+from cai.models.base import Backend
 from cai.train import lora
 from cai.train.common import (
     changed_params,
@@ -47,8 +53,9 @@ from cai.train.common import (
 )
 from cai.train.configs import group_config, import_ppo, ppo_config
 from cai.train.core import Trained, TrainJob, train_model
+from cai.train.helpful_mix import mix_helpful
+from cai.train.rewards import RewardInputs, reward_functions
 from cai.train.rl_common import (
-    PMReward,
     PMScorer,
     check_pm_folder,
     check_same_tokenizer,
@@ -61,7 +68,7 @@ from cai.train.settings import RlSettings
 
 def train_rl(
     policy: str,
-    pm: str,
+    pm: str | None,
     prompts: str | Sequence[PromptItem],
     out: str,
     settings: RlSettings | None = None,
@@ -71,47 +78,67 @@ def train_rl(
     sample_prompts: int = 2,
     quiet: bool = False,
     overwrite: bool = False,
+    demo_pm: str | None = None,
+    judge: Backend | None = None,
+    constitution: Constitution | None = None,
 ) -> dict[str, Any]:
-    """Optimise `policy` against the PM in `pm` on `prompts`; save the policy at `out`.
+    """Optimise `policy` against the reward `settings.reward` names on `prompts`; save it at `out`.
 
-    `prompts` is a prompt source (file, datasets folder, shipped set name) or loaded items
-    (`source` then names where they came from, for the record). Returns the summary that also
-    goes, with provenance, into `out/cai_train.json`.
+    `pm` / `demo_pm` are PM folders (rewards pm / demo-pm), `judge` and `constitution` score
+    replies for the direct reward. `prompts` is a prompt source (file, datasets folder, shipped
+    set name) or loaded items (`source` then names where they came from, for the record).
+    Returns the summary that also goes, with provenance, into `out/cai_train.json`.
     """
     s = settings or RlSettings()
+    rewards = RewardInputs(pm=pm, demo_pm=demo_pm, judge=judge, constitution=constitution)
+    rewards.check(s)
     items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
     source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
+    mix: dict[str, Any] | None = None
+    if s.helpful_ratio > 0:
+        items, mix = mix_helpful(items, load_prompts(s.helpful_prompts), s.helpful_ratio, seed, s.helpful_prompts)
 
     def check(policy_path: str) -> None:
-        check_same_tokenizer(policy_path, check_pm_folder(pm))
+        for folder in rewards.pm_folders(s):
+            check_same_tokenizer(policy_path, check_pm_folder(folder))
 
     def step(job: TrainJob) -> Trained:
-        pm_path = check_pm_folder(pm)  # checked before anything loaded (`check`); cheap to ask again
         tokenizer = load_tokenizer(job.path, padding_side="left")
         use_distinct_pad(tokenizer)
         kept = _short_enough(tokenizer, items, s.max_prompt_length, source)
         is_ppo = s.algorithm == "ppo"
         # The config comes first: it sets up the process group.
         config = job.start((ppo_config if is_ppo else group_config)(job.output, s, seed, quiet))
-        trainer, model, scorer = (_build_ppo if is_ppo else _build_group)(job.path, pm_path, tokenizer, kept, config, s)
+        if is_ppo:
+            assert pm is not None  # `RewardSettings`: PPO takes the PM alone
+            trainer, model, scorer = _build_ppo(job.path, check_pm_folder(pm), tokenizer, kept, config, s)
+        else:
+            trainer, model, scorer = _build_group(job.path, rewards, tokenizer, kept, config, s)
         samples = [it.messages for it, _ in kept[:sample_prompts]]
         sampler = make_sampler(tokenizer, samples, scorer, s.response_length) if samples else None
-        callback = metrics_callback(job.output.metrics, s.algorithm, sampler)
+        callback = metrics_callback(job.output.metrics, s.algorithm, sampler, None if is_ppo else dict(s.reward))
         summary = _train(trainer, model, callback, s, job.path, quiet)
         summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
+        if mix is not None:
+            summary["prompts"]["helpful"] = mix["used"]
+            summary["prompts"]["helpful_share"] = mix["share"]
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
-        return Trained(trainer, load_tokenizer(job.path), summary, _meta(pm_path, source, s))
+        return Trained(trainer, load_tokenizer(job.path), summary, _meta(rewards, source, s, mix))
 
     return train_model(s.algorithm, policy, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, check=check)
 
 
-def _meta(pm_path: str, source: str, s: RlSettings) -> dict[str, Any]:
+def _meta(rewards: RewardInputs, source: str, s: RlSettings, mix: dict[str, Any] | None) -> dict[str, Any]:
     """What `cai_train.json` records of an RL run besides what every training run records."""
+    kl = "- kl_coef * KL per token (TRL PPO, k1)" if s.algorithm == "ppo" else "KL via beta = kl_coef"
     return {
-        "pm": pm_path,
+        "pm": check_pm_folder(rewards.pm) if rewards.pm and "pm" in s.reward else None,
         "prompts": source,
-        "reward": "PM score at the reply's EOS - missing_eos_penalty; "
-        + ("- kl_coef * KL per token (TRL PPO, k1)" if s.algorithm == "ppo" else "KL via beta = kl_coef"),
+        "helpful_mix": mix,
+        "reward": " + ".join(f"{w:g} * {name}" for name, w in s.reward.items())
+        + " - missing_eos_penalty if no EOS; "
+        + kl,
+        "rewards": rewards.record(s),
     }
 
 
@@ -245,12 +272,12 @@ def _unwrap_ppo(trainer: Any) -> None:
 
 def _build_group(
     policy_path: str,
-    pm_path: str,
+    rewards: RewardInputs,
     tokenizer: Any,
     kept: list[tuple[Any, list[int]]],
     config: Any,
     s: RlSettings,
-) -> tuple[Any, Any, PMScorer]:
+) -> tuple[Any, Any, PMScorer | None]:
     from accelerate import PartialState
     from datasets import Dataset
 
@@ -258,12 +285,12 @@ def _build_group(
         from trl import RLOOTrainer as Trainer
     else:
         from trl import GRPOTrainer as Trainer
-    scorer = PMScorer.load(pm_path, device=PartialState().device)
-    reward = PMReward(scorer, s.eos_penalty)
+    funcs, weights, scorer = reward_functions(s, rewards, tokenizer.eos_token_id, device=PartialState().device)
+    config.reward_weights = weights  # TRL sums the functions' rewards with these
     rows = [{"prompt": it.messages} for it, _ in kept]
     trainer = Trainer(
         model=policy_path,
-        reward_funcs=[reward],
+        reward_funcs=funcs,
         peft_config=lora.lora_config(s),
         args=config,
         train_dataset=Dataset.from_list(rows),

@@ -18,8 +18,11 @@ from cai.train.rl_common import Conversation, PMScorer, encode_prompt
 
 # The documented metric names of `metrics.jsonl`, each taken from the first TRL key present.
 # PPO (trl.experimental.ppo) | RLOO / GRPO (trl):
-#   reward      PM score minus the missing-EOS penalty, before any KL term
-#               (objective/scores | rewards/pm/mean)
+#   reward      the reward before any KL term: PM score minus the missing-EOS penalty (PPO:
+#               objective/scores), or for RLOO/GRPO the weighted sum of the rewards named by
+#               the `reward` setting plus the EOS penalty (`cai.train.rewards.total_reward`)
+#   reward_parts  RLOO/GRPO: each reward's batch mean by name (pm, direct, direct/<principle>,
+#               demo-pm, missing_eos), unweighted
 #   objective   what the algorithm maximises: reward − λ·KL (objective/rlhf_reward | RLOO's reward)
 #   kl          KL(policy ‖ reference) estimate; PPO: summed over a reply's tokens, RLOO/GRPO:
 #               mean per token (kl_unit in the summary says which)
@@ -42,13 +45,22 @@ METRIC_SOURCES: dict[str, tuple[str, ...]] = {
 KL_UNIT = {"ppo": "per sequence (sum over tokens)", "rloo": "per token", "grpo": "per token"}
 
 
-def normalize_metrics(logs: dict[str, Any], algorithm: str) -> dict[str, Any]:
+def normalize_metrics(logs: dict[str, Any], algorithm: str, weights: dict[str, float] | None = None) -> dict[str, Any]:
+    from cai.train.rewards import reward_parts, total_reward
+
     out: dict[str, Any] = {}
     for name, keys in METRIC_SOURCES.items():
         for k in keys:
             if k in logs:
                 out[name] = logs[k]
                 break
+    if algorithm != "ppo":
+        total = total_reward(logs, weights or {"pm": 1.0})
+        if total is not None:
+            out["reward"] = total
+        parts = reward_parts(logs)
+        if parts:
+            out["reward_parts"] = parts
     if algorithm == "rloo" and "reward" in logs:
         out["objective"] = logs["reward"]  # RLOO subtracts β·KL from the reward it logs
     return out
@@ -67,10 +79,13 @@ def _make_callback_class() -> type:
         ZeRO-3, where one process alone cannot run the sharded policy.
         """
 
-        def __init__(self, path: str | Path, algorithm: str, sampler: Any = None):
+        def __init__(
+            self, path: str | Path, algorithm: str, sampler: Any = None, weights: dict[str, float] | None = None
+        ):
             self.path = Path(path)
             self.algorithm = algorithm
             self.sampler = sampler
+            self.weights = weights
             self.rows: list[dict[str, Any]] = []
 
         def on_log(
@@ -87,7 +102,7 @@ def _make_callback_class() -> type:
             row: dict[str, Any] = {
                 "step": state.global_step,
                 "algorithm": self.algorithm,
-                **normalize_metrics(raw, self.algorithm),
+                **normalize_metrics(raw, self.algorithm, self.weights),
                 "trl": raw,
             }
             if self.sampler is not None and "train_runtime" not in raw and not _zero3():
@@ -99,8 +114,10 @@ def _make_callback_class() -> type:
     return RLMetricsCallback
 
 
-def metrics_callback(path: str | Path, algorithm: str, sampler: Any = None) -> Any:
-    return _make_callback_class()(path, algorithm, sampler)
+def metrics_callback(
+    path: str | Path, algorithm: str, sampler: Any = None, weights: dict[str, float] | None = None
+) -> Any:
+    return _make_callback_class()(path, algorithm, sampler, weights)
 
 
 def _zero3() -> bool:
@@ -109,8 +126,9 @@ def _zero3() -> bool:
     return bool(is_deepspeed_zero3_enabled())
 
 
-def make_sampler(tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScorer, max_new_tokens: int) -> Any:
-    """Greedy completions of `prompts` from the current policy, with their PM scores."""
+def make_sampler(tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScorer | None, max_new_tokens: int) -> Any:
+    """Greedy completions of `prompts` from the current policy, with their PM scores (when the
+    reward has a PM)."""
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     eos = tokenizer.eos_token_id
 
@@ -138,15 +156,14 @@ def make_sampler(tokenizer: Any, prompts: Sequence[Conversation], scorer: PMScor
                 reply = gen[0, len(ids) :].tolist()
                 if eos in reply:
                     reply = reply[: reply.index(eos) + 1]
-                score = scorer.score_ids([ids + reply])[0]
-                out.append(
-                    {
-                        "prompt": msgs[-1]["content"],
-                        "completion": tokenizer.decode(reply, skip_special_tokens=True),
-                        "finished": bool(reply) and reply[-1] == eos,
-                        "pm_score": score,
-                    }
-                )
+                row = {
+                    "prompt": msgs[-1]["content"],
+                    "completion": tokenizer.decode(reply, skip_special_tokens=True),
+                    "finished": bool(reply) and reply[-1] == eos,
+                }
+                if scorer is not None:
+                    row["pm_score"] = scorer.score_ids([ids + reply])[0]
+                out.append(row)
         finally:
             policy.train(was_training)
         return out

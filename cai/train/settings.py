@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cai.settings import StageSettings
+from cai.train.reward_settings import RewardSettings
 from cai.train.trl_support import has_ppo, ppo_missing_message
 
 REPORT_TO = Field(
@@ -118,8 +119,9 @@ class DpoSettings(Optimised):
     lr: float = Field(5e-6, gt=0, description=LR_HELP)
 
 
-class RlSettings(Lora):
-    """RL against the PM (see `cai.train.rl` for how each algorithm reads these).
+class RlSettings(RewardSettings, Lora):
+    """RL against the PM or another reward (see `cai.train.rl` for how each algorithm reads these,
+    `cai.train.reward_settings` for the reward and helpful-mix fields).
 
     With ``lora_r`` only the policy gets adapters; PPO's value model (initialised from the PM)
     is always trained in full, since TRL's PPO applies peft to the policy alone."""
@@ -138,7 +140,7 @@ class RlSettings(Lora):
     response_length: int = Field(64, ge=1, description="Max new tokens per rollout.")
     temperature: float = Field(0.7, gt=0, description="Rollout sampling temperature (> 0: RL samples).")
     missing_eos_penalty: float = Field(
-        1.0, ge=0, description="Subtracted from the PM score of replies cut off before EOS (0: none)."
+        1.0, ge=0, description="Subtracted from the reward of replies cut off before EOS (0: none)."
     )
     max_prompt_length: int = Field(256, ge=1, description="Prompts longer than this (tokens) are skipped.")
     lr: float = Field(3e-6, gt=0, description=LR_HELP)

@@ -103,6 +103,7 @@ def test_every_builtin_stage_names_its_summary_type() -> None:
         "sft": "TrainSummary",
         "label": "LabelSummary",
         "pm": "TrainSummary",
+        "demo_pm": "TrainSummary",
         "dpo": "TrainSummary",
         "ppo": "TrainSummary",
         "eval": "EvalSummary",

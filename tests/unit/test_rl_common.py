@@ -116,6 +116,7 @@ def test_trl_metric_names_map_to_one_documented_set() -> None:
         "policy_loss": 0.0,
         "clipfrac": 0.05,
         "completion_length": 12.0,
+        "reward_parts": {"pm": 0.7},
     }
     # RLOO logs reward − β·KL as `reward`: that is its objective, not the PM reward.
     rloo = normalize_metrics({**grpo, "reward": 0.6}, "rloo")

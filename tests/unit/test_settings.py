@@ -32,7 +32,8 @@ COMMANDS = {
     ("train", "sft"): {"SftSettings", "Seed"},
     ("train", "pm"): {"PmSettings", "Seed"},
     ("train", "dpo"): {"DpoSettings", "Seed"},
-    ("train", "ppo"): {"RlSettings", "Window", "Seed"},
+    ("train", "ppo"): {"RlSettings", "Window", "Seed", "BackendSettings"},
+    ("demo-pairs",): {"DemoPairsSettings", "Seed", "BackendSettings"},
     ("eval", "policy"): {"EvalSettings", "Window", "Seed", "BackendSettings"},
 }
 
@@ -70,7 +71,7 @@ def test_every_option_default_and_help_comes_from_its_settings_model(path: tuple
                 continue
             p = params[name]
             assert flag(name) in p.opts, (name, p.opts)
-            expected = None if isinstance(field.default, list) else field.default
+            expected = None if isinstance(field.default, list | dict) else field.default
             assert p.default == expected, (path, name)
             assert p.help == _help(field) and field.description, (path, name)
 

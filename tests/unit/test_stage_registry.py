@@ -83,10 +83,10 @@ def test_a_registered_stage_gets_the_recipe_checks(tmp_path: Path) -> None:
 
 
 def test_the_builtin_order_and_rules_come_from_the_registry() -> None:
-    assert BUILTIN.names() == ("critique", "sft", "label", "pm", "dpo", "ppo", "eval")
+    assert BUILTIN.names() == ("critique", "sft", "label", "pm", "demo_pm", "dpo", "ppo", "eval")
     assert WITH_TOY.names()[:3] == ("critique", "toy", "sft")
     readers_of_sft = [s.name for s in BUILTIN if "sft" in s.reads_models]
-    assert readers_of_sft == ["label", "pm", "dpo", "ppo", "eval"]
+    assert readers_of_sft == ["label", "pm", "demo_pm", "dpo", "ppo", "eval"]
     assert [s.name for s in BUILTIN if s.policy_label] == ["sft", "dpo", "ppo"]
 
 
