@@ -244,6 +244,7 @@ BUILTIN = StageRegistry(
             reads_models=("sft", "pm"),
             policy_label="RL policy (ppo)",
             prompt_sets=(RED_TEAM,),
+            files=("monitor_safe",),
             summary=TrainSummary,
             report=rl_section,
         ),

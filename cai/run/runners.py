@@ -94,16 +94,19 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
+    settings = settings_of(cfg, RlSettings)
+    settings = settings.model_copy(update={"monitor_safe": [ctx.local(r) for r in settings.monitor_safe]})
     return train_rl(
         policy,
         str(ctx.model_dir("pm")),
         ctx.prompts(cfg),
         str(out / "model"),
-        settings_of(cfg, RlSettings),
+        settings,
         seed=ctx.seed,
         source=cfg.prompts,
         quiet=ctx.quiet,
         overwrite=True,
+        log=lambda line: ctx.log(f"ppo: {line}"),  # the collapse monitor's checks and warnings
     )
 
 

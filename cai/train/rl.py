@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cai.errors import file_error
@@ -47,6 +48,7 @@ from cai.train.common import (
 )
 from cai.train.configs import group_config, import_ppo, ppo_config
 from cai.train.core import Trained, TrainJob, train_model
+from cai.train.monitor_run import collapse_monitor, monitor_prompts
 from cai.train.rl_common import (
     PMReward,
     PMScorer,
@@ -71,16 +73,20 @@ def train_rl(
     sample_prompts: int = 2,
     quiet: bool = False,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Optimise `policy` against the PM in `pm` on `prompts`; save the policy at `out`.
 
     `prompts` is a prompt source (file, datasets folder, shipped set name) or loaded items
-    (`source` then names where they came from, for the record). Returns the summary that also
-    goes, with provenance, into `out/cai_train.json`.
+    (`source` then names where they came from, for the record). `log` takes the collapse
+    monitor's lines (default: stderr unless quiet). Returns the summary that also goes, with
+    provenance, into `out/cai_train.json`.
     """
     s = settings or RlSettings()
     items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
     source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
+    watched = monitor_prompts(s, items) if s.monitor_every else []  # a bad set name fails before any model loads
+    say = log or (lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
 
     def check(policy_path: str) -> None:
         check_same_tokenizer(policy_path, check_pm_folder(pm))
@@ -97,7 +103,10 @@ def train_rl(
         samples = [it.messages for it, _ in kept[:sample_prompts]]
         sampler = make_sampler(tokenizer, samples, scorer, s.response_length) if samples else None
         callback = metrics_callback(job.output.metrics, s.algorithm, sampler)
-        summary = _train(trainer, model, callback, s, job.path, quiet)
+        monitor = collapse_monitor(s, tokenizer, watched, job.output.metrics, s.algorithm, say)
+        summary = _train(trainer, model, [callback, *([monitor.callback()] if monitor else [])], s, job.path, quiet)
+        if monitor is not None:
+            summary["monitor"] = monitor.summary()
         summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
         return Trained(trainer, load_tokenizer(job.path), summary, _meta(pm_path, source, s))
@@ -125,9 +134,13 @@ def _short_enough(
     return kept
 
 
-def _train(trainer: Any, model: Any, callback: Any, s: RlSettings, policy_path: str, quiet: bool) -> dict[str, Any]:
-    """Train, put the policy's pad id back, and say what happened (including whether anything changed)."""
-    trainer.add_callback(callback)
+def _train(
+    trainer: Any, model: Any, callbacks: list[Any], s: RlSettings, policy_path: str, quiet: bool
+) -> dict[str, Any]:
+    """Train, put the policy's pad id back, and say what happened (including whether anything
+    changed). The first callback is the metrics one."""
+    for callback in callbacks:
+        trainer.add_callback(callback)
     keep_metrics_off_terminal(trainer, quiet)
     before = param_checksums(model)
     # PPO prints a banner with accelerator.print; quiet means quiet.
@@ -137,7 +150,7 @@ def _train(trainer: Any, model: Any, callback: Any, s: RlSettings, policy_path: 
         _unwrap_ppo(trainer)
     _restore_pad_ids(model, policy_path)
     changed = changed_params(before, param_checksums(model))
-    return _summary(callback.rows, trainer, s, changed, bool(before))
+    return _summary(callbacks[0].rows, trainer, s, changed, bool(before))
 
 
 def _restore_pad_ids(model: Any, policy_path: str) -> None:
