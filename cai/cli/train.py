@@ -219,12 +219,22 @@ def ppo(
 ) -> None:
     """RL against the PM with a KL penalty to the reference: TRL's RLOO (default), GRPO, or PPO (TRL <= 1.12)."""
     from cai.io.sources import load_prompts
+    from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
     check_out(out, inputs={"--prompts": prompts, "--pm": pm_})
     items = window.apply(load_prompts(prompts))
     s = train_rl(
-        policy, pm_, items, str(out), settings, seed=run.seed, source=prompts, quiet=quiet, overwrite=overwrite
+        policy,
+        pm_,
+        items,
+        str(out),
+        settings,
+        seed=run.seed,
+        source=prompts,
+        quiet=quiet,
+        overwrite=overwrite,
+        refusal=is_refusal,
     )
     lines = [
         f"{settings.algorithm}: {s['updates']} updates → {s['out']}",

@@ -91,6 +91,7 @@ def dpo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 
 def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     from cai.models.spec import resolve_model_path
+    from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
@@ -107,6 +108,7 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         quiet=ctx.quiet,
         overwrite=True,
         log=lambda line: ctx.log(f"ppo: {line}"),  # the collapse monitor's checks and warnings
+        refusal=is_refusal,
     )
 
 

@@ -8,7 +8,8 @@ the policy answers a small fixed set of prompts greedily (`cai.train.monitor_run
 generation and the TRL side), and each check records:
 
 * ``safe`` / ``red``: the refusal share on safe prompts (which should stay near 0) and on the
-  red-team training prompts (which may rise: that is the point of the run), by `is_refusal`;
+  red-team training prompts (which may rise: that is the point of the run), by the refusal
+  detector the caller gives (`cai.stages.refusal.is_refusal` from the CLI and `cai run`);
 * ``words_mean`` / ``tokens_mean``: mean reply length;
 * ``distinct2``: distinct word bigrams / all word bigrams over every reply (1.0: nothing repeats;
   it falls when replies start to share their wording);
@@ -24,12 +25,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cai.stages.refusal import is_refusal
 from cai.train.monitor_settings import MonitorSettings
+
+# Does a reply decline? `cai.stages.refusal.is_refusal` in `cai train ppo` and `cai run`; it lives
+# above this layer, so the caller hands it in. Without one, the refusal figures stay None.
+Detector = Callable[[str], bool]
 
 # Sentences end at . ! ? (or a line break); fewer words than this are not "a sentence" worth
 # counting ("Sure!", "Yes." open many healthy replies).
@@ -79,20 +83,28 @@ def top_sentence(texts: Sequence[str]) -> tuple[str | None, float]:
     return best, k / len(texts)
 
 
-def _refusals(replies: Sequence[Reply], which: str) -> dict[str, Any]:
+def _refused(text: str, detector: Detector | None) -> bool | None:
+    if detector is None:
+        return None
+    return bool(text.strip()) and detector(text)  # an empty reply declines nothing
+
+
+def _refusals(replies: Sequence[Reply], which: str, detector: Detector | None) -> dict[str, Any]:
     mine = [r for r in replies if r.set == which]
-    k = sum(is_refusal(r.text) for r in mine if r.text.strip())
+    if detector is None:
+        return {"n": len(mine), "refused": None, "share": None}
+    k = sum(bool(_refused(r.text, detector)) for r in mine)
     return {"n": len(mine), "refused": k, "share": k / len(mine) if mine else None}
 
 
-def measure(step: int, replies: Sequence[Reply], kl: float | None) -> dict[str, Any]:
+def measure(step: int, replies: Sequence[Reply], kl: float | None, detector: Detector | None) -> dict[str, Any]:
     """One check's figures (the module docstring says what each means), replies included."""
     texts = [r.text for r in replies]
     sentence, share = top_sentence(texts)
     return {
         "step": step,
-        "safe": _refusals(replies, "safe"),
-        "red": _refusals(replies, "red"),
+        "safe": _refusals(replies, "safe", detector),
+        "red": _refusals(replies, "red", detector),
         "words_mean": sum(len(_words(t)) for t in texts) / len(texts) if texts else None,
         "tokens_mean": sum(r.tokens for r in replies) / len(replies) if replies else None,
         "distinct2": distinct_n(texts, 2),
@@ -100,8 +112,7 @@ def measure(step: int, replies: Sequence[Reply], kl: float | None) -> dict[str, 
         "top_sentence_share": share,
         "kl": kl,
         "replies": [
-            {"set": r.set, "prompt": r.prompt, "reply": r.text, "refusal": bool(r.text.strip()) and is_refusal(r.text)}
-            for r in replies
+            {"set": r.set, "prompt": r.prompt, "reply": r.text, "refusal": _refused(r.text, detector)} for r in replies
         ],
     }
 

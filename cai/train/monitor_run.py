@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from cai.io.sources import PromptItem, load_prompts
-from cai.train.monitor import Reply, Watch, measure, summary_of
+from cai.train.monitor import Detector, Reply, Watch, measure, summary_of
 from cai.train.monitor_settings import MonitorSettings
 from cai.train.rl_common import encode_prompt
 from cai.train.rl_metrics import normalize_metrics
@@ -90,8 +90,8 @@ def make_generator(tokenizer: Any, prompts: Sequence[tuple[str, PromptItem]], ma
 def describe(row: dict[str, Any]) -> str:
     """One check in one line, for the run's log."""
     safe, red = row["safe"], row["red"]
-    parts = [f"safe refused {safe['refused']}/{safe['n']}"] if safe["n"] else []
-    parts += [f"red-team refused {red['refused']}/{red['n']}"] if red["n"] else []
+    parts = [f"safe refused {safe['refused']}/{safe['n']}"] if safe["share"] is not None else []
+    parts += [f"red-team refused {red['refused']}/{red['n']}"] if red["share"] is not None else []
     parts.append(f"{row['words_mean']:.0f} words" if row["words_mean"] is not None else "no replies")
     if row["distinct2"] is not None:
         parts.append(f"distinct-2 {row['distinct2']:.2f}")
@@ -104,8 +104,17 @@ def describe(row: dict[str, Any]) -> str:
 class CollapseMonitor:
     """The state of one run's monitor; `callback()` wraps it for a TRL trainer."""
 
-    def __init__(self, settings: MonitorSettings, generate: Any, path: str | Path, algorithm: str, log: Log) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        generate: Any,
+        path: str | Path,
+        algorithm: str,
+        log: Log,
+        detector: Detector | None,
+    ) -> None:
         self.s = settings
+        self.detector = detector
         self.generate = generate
         self.path = Path(path)
         self.algorithm = algorithm
@@ -117,7 +126,7 @@ class CollapseMonitor:
 
     def check(self, step: int, model: Any) -> bool:
         """Measure, record, log; True when training should stop here."""
-        row = measure(step, self.generate(model), self.kl)
+        row = measure(step, self.generate(model), self.kl, self.detector)
         warnings = self.watch.check(row)
         row["warnings"] = warnings
         self.rows.append(row)
@@ -201,9 +210,10 @@ def collapse_monitor(
     path: str | Path,
     algorithm: str,
     log: Log,
+    detector: Detector | None,
 ) -> CollapseMonitor | None:
     """The run's monitor, or None when it is off (or has no prompt to ask)."""
     if not settings.monitor_every or not prompts:
         return None
     generate = make_generator(tokenizer, prompts, settings.monitor_max_new_tokens)
-    return CollapseMonitor(settings, generate, path, algorithm, log)
+    return CollapseMonitor(settings, generate, path, algorithm, log, detector)

@@ -74,13 +74,15 @@ def train_rl(
     quiet: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    refusal: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Optimise `policy` against the PM in `pm` on `prompts`; save the policy at `out`.
 
     `prompts` is a prompt source (file, datasets folder, shipped set name) or loaded items
     (`source` then names where they came from, for the record). `log` takes the collapse
-    monitor's lines (default: stderr unless quiet). Returns the summary that also goes, with
-    provenance, into `out/cai_train.json`.
+    monitor's lines (default: stderr unless quiet); `refusal` is its refusal detector
+    (`cai.stages.refusal.is_refusal`; without one it counts no refusals). Returns the summary
+    that also goes, with provenance, into `out/cai_train.json`.
     """
     s = settings or RlSettings()
     items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
@@ -103,7 +105,7 @@ def train_rl(
         samples = [it.messages for it, _ in kept[:sample_prompts]]
         sampler = make_sampler(tokenizer, samples, scorer, s.response_length) if samples else None
         callback = metrics_callback(job.output.metrics, s.algorithm, sampler)
-        monitor = collapse_monitor(s, tokenizer, watched, job.output.metrics, s.algorithm, say)
+        monitor = collapse_monitor(s, tokenizer, watched, job.output.metrics, s.algorithm, say, refusal)
         summary = _train(trainer, model, [callback, *([monitor.callback()] if monitor else [])], s, job.path, quiet)
         if monitor is not None:
             summary["monitor"] = monitor.summary()

@@ -53,11 +53,21 @@ def _checks(out: Path) -> list[dict[str, Any]]:
 
 
 def test_the_monitor_asks_the_policy_at_each_update(tmp_path: Path, setup: tuple[Path, Path, Path]) -> None:
+    from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
     policy, pm, prompts = setup
     lines: list[str] = []
-    s = train_rl(str(policy), str(pm), str(prompts), str(tmp_path / "out"), _settings(), quiet=True, log=lines.append)
+    s = train_rl(
+        str(policy),
+        str(pm),
+        str(prompts),
+        str(tmp_path / "out"),
+        _settings(),
+        quiet=True,
+        log=lines.append,
+        refusal=is_refusal,
+    )
     assert s["updates"] == 4 and s["params_changed"] is True
     checks = _checks(tmp_path / "out")
     assert [c["step"] for c in checks] == [0, 1, 2, 3, 4]
@@ -74,6 +84,7 @@ def test_the_monitor_asks_the_policy_at_each_update(tmp_path: Path, setup: tuple
 def test_a_collapse_stops_trl_and_is_recorded(
     tmp_path: Path, setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from cai.stages.refusal import is_refusal
     from cai.train import monitor_run
     from cai.train.monitor import Reply
     from cai.train.rl import train_rl
@@ -96,7 +107,14 @@ def test_a_collapse_stops_trl_and_is_recorded(
     out = tmp_path / "out"
     lines: list[str] = []
     s = train_rl(
-        str(policy), str(pm), str(prompts), str(out), _settings(monitor_stop=True), quiet=True, log=lines.append
+        str(policy),
+        str(pm),
+        str(prompts),
+        str(out),
+        _settings(monitor_stop=True),
+        quiet=True,
+        log=lines.append,
+        refusal=is_refusal,
     )
     assert s["updates"] == 1 and s["monitor"]["stopped_at"] == 1  # of 4 planned
     assert s["params_changed"] is True

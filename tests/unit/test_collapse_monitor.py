@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cai.io.sources import PromptItem
 from cai.outputs import TrainLogRow
+from cai.stages.refusal import is_refusal
 from cai.train.monitor import Reply, Watch, distinct_n, measure, sentences, top_sentence
 from cai.train.monitor_run import CollapseMonitor, from_the_end, monitor_prompts
 from cai.train.settings import RlSettings
@@ -65,7 +66,7 @@ def drive(tmp_path: Path, collapse_from: int | None, updates: int = 6, **setting
     tmp_path.mkdir(parents=True, exist_ok=True)
     generate, clock = scripted(collapse_from)
     lines: list[str] = []
-    monitor = CollapseMonitor(s, generate, tmp_path / "metrics.jsonl", "rloo", lines.append)
+    monitor = CollapseMonitor(s, generate, tmp_path / "metrics.jsonl", "rloo", lines.append, is_refusal)
     cb = _callback_class()(monitor)
     state = SimpleNamespace(global_step=0, is_world_process_zero=True)
     control = SimpleNamespace(should_training_stop=False)
@@ -104,7 +105,7 @@ def test_measure_counts_refusals_per_set_and_keeps_the_replies() -> None:
         Reply("red", "q3", "I can't help with that.", 6),
         Reply("red", "q4", "", 0),
     ]
-    row = measure(3, replies, kl=0.2)
+    row = measure(3, replies, 0.2, is_refusal)
     assert row["safe"] == {"n": 2, "refused": 1, "share": 0.5}
     assert row["red"] == {"n": 2, "refused": 1, "share": 0.5}  # an empty reply refuses nothing
     assert row["tokens_mean"] == pytest.approx(11.0) and row["kl"] == 0.2 and row["step"] == 3
@@ -138,11 +139,11 @@ def test_the_thresholds_are_the_settings(tmp_path: Path) -> None:
     warns from the first check; the rise and the wording drop (relative to it) do not."""
     watch = Watch(RlSettings(monitor_refusal_max=0.25))
     replies = [Reply("safe", p, f"I can't help with {p.lower()}", 8) for p in SAFE]
-    first = watch.check(measure(0, replies, None))
+    first = watch.check(measure(0, replies, None, is_refusal))
     assert {w["key"] for w in first} == {"safe-refusal"}
-    assert {w["key"] for w in watch.check(measure(2, replies, None))} == {"safe-refusal"}
+    assert {w["key"] for w in watch.check(measure(2, replies, None, is_refusal))} == {"safe-refusal"}
     lenient = Watch(RlSettings(monitor_refusal_max=1.0))
-    assert lenient.check(measure(0, replies, None)) == []
+    assert lenient.check(measure(0, replies, None, is_refusal)) == []
 
 
 def test_stop_ends_training_at_the_first_check_with_a_new_warning(tmp_path: Path) -> None:
