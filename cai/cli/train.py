@@ -243,6 +243,11 @@ def ppo(
     ]
     if s["params_changed"] is False:
         lines.append("warning: no parameter changed (learning rate 0?)")
+    monitor = s.get("monitor") or {}
+    if monitor.get("warnings"):
+        stopped = f"; stopped at update {monitor['stopped_at']}" if monitor.get("stopped_at") is not None else ""
+        count = len(monitor["warnings"])
+        lines.append(f"warning: the collapse monitor warned {count} times{stopped} (see cai_train.json)")
     _echo_summary(s, as_json, lines)
 
 
