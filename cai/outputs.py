@@ -365,6 +365,46 @@ class EvalSample(Output):
 # --------------------------------------------------------------------------- training
 
 
+class MonitorRefusals(Output):
+    """Refusals among one prompt set's greedy replies at a monitor check."""
+
+    n: int | None = None
+    refused: int | None = None
+    share: Num | None = None
+
+
+class MonitorWarning(Output):
+    step: int | None = None  # set in the summary's list; a check's own warnings leave it out
+    key: str | None = None
+    text: str | None = None
+
+
+class MonitorCheck(Output):
+    """One collapse-monitor check during RL (`cai.train.monitor` says what each figure means)."""
+
+    step: int | None = None
+    safe: MonitorRefusals | None = None
+    red: MonitorRefusals | None = None
+    words_mean: Num | None = None
+    tokens_mean: Num | None = None
+    distinct2: Num | None = None
+    top_sentence: str | None = None
+    top_sentence_share: Num | None = None
+    kl: Num | None = None
+    replies: list[Output] | None = None
+    warnings: list[MonitorWarning] | None = None
+
+
+class MonitorSummary(Output):
+    """The monitor in ``cai_train.json``: every warning, the first and last check, any stop."""
+
+    checks: int | None = None
+    warnings: list[MonitorWarning] = []
+    stopped_at: int | None = None
+    first: MonitorCheck | None = None
+    last: MonitorCheck | None = None
+
+
 class RowCounts(Output):
     eval: int | None = None
 
@@ -384,6 +424,7 @@ class TrainSummary(Output):
     eval_gap_after: Num | None = None
     eval_gaps_before: list[Num | None] | None = None
     eval_gaps_after: list[Num | None] | None = None
+    monitor: MonitorSummary | None = None
 
 
 class TrainSettings(Output):
@@ -440,6 +481,7 @@ class TrainLogRow(Output):
     completion_length: Num | None = None
     samples: list[Output] | None = None
     trl: Output | None = None  # TRL's own log event, under TRL's names
+    monitor: MonitorCheck | None = None  # a collapse-monitor check (RL), on a row of its own
 
 
 class RunManifest(Output):

@@ -237,6 +237,7 @@ def ppo(
     by the PM, the judge directly, a demonstration PM, or a weighted sum (--reward)."""
     from cai.io.sources import load_prompts
     from cai.models.settings import Backends
+    from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
     check_out(out, inputs={"--prompts": prompts, "--pm": pm_, "--demo-pm": demo_pm})
@@ -259,6 +260,7 @@ def ppo(
             demo_pm=demo_pm,
             judge=backends(judge, "--judge") if direct else None,
             constitution=c,
+            refusal=is_refusal,
         )
     parts = ", ".join(f"{w:g} x {name}" for name, w in settings.reward.items())
     lines = [
@@ -271,6 +273,11 @@ def ppo(
         lines.append(f"helpful prompts mixed in: {p['helpful']} of {p['loaded']} ({_f(p['helpful_share'])})")
     if s["params_changed"] is False:
         lines.append("warning: no parameter changed (learning rate 0?)")
+    monitor = s.get("monitor") or {}
+    if monitor.get("warnings"):
+        stopped = f"; stopped at update {monitor['stopped_at']}" if monitor.get("stopped_at") is not None else ""
+        count = len(monitor["warnings"])
+        lines.append(f"warning: the collapse monitor warned {count} times{stopped} (see cai_train.json)")
     _echo_summary(s, as_json, lines)
 
 

@@ -25,6 +25,7 @@ from cai.io.readers import read_json_file
 from cai.io.store import content_hash
 from cai.redact import redact
 from cai.run.context import RunContext, RunLog, settings_of
+from cai.run.gate import gate_before
 from cai.run.inputs import InputDigests
 from cai.run.recipe import RecipeBase
 from cai.run.registry import settings_key
@@ -84,6 +85,7 @@ def _run_stages(recipe: RecipeBase, base: Path, out: Path, c: Constitution, quie
             summaries[stage] = state.get("summary", {})
             ctx.dirs[stage] = d
             continue
+        gate_before(ctx, spec, recipe.gate)  # may end the run here, before the stage's folder is made
         d.mkdir(parents=True, exist_ok=True)
         log(f"{stage}: {'resuming' if state else 'starting'} (key {key[:8]})")
         provenance = {"key": key, "inputs": _provenance(parts, refs), "parts": _part_hashes(parts)}

@@ -40,8 +40,20 @@ class RecipeBase(Seed):
     description: str = ""
     constitution: str = Field(DEFAULT_CONSTITUTION, description="Constitution name or path (relative to the recipe).")
     models: Models = Field(default_factory=Models)
+    gate: Literal["warn", "stop", "off"] = Field(
+        "warn",
+        description="Before a stage trains on the labels (pm, dpo) or against the PM (ppo): when the label "
+        "method's measured agreement with people or the PM's held-out accuracy is near chance, warn (and go on), "
+        "stop the run there (exit 2), or off: do not look (`cai.run.gate`).",
+    )
     registry: ClassVar[StageRegistry]
     stages: Any
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _off_is_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` as false: that is the word the user wrote."""
+        return "off" if v is False else v
 
     @field_validator("name")
     @classmethod

@@ -272,6 +272,7 @@ BUILTIN = StageRegistry(
             policy_label="RL policy (ppo)",
             prompt_sets=(RED_TEAM, PromptSet("helpful_prompts", "helpful", windowed=False)),
             rule=_rewards_have_their_stages,
+            files=("monitor_safe",),
             summary=TrainSummary,
             report=rl_section,
         ),

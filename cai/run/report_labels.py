@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from cai.label_methods import constructs_pairs
 from cai.outputs import JudgeSettings, LabelRecord, LabelSummary, Provenance
@@ -13,20 +14,13 @@ from cai.run.report_plot import BLUE, GREEN, RED, barh, figure, plot_html
 def label_method_section(view: RunView) -> str:
     """First thing a reader needs: which method made the labels, and how far people agree with it."""
     data = view.data
-    from cai.stages.judge_eval import measured_agreement
-
     summary, records = label_output(view)
     if summary is None or not records:
         return ""
     prov = records[0].provenance or Provenance()
     method = summary.method or "mc"
-    js = prov.judge_settings or JudgeSettings()
-    scorer = js.method or method
-    measured = (
-        measured_agreement(prov.judge, scorer, js.contrast_norm, js.principles or "one", js.k)
-        if not constructs_pairs(method)
-        else None
-    )
+    scorer = (prov.judge_settings or JudgeSettings()).method or method
+    measured = label_agreement(summary, records)
     data["label_method"] = {"method": method, "rescore": summary.rescore, "measured": measured}
     if constructs_pairs(method):
         how = f"pairs by construction ({html.escape(method)}): the preferred side is known, no judge decided it" + (
@@ -54,6 +48,19 @@ def label_method_section(view: RunView) -> str:
         + (f"; {labelled} labels" if labelled is not None else "")
         + ".</p>"
     )
+
+
+def label_agreement(summary: LabelSummary, records: list[LabelRecord]) -> dict[str, Any] | None:
+    """How far people agree with the method and judge that made this run's labels, as measured on
+    judge-dev (`measured_agreement`); None for pairs by construction or an unmeasured judge."""
+    from cai.stages.judge_eval import measured_agreement
+
+    method = summary.method or "mc"
+    if constructs_pairs(method) or not records:
+        return None
+    prov = records[0].provenance or Provenance()
+    js = prov.judge_settings or JudgeSettings()
+    return measured_agreement(prov.judge, js.method or method, js.contrast_norm, js.principles or "one", js.k)
 
 
 def label_output(view: RunView) -> tuple[LabelSummary | None, list[LabelRecord]]:

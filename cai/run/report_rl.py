@@ -10,6 +10,7 @@ from typing import Any
 
 from cai.outputs import EvalSummary, PmReward, TrainLogRow, TrainRecord, TrainSettings
 from cai.run.report_html import RunView, fmt, number, table
+from cai.run.report_monitor import monitor_section
 from cai.run.report_plot import BLUE, GREEN, GREY, ORANGE, RED, figure, integer_x, plot_html, series
 
 
@@ -164,4 +165,5 @@ def rl_section(view: RunView) -> str:
             [_x_name(rows), "reward (PM − EOS penalty)", "objective", "KL", "entropy", "EOS rate"],
             [[s[c][i] for c in cols] for i in range(len(rows))],
         )
+        + monitor_section(view)
     )

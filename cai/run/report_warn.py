@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cai.outputs import Difference, EvalSummary, LabelRecord, LabelSummary, TrainLogRow, TrainRecord, TrainSummary
+from cai.run.gate import CHANCE_MIN, gate_record, labels_finding
 from cai.run.report_html import RunView, diff_ci, number
 from cai.run.report_labels import label_output
+from cai.run.report_monitor import monitor_warnings
 from cai.run.report_rl import rl_log, rl_series
 from cai.run.report_train import trained
 from cai.stages.intervals import wilson
@@ -28,7 +30,7 @@ ORDER_CONSISTENCY_MIN = 0.5
 POSITION_SHARE_MAX = 0.9
 # A PM that ranks held-out pairs right less than 55% of the time, or whose 95% interval holds a
 # coin's 0.5, gives RL a reward that is mostly noise.
-PM_ACCURACY_MIN = 0.55
+PM_ACCURACY_MIN = CHANCE_MIN
 # Without held-out pairs: a final training loss this close to ln 2 (soft labels near 0.5 give
 # the same) is what a PM that scores every pair alike reaches.
 PM_LOSS_NEAR_LN2 = 0.02
@@ -178,14 +180,36 @@ def harmless_warnings(summary: EvalSummary | None) -> list[RunWarning]:
     return out
 
 
+def labels_warning(view: RunView) -> RunWarning | None:
+    """The label method's agreement with people near chance (the figure `cai run`'s gate reads)."""
+    found = labels_finding(view)
+    if found is None:
+        return None
+    return RunWarning("labels-chance", f"<b>The labels are near chance:</b> {html.escape(found.text)}.")
+
+
+def _with_gate_notes(warnings: list[RunWarning], view: RunView) -> list[RunWarning]:
+    """Say, on the warning about the same figure, that `cai run`'s gate raised it before the stage
+    started (and whether it stopped the run there)."""
+    keys = {"labels": "labels-chance", "pm": "pm-chance"}
+    notes: dict[str, str] = {}
+    for stage, entry in gate_record(view.run).items():
+        did = "stopped the run" if entry.get("stopped") else "warned"
+        for f in entry.get("findings", []):
+            notes[keys.get(f.get("check"), "")] = f" <i>cai run's gate {did} before the {html.escape(stage)} stage.</i>"
+    return [replace(w, text=w.text + notes[w.key]) if w.key in notes else w for w in warnings]
+
+
 def run_warnings(view: RunView) -> list[RunWarning]:
     found = [
         judge_warning(*label_output(view)),
+        labels_warning(view),
         pm_warning(trained(view, "pm")),
         *rl_warnings(*rl_log(view)),
+        *(RunWarning(key, text) for key, text in monitor_warnings(view)),
         *harmless_warnings(view.output("eval/summary.json", EvalSummary)),
     ]
-    return [w for w in found if w is not None]
+    return _with_gate_notes([w for w in found if w is not None], view)
 
 
 def warnings_html(warnings: list[RunWarning], data: dict[str, Any]) -> str:

@@ -114,11 +114,17 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """RL from the SL-CAI policy with the rewards the section names: the pm and demo_pm stages'
     PMs, and the recipe's judge for direct."""
     from cai.models.spec import resolve_model_path
+    from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
     policy = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
     settings = settings_of(cfg, RlSettings)
-    settings = settings.model_copy(update={"helpful_prompts": ctx.local(settings.helpful_prompts)})
+    settings = settings.model_copy(
+        update={
+            "helpful_prompts": ctx.local(settings.helpful_prompts),
+            "monitor_safe": [ctx.local(r) for r in settings.monitor_safe],
+        }
+    )
     with ctx.backends() as backends:
         direct = settings.needs_judge
         return train_rl(
@@ -134,6 +140,8 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
             demo_pm=str(ctx.model_dir("demo_pm")) if "demo-pm" in settings.reward else None,
             judge=backends(ctx.recipe.models.judge, "models.judge") if direct else None,
             constitution=ctx.constitution if direct else None,
+            log=lambda line: ctx.log(f"ppo: {line}"),  # the collapse monitor's checks and warnings
+            refusal=is_refusal,
         )
 
 

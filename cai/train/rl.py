@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cai.constitution.model import Constitution
@@ -54,6 +55,7 @@ from cai.train.common import (
 from cai.train.configs import group_config, import_ppo, ppo_config
 from cai.train.core import Trained, TrainJob, train_model
 from cai.train.helpful_mix import mix_helpful
+from cai.train.monitor_run import collapse_monitor, monitor_prompts
 from cai.train.rewards import RewardInputs, reward_functions
 from cai.train.rl_common import (
     PMScorer,
@@ -81,13 +83,17 @@ def train_rl(
     demo_pm: str | None = None,
     judge: Backend | None = None,
     constitution: Constitution | None = None,
+    log: Callable[[str], None] | None = None,
+    refusal: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Optimise `policy` against the reward `settings.reward` names on `prompts`; save it at `out`.
 
     `pm` / `demo_pm` are PM folders (rewards pm / demo-pm), `judge` and `constitution` score
     replies for the direct reward. `prompts` is a prompt source (file, datasets folder, shipped
-    set name) or loaded items (`source` then names where they came from, for the record).
-    Returns the summary that also goes, with provenance, into `out/cai_train.json`.
+    set name) or loaded items (`source` then names where they came from, for the record). `log`
+    takes the collapse monitor's lines (default: stderr unless quiet); `refusal` is its refusal
+    detector (`cai.stages.refusal.is_refusal`; without one it counts no refusals). Returns the
+    summary that also goes, with provenance, into `out/cai_train.json`.
     """
     s = settings or RlSettings()
     rewards = RewardInputs(pm=pm, demo_pm=demo_pm, judge=judge, constitution=constitution)
@@ -97,6 +103,8 @@ def train_rl(
     mix: dict[str, Any] | None = None
     if s.helpful_ratio > 0:
         items, mix = mix_helpful(items, load_prompts(s.helpful_prompts), s.helpful_ratio, seed, s.helpful_prompts)
+    watched = monitor_prompts(s, items) if s.monitor_every else []  # a bad set name fails before any model loads
+    say = log or (lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
 
     def check(policy_path: str) -> None:
         for folder in rewards.pm_folders(s):
@@ -117,7 +125,10 @@ def train_rl(
         samples = [it.messages for it, _ in kept[:sample_prompts]]
         sampler = make_sampler(tokenizer, samples, scorer, s.response_length) if samples else None
         callback = metrics_callback(job.output.metrics, s.algorithm, sampler, None if is_ppo else dict(s.reward))
-        summary = _train(trainer, model, callback, s, job.path, quiet)
+        monitor = collapse_monitor(s, tokenizer, watched, job.output.metrics, s.algorithm, say, refusal)
+        summary = _train(trainer, model, [callback, *([monitor.callback()] if monitor else [])], s, job.path, quiet)
+        if monitor is not None:
+            summary["monitor"] = monitor.summary()
         summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
         if mix is not None:
             summary["prompts"]["helpful"] = mix["used"]
@@ -152,9 +163,13 @@ def _short_enough(
     return kept
 
 
-def _train(trainer: Any, model: Any, callback: Any, s: RlSettings, policy_path: str, quiet: bool) -> dict[str, Any]:
-    """Train, put the policy's pad id back, and say what happened (including whether anything changed)."""
-    trainer.add_callback(callback)
+def _train(
+    trainer: Any, model: Any, callbacks: list[Any], s: RlSettings, policy_path: str, quiet: bool
+) -> dict[str, Any]:
+    """Train, put the policy's pad id back, and say what happened (including whether anything
+    changed). The first callback is the metrics one."""
+    for callback in callbacks:
+        trainer.add_callback(callback)
     keep_metrics_off_terminal(trainer, quiet)
     before = param_checksums(model)
     # PPO prints a banner with accelerator.print; quiet means quiet.
@@ -164,7 +179,7 @@ def _train(trainer: Any, model: Any, callback: Any, s: RlSettings, policy_path: 
         _unwrap_ppo(trainer)
     _restore_pad_ids(model, policy_path)
     changed = changed_params(before, param_checksums(model))
-    return _summary(callback.rows, trainer, s, changed, bool(before))
+    return _summary(callbacks[0].rows, trainer, s, changed, bool(before))
 
 
 def _restore_pad_ids(model: Any, policy_path: str) -> None:

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cai.settings import StageSettings
+from cai.train.monitor_settings import MonitorSettings
 from cai.train.reward_settings import RewardSettings
 from cai.train.trl_support import has_ppo, ppo_missing_message
 
@@ -119,12 +120,14 @@ class DpoSettings(Optimised):
     lr: float = Field(5e-6, gt=0, description=LR_HELP)
 
 
-class RlSettings(RewardSettings, Lora):
+class RlSettings(RewardSettings, Lora, MonitorSettings):
     """RL against the PM or another reward (see `cai.train.rl` for how each algorithm reads these,
-    `cai.train.reward_settings` for the reward and helpful-mix fields).
+    `cai.train.reward_settings` for the reward and helpful-mix fields, `cai.train.monitor_settings`
+    for the collapse monitor's).
 
     With ``lora_r`` only the policy gets adapters; PPO's value model (initialised from the PM)
-    is always trained in full, since TRL's PPO applies peft to the policy alone."""
+    is always trained in full, since TRL's PPO applies peft to the policy alone. The ``monitor_*``
+    fields are the collapse monitor's (`cai.train.monitor_settings`)."""
 
     algorithm: Literal["ppo", "rloo", "grpo"] = Field(
         "rloo",
