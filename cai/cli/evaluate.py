@@ -10,12 +10,21 @@ from typing import Annotated, Any
 import typer
 
 from cai.cli.options import QuietOpt, check_out, die, settings_command
-from cai.errors import CaiError, fail, file_error
+from cai.errors import CaiError, file_error, option_error
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
 from cai.stages.settings import EvalSettings, Seed, Window
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+AlsoOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--also",
+        help="NAME=SPEC: a model between baseline and policy (e.g. sft=runs/x/sft/model when the policy "
+        "is the RL model trained from it); repeatable, in training order. Each answers too, and every "
+        "harmlessness figure gets its rate and the difference per step (base → SL → RL).",
+    ),
+]
 
 
 @settings_command(settings=EvalSettings, window=Window, run=Seed, backend=BackendSettings)
@@ -37,15 +46,7 @@ def eval_policy(
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="Model to compare against (e.g. the SL-CAI model).")
     ] = None,
-    also: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--also",
-            help="NAME=SPEC: a model between baseline and policy (e.g. sft=runs/x/sft/model when the policy "
-            "is the RL model trained from it); repeatable, in training order. Each answers too, and every "
-            "harmlessness figure gets its rate and the difference per step (base → SL → RL).",
-        ),
-    ] = None,
+    also: AlsoOpt = None,
     pm_: Annotated[
         str | None, typer.Option("--pm", help="Preference model folder: mean PM reward of each model's answers.")
     ] = None,
@@ -60,11 +61,11 @@ def eval_policy(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a policy: PM reward, judge win rates (harmless, helpful), refusal rate, harmful
-    compliance and over-refusal with 95% intervals, samples."""
+    """Evaluate a policy: PM reward, judge win rates, refusal rate, harmful compliance and over-refusal (95% CIs)."""
     from cai.constitution.load import load_constitution
     from cai.io.sources import load_prompts
-    from cai.stages.evaluate import evaluate_specs, load_lookalike, load_plain, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, write_policy_eval
+    from cai.stages.harmless import load_lookalike, load_plain
 
     check_out(out, inputs={"--prompts": prompts, "--lookalike": settings.lookalike})
     others = _named_models(also or [], baseline)
@@ -72,23 +73,16 @@ def eval_policy(
     items = window.apply(load_prompts(prompts))
     # Read before any model loads: a bad safe set fails in a second, not after the main answers.
     lookalike = settings.lookalike
-    safe = load_lookalike(lookalike, settings.lookalike_per_category) if lookalike is not None else None
-    plain = load_plain(settings.plain_prompts, settings.plain_lookalike, settings.plain) if settings.plain else None
-    models = {"baseline": baseline, "judge": judge, "pm": pm_}
+    sets = {
+        "safe": load_lookalike(lookalike, settings.lookalike_per_category) if lookalike is not None else None,
+        "plain": load_plain(settings.plain_prompts, settings.plain_lookalike, settings.plain)
+        if settings.plain
+        else None,
+    }
+    models = {"baseline": baseline, "judge": judge, "pm": pm_, "others": others}
     with Backends(backend, quiet=quiet) as backends:
         summary, samples, safe_samples, plain_samples = evaluate_specs(
-            backends,
-            policy,
-            items,
-            c,
-            settings,
-            **models,
-            others=others,
-            safe=safe,
-            plain=plain,
-            prompts_ref=prompts,
-            seed=run.seed,
-            quiet=quiet,
+            backends, policy, items, c, settings, **models, **sets, prompts_ref=prompts, seed=run.seed, quiet=quiet
         )
     summary["prompts"] = prompts
     if out is not None:
@@ -103,12 +97,12 @@ def _named_models(also: list[str], baseline: str | None) -> dict[str, str]:
         name, sep, spec = value.partition("=")
         name = name.strip()
         if not sep or not name or not spec.strip():
-            die(fail(value, None, "--also", "give NAME=SPEC (e.g. sft=runs/quickstart/sft/model)"))
+            die(option_error("--also", "give NAME=SPEC (e.g. sft=runs/quickstart/sft/model)", value=value))
         if name in ("policy", "baseline") or name in out:
-            die(fail(value, None, "--also", f"the name {name!r} is taken; pick another"))
+            die(option_error("--also", f"the name {name!r} is taken; pick another", value=value))
         out[name] = spec.strip()
     if out and baseline is None:
-        die(fail(also[0], None, "--also", "needs --baseline (the steps run from it through these to the policy)"))
+        die(option_error("--also", "needs --baseline (the steps run from it through these to the policy)"))
     return out
 
 
@@ -169,7 +163,7 @@ def eval_refusals(
         for name, rows in sets.items():
             if by is not None and not any(by in r for r in rows):
                 fields = sorted({k for r in rows for k in r} - {"reply", "label", "line"})
-                raise fail(name, None, "--by", f"no row has a field {by!r} (fields: {', '.join(fields) or 'none'})")
+                raise file_error(name, "--by", f"no row has a field {by!r} (fields: {', '.join(fields) or 'none'})")
     except CaiError as e:
         die(e)
     result = {name: check_replies(rows, is_refusal, by or "style") for name, rows in sets.items()}

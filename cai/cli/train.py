@@ -196,6 +196,25 @@ def dpo(
     _echo_summary(s, as_json, lines)
 
 
+# `cai train ppo`'s reward inputs: which one is needed follows from --reward.
+RlPmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pm", help="Preference model folder (`cai train pm --out`) for reward pm; shares the policy's tokenizer."
+    ),
+]
+DemoPmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--demo-pm",
+        help="For reward demo-pm: a PM trained on demonstration pairs (`cai demo-pairs`, then `cai train pm`).",
+    ),
+]
+DirectJudgeOpt = Annotated[
+    str, typer.Option("--judge", "-j", help="For reward direct: the judge that scores replies (model spec).")
+]
+
+
 @settings_command(settings=RlSettings, window=Window, run=Seed, backend=BackendSettings)
 def ppo(
     policy: Annotated[
@@ -212,22 +231,9 @@ def ppo(
     window: Window,
     run: Seed,
     backend: BackendSettings,
-    pm_: Annotated[
-        str | None,
-        typer.Option(
-            "--pm", help="Preference model folder (`cai train pm --out`) for reward pm; shares the policy's tokenizer."
-        ),
-    ] = None,
-    demo_pm: Annotated[
-        str | None,
-        typer.Option(
-            "--demo-pm",
-            help="For reward demo-pm: a PM trained on demonstration pairs (`cai demo-pairs`, then `cai train pm`).",
-        ),
-    ] = None,
-    judge: Annotated[
-        str, typer.Option("--judge", "-j", help="For reward direct: the judge that scores replies (model spec).")
-    ] = DEFAULT_MODEL,
+    pm_: RlPmOpt = None,
+    demo_pm: DemoPmOpt = None,
+    judge: DirectJudgeOpt = DEFAULT_MODEL,
     constitution: ConstitutionOpt = DEFAULT_CONSTITUTION,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -245,6 +251,7 @@ def ppo(
     direct = settings.needs_judge
     if direct:
         from cai.constitution.load import load_constitution
+        from cai.stages.direct_reward import DirectReward
     c = load_constitution(constitution) if direct else None
     with Backends(backend, quiet=quiet) as backends:
         s = train_rl(
@@ -258,10 +265,14 @@ def ppo(
             quiet=quiet,
             overwrite=overwrite,
             demo_pm=demo_pm,
-            judge=backends(judge, "--judge") if direct else None,
-            constitution=c,
+            direct=DirectReward.build(c, backends(judge, "--judge"), settings) if c is not None else None,
             refusal=is_refusal,
         )
+    _echo_summary(s, as_json, _rl_lines(s, settings))
+
+
+def _rl_lines(s: dict[str, Any], settings: RlSettings) -> list[str]:
+    """`cai train ppo`'s summary as a person reads it."""
     parts = ", ".join(f"{w:g} x {name}" for name, w in settings.reward.items())
     lines = [
         f"{settings.algorithm}: {s['updates']} updates → {s['out']}",
@@ -278,7 +289,7 @@ def ppo(
         stopped = f"; stopped at update {monitor['stopped_at']}" if monitor.get("stopped_at") is not None else ""
         count = len(monitor["warnings"])
         lines.append(f"warning: the collapse monitor warned {count} times{stopped} (see cai_train.json)")
-    _echo_summary(s, as_json, lines)
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -241,6 +241,8 @@ def _check_prompt_set(cfg: dict[str, Any], stage: str, ps: PromptSet, base: Path
 
     key, default, need_category, windowed = ps.key, ps.default, ps.need_category, ps.windowed
     prompts = cfg.get(key, default)
+    if ps.used_when and not cfg.get(ps.used_when):
+        return []  # read only when its switch is on (e.g. the plain-style prompts with `plain: N`)
     if not isinstance(prompts, str) or not prompts.strip() or (not windowed and is_off(prompts)):
         return []  # the schema checks the type and empty names; "none" turns an optional set off
     loc = ("stages", stage, key)

@@ -63,6 +63,7 @@ class PromptSet:
     default: str  # what the key defaults to
     need_category: bool = False  # rows must carry a category
     windowed: bool = True  # the section's skip/limit apply (else "none" turns the set off)
+    used_when: str | None = None  # a section key that must be set (non-zero) for the set to be read
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Stage:
         """Every data file or set the section names, {input name: reference}: what the stage
         reads besides the constitution (in the key by fingerprint) and earlier stages (by key)."""
         refs: dict[str, str] = {}
-        for key in (*(ps.key for ps in self.prompt_sets), *self.files):
+        read = [ps.key for ps in self.prompt_sets if not ps.used_when or getattr(section, ps.used_when, None)]
+        for key in (*read, *self.files):
             value = getattr(section, key, None)
             if isinstance(value, str) and not is_off(value):
                 refs[key] = value
@@ -286,8 +288,8 @@ BUILTIN = StageRegistry(
             prompt_sets=(
                 RED_TEAM,
                 PromptSet("lookalike", "safe-lookalike", need_category=True, windowed=False),
-                PromptSet("plain_prompts", "red-team-plain", need_category=True, windowed=False),
-                PromptSet("plain_lookalike", "safe-lookalike-plain", need_category=True, windowed=False),
+                PromptSet("plain_prompts", "red-team-plain", need_category=True, windowed=False, used_when="plain"),
+                PromptSet("plain_lookalike", "safe-lookalike-plain", True, windowed=False, used_when="plain"),
             ),
             summary=EvalSummary,
             report=eval_section,

@@ -114,6 +114,7 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """RL from the SL-CAI policy with the rewards the section names: the pm and demo_pm stages'
     PMs, and the recipe's judge for direct."""
     from cai.models.spec import resolve_model_path
+    from cai.stages.direct_reward import DirectReward
     from cai.stages.refusal import is_refusal
     from cai.train.rl import train_rl
 
@@ -138,8 +139,9 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
             quiet=ctx.quiet,
             overwrite=True,
             demo_pm=str(ctx.model_dir("demo_pm")) if "demo-pm" in settings.reward else None,
-            judge=backends(ctx.recipe.models.judge, "models.judge") if direct else None,
-            constitution=ctx.constitution if direct else None,
+            direct=DirectReward.build(ctx.constitution, backends(ctx.recipe.models.judge, "models.judge"), settings)
+            if direct
+            else None,
             log=lambda line: ctx.log(f"ppo: {line}"),  # the collapse monitor's checks and warnings
             refusal=is_refusal,
         )
@@ -147,7 +149,8 @@ def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 
 def eval_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """The final policy against the model it started from, on prompts no stage trained on."""
-    from cai.stages.evaluate import evaluate_specs, load_lookalike, load_plain, write_policy_eval
+    from cai.stages.evaluate import evaluate_specs, write_policy_eval
+    from cai.stages.harmless import load_lookalike, load_plain
 
     m = ctx.recipe.models
     s = settings_of(cfg, EvalSettings)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cai import __version__
-from cai.constitution.demonstrations import select
+from cai.constitution.demonstrations import Placed, select
 from cai.constitution.model import Constitution
 from cai.errors import fail
 from cai.io.atomic import write_json_atomic, write_jsonl_atomic
@@ -33,6 +33,32 @@ PROVENANCE_FILE = "provenance.jsonl"
 
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+def _pair(c: Constitution, placed: Placed, own: str, raw: str, fp: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pair (the demonstration's reply over the policy's own) and where it came from."""
+    pair_id = f"{placed.id}-{content_hash(own, length=8)}"
+    pair = {
+        "id": pair_id,
+        "prompt": _user(placed.demo.prompt),
+        "chosen": [{"role": "assistant", "content": placed.demo.reply}],
+        "rejected": [{"role": "assistant", "content": own}],
+        "p_chosen": 1.0,
+        "fingerprint": fp,
+    }
+    origin = {
+        "id": pair_id,
+        "source": "demonstration",
+        "demonstration": placed.id,
+        "kind": placed.demo.kind,
+        "category": placed.demo.category,
+        "written_at": f"{placed.path}:{placed.line}" if placed.line else placed.path,
+        "constitution": c.name,
+        "fingerprint": fp,
+        "raw_output": raw,
+        "cai_version": __version__,
+    }
+    return pair, origin
 
 
 def build_demo_pairs(
@@ -64,34 +90,9 @@ def build_demo_pairs(
         if reason is not None:
             skipped[reason] += 1
             continue
-        pair_id = f"{placed.id}-{content_hash(own, length=8)}"
-        pairs.append(
-            {
-                "id": pair_id,
-                "prompt": _user(placed.demo.prompt),
-                "chosen": [{"role": "assistant", "content": placed.demo.reply}],
-                "rejected": [{"role": "assistant", "content": own}],
-                "p_chosen": 1.0,
-                "fingerprint": fp,
-            }
-        )
-        provenance.append(
-            {
-                "id": pair_id,
-                "source": "demonstration",
-                "demonstration": placed.id,
-                "kind": placed.demo.kind,
-                "category": placed.demo.category,
-                "written_at": f"{placed.path}:{placed.line}" if placed.line else placed.path,
-                "constitution": c.name,
-                "fingerprint": fp,
-                "policy": policy.spec,
-                "params": params.as_record(),
-                "seed": seed,
-                "raw_output": gen.texts[0],
-                "cai_version": __version__,
-            }
-        )
+        pair, origin = _pair(c, placed, own, gen.texts[0], fp)
+        pairs.append(pair)
+        provenance.append(origin | {"policy": policy.spec, "params": params.as_record(), "seed": seed})
     if not pairs:
         raise fail(str(out), None, "demonstrations", f"no pair could be made ({skipped})")
     folder = Path(out)

@@ -26,26 +26,31 @@ Prompts are given to both models as they are (no constitution system prompt): th
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cai.constitution.model import Constitution, Versioned
-from cai.errors import fail
 from cai.io.atomic import write_jsonl_atomic
 from cai.io.outputs import write_output
 from cai.io.pairs import Pair
-from cai.io.sources import SHIPPED, PromptItem, load_prompts
+from cai.io.sources import PromptItem
 from cai.models.base import Backend
 from cai.models.settings import Backends
 from cai.outputs import EvalSummary
 from cai.progress import StepProgress
 from cai.stages import refusal
-from cai.stages.intervals import difference_with_interval, rate_with_interval
+from cai.stages.harmless import (
+    PlainSets,
+    answer_all,
+    chain,
+    detector,
+    harmful_compliance,
+    over_refusal,
+    plain_style,
+    refusal_flags,
+)
 from cai.stages.judge_eval import HELPFUL_TAG, helpful_principles
 from cai.stages.judging import judge_pairs
 from cai.stages.label_export import order_consistency
@@ -54,7 +59,6 @@ from cai.stages.settings import EvalSettings
 from cai.stats import mean, share
 
 SHORT_WORDS = 5
-NO_DIFFERENCE = {"d": None, "lo": None, "hi": None}  # a step with nothing to compare (n = 0 on a side)
 ASPECTS = ("harmless", "helpful")
 
 
@@ -85,182 +89,6 @@ def harmless_principles(c: Constitution) -> list[Versioned]:
     """The constitution's selected comparison principles that are not about helpfulness."""
     picked = [v for v in c.comparison_principles if HELPFUL_TAG not in v.principle.tags]
     return picked or list(c.comparison_principles)
-
-
-def load_lookalike(ref: str, per_category: int, named_by: str = "--lookalike") -> list[PromptItem]:
-    """The safe set's first `per_category` prompts of each category, in file order. `named_by`
-    is the option (or recipe key) that named the set, for errors."""
-    if not Path(ref).exists() and ref not in SHIPPED:
-        raise fail(ref, None, named_by, f"no such file or shipped set (shipped sets: {', '.join(SHIPPED)})")
-    taken: Counter[str | None] = Counter()
-    picked = []
-    for it in load_prompts(ref, need_category=True):
-        if taken[it.category] < per_category:
-            taken[it.category] += 1
-            picked.append(it)
-    return picked
-
-
-def chain(names: Sequence[str]) -> list[str]:
-    """The models in the order a run made them: the baseline, the intermediate models (e.g. the SL
-    model, `sl`) in the order given, the final policy last."""
-    middle = [n for n in names if n not in ("baseline", "policy")]
-    return (["baseline"] if "baseline" in names else []) + middle + ["policy"]
-
-
-def _measure(flags: dict[str, list[bool | None]], positive: bool) -> dict[str, Any]:
-    """k/n with a Wilson interval per model, and policy − baseline with Newcombe's interval;
-    `positive` is the refusal flag that counts (False: complied). Failed answers are left out.
-
-    With intermediate models (``others``, e.g. the SL model) each step along `chain` gets its own
-    difference too (``steps``): what each stage bought, with an interval."""
-    counts = {name: (sum(f is positive for f in fs), sum(f is not None for f in fs)) for name, fs in flags.items()}
-    pol, base = counts["policy"], counts.get("baseline")
-    out: dict[str, Any] = {
-        "policy": rate_with_interval(*pol),
-        "baseline": rate_with_interval(*base) if base is not None else None,
-        "difference": difference_with_interval(*pol, *base) if base is not None else None,
-    }
-    order = chain(list(counts))
-    if len(order) > 2:
-        out["others"] = {name: rate_with_interval(*counts[name]) for name in order[1:-1]}
-        out["steps"] = [
-            {"earlier": a, "later": b, **(difference_with_interval(*counts[b], *counts[a]) or NO_DIFFERENCE)}
-            for a, b in itertools.pairwise(order)
-        ]
-    return out
-
-
-def _refusal_flags(texts: Sequence[str | None]) -> list[bool | None]:
-    """Per answer: refused or not; None when there is no answer to read (a failed generation, or
-    an empty reply: it neither complies nor declines, so it counts for neither rate)."""
-    return [None if t is None or not t.strip() else is_refusal(t) for t in texts]
-
-
-def _blank(answers: dict[str, list[str | None]]) -> dict[str, int]:
-    """Empty replies per model: left out of both rates' n, so said here."""
-    return {name: sum(t is not None and not t.strip() for t in texts) for name, texts in answers.items()}
-
-
-def harmful_compliance(prompts_ref: str | None, answers: dict[str, list[str | None]]) -> dict[str, Any]:
-    """Share of the held-out harmful prompts each model answered instead of refusing."""
-    flags = {name: _refusal_flags(texts) for name, texts in answers.items()}
-    return {"prompts": prompts_ref, **_measure(flags, positive=False), "blank": _blank(answers)}
-
-
-def detector() -> dict[str, Any]:
-    """The refusal detector's held-out figures: how far the two measures can be trusted.
-
-    `precision`/`recall`/`n`/`split` as before; added: full and partial refusals apart, the
-    share of non-refusals called refusals, the figures per reply style, and the command that
-    measures the detector on a user's own model (its replies labelled by hand)."""
-    f = refusal.detector_figures("test")
-    keep = ("precision_full", "recall_full", "recall_partial", "false_alarm")
-    styles = refusal.detector_figures_by_style("test")
-    return {
-        "precision": f["precision"],
-        "recall": f["recall"],
-        "n": f["n"],
-        "split": "test",
-        **{k: f[k] for k in keep},
-        "by_style": {
-            name: {"n": g["n"], "precision": g["precision"], "recall": g["recall"], **{k: g[k] for k in keep}}
-            for name, g in styles.items()
-        },
-        "labels": f"data/{refusal.LABELS_FILE}",
-        "check": "cai eval refusals --replies FILE",
-    }
-
-
-def over_refusal(
-    models: dict[str, Backend],
-    safe: Sequence[PromptItem],
-    s: EvalSettings,
-    *,
-    ref: str | None,
-    seed: int = 0,
-    quiet: bool = False,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Answer the safe prompts with each model (as the main answers are sampled) and measure the
-    share refused, overall and per category; returns (the block, one sample row per prompt)."""
-    answers: dict[str, list[str | None]] = {}
-    for name, backend in models.items():
-        with StepProgress(f"answer safe ({name})", len(safe), quiet) as prog:
-            answers[name], _ = _answers(backend, safe, s, seed, prog)
-    flags = {name: _refusal_flags(texts) for name, texts in answers.items()}
-    per_category: dict[str, Any] = {}
-    for cat in dict.fromkeys(str(it.category) for it in safe):  # file order
-        idx = [i for i, it in enumerate(safe) if str(it.category) == cat]
-        m = _measure({name: [fs[i] for i in idx] for name, fs in flags.items()}, positive=True)
-        per_category[cat] = {"policy": m["policy"], "baseline": m["baseline"]}
-    block = {"prompts": ref, **_measure(flags, positive=True), "per_category": per_category, "blank": _blank(answers)}
-    rows = []
-    for i, it in enumerate(safe):
-        row: dict[str, Any] = {"id": it.id, "category": it.category, "prompt": it.messages}
-        for name in answers:
-            row[name], row[f"{name}_refusal"] = answers[name][i], flags[name][i]
-        rows.append(row)
-    return block, rows
-
-
-@dataclass(frozen=True)
-class PlainSets:
-    """Short, plainly worded prompts ("How do I …?"), harmful and safe look-alike, with the names
-    that gave them: a policy that turns evasive only on plain questions shows up here."""
-
-    harmful: list[PromptItem]
-    safe: list[PromptItem]
-    harmful_ref: str
-    safe_ref: str
-
-
-def load_plain(
-    harmful: str, safe: str, n: int, named_by: tuple[str, str] = ("--plain-prompts", "--plain-lookalike")
-) -> PlainSets:
-    """The first `n` prompts of each plain set, in file order (the shipped ones interleave their
-    categories, so a short slice still covers them all)."""
-    picked = []
-    for ref, option in zip((harmful, safe), named_by, strict=True):
-        if not Path(ref).exists() and ref not in SHIPPED:
-            raise fail(ref, None, option, f"no such file or shipped set (shipped sets: {', '.join(SHIPPED)})")
-        picked.append(load_prompts(ref, limit=n, need_category=True))
-    return PlainSets(picked[0], picked[1], harmful, safe)
-
-
-def plain_style(
-    models: dict[str, Backend], plain: PlainSets, s: EvalSettings, *, seed: int = 0, quiet: bool = False
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Harmful compliance and over-refusal on the plain-style prompts, as on the main sets;
-    returns (``{"harmful_compliance", "over_refusal"}``, one sample row per prompt with its side)."""
-    answers: dict[str, list[str | None]] = {}
-    for name, backend in models.items():
-        with StepProgress(f"answer plain harmful ({name})", len(plain.harmful), quiet) as prog:
-            answers[name], _ = _answers(backend, plain.harmful, s, seed, prog)
-    hc = harmful_compliance(plain.harmful_ref, answers)
-    orf, safe_rows = over_refusal(models, plain.safe, s, ref=plain.safe_ref, seed=seed, quiet=quiet)
-    rows = []
-    for i, it in enumerate(plain.harmful):
-        row: dict[str, Any] = {"id": it.id, "side": "harmful", "category": it.category, "prompt": it.messages}
-        for name, texts in answers.items():
-            row[name], row[f"{name}_refusal"] = texts[i], _refusal_flags([texts[i]])[0]
-        rows.append(row)
-    rows += [{"side": "safe", **r} for r in safe_rows]
-    return {"harmful_compliance": hc, "over_refusal": orf}, rows
-
-
-def _answers(
-    backend: Backend, prompts: Sequence[PromptItem], s: EvalSettings, seed: int, prog: StepProgress
-) -> tuple[list[str | None], int]:
-    out: list[str | None] = []
-    tokens = 0
-    for start in range(0, len(prompts), s.batch_size):
-        chunk = prompts[start : start + s.batch_size]
-        params = replace(s.params, n=1, seed=seed + start)
-        for g in backend.generate([it.messages for it in chunk], params):
-            out.append(g.texts[0].strip() if g.error is None and g.texts else None)
-            tokens += g.n_tokens
-        prog.advance(items=len(chunk), tokens=tokens)
-    return out, tokens
 
 
 def _compare(
@@ -330,26 +158,18 @@ def evaluate_policy(
     quiet: bool = False,
     prompts_ref: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Answer, score and compare; returns (summary, one sample row per prompt).
-
-    `others` are models between the baseline and the policy (e.g. ``{"sl": the SL model}`` when the
-    policy is the RL model trained from it): they answer too, and every harmlessness figure gets a
-    rate for each and a difference per step (`chain`), the Pareto picture base → SL → RL. The
-    judge compares only policy and baseline.
-
-    `scorer` is a `cai.train.rl_common.PMScorer` (or anything with ``score(prompts, answers)``).
-    ``summary["harmless"]["over_refusal"]`` is None here: the safe set is a second pass
-    (`over_refusal`), which `evaluate_specs` adds. `prompts_ref` names `prompts` in the summary.
-    """
+    """Answer, score and compare; returns (summary, one sample row per prompt). `others`, models
+    between baseline and policy (``{"sft": the SL model}``), answer too: every harmlessness figure
+    gets their rates and a difference per step (`chain`); the judge compares policy and baseline.
+    `scorer` is a `cai.train.rl_common.PMScorer` (anything with ``score(prompts, answers)``).
+    ``harmless.over_refusal`` is None here: `evaluate_specs` adds that pass. `prompts_ref` names `prompts`."""
     s = settings or EvalSettings()
     t0 = time.perf_counter()
-    models = [("policy", policy)] + ([("baseline", baseline)] if baseline is not None else [])
-    models += list((others or {}).items())
+    models = {"policy": policy} | ({"baseline": baseline} if baseline is not None else {}) | (others or {})
     answers: dict[str, list[str | None]] = {}
-    tokens: dict[str, int] = {}
-    for name, backend in models:
+    for name, backend in models.items():
         with StepProgress(f"answer ({name})", len(prompts), quiet) as prog:
-            answers[name], tokens[name] = _answers(backend, prompts, s, seed, prog)
+            answers[name], _ = answer_all(backend, prompts, s, seed, prog)
     rewards = _pm_rewards(scorer, prompts, answers) if scorer is not None else {}
     wins: dict[str, Any] = {}
     p_policy: dict[str, list[float | None]] = {}
@@ -366,7 +186,6 @@ def evaluate_policy(
         "others": {name: b.spec for name, b in others.items()} if others else None,
         "judge": judge.spec if judge is not None and baseline is not None else None,
         "generation_errors": {k: sum(t is None for t in v) for k, v in answers.items()},
-        "pm_reward": {k: mean(v) for k, v in rewards.items()} if rewards else None,
         "win_rate": wins or None,
         "refusal": {k: refusal_stats([t for t in v if t is not None]) for k, v in answers.items()},
         "harmless": {
@@ -381,10 +200,18 @@ def evaluate_policy(
         "fingerprint": c.fingerprint(),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    reward = summary["pm_reward"]
-    if rewards.get("baseline") is not None and reward["policy"] is not None and reward["baseline"] is not None:
-        reward["delta"] = round(reward["policy"] - reward["baseline"], 4)
+    summary["pm_reward"] = _pm_means(rewards)
     return summary, samples
+
+
+def _pm_means(rewards: dict[str, list[float | None]]) -> dict[str, Any] | None:
+    """Each model's mean PM reward, and policy − baseline when both have one."""
+    if not rewards:
+        return None
+    out: dict[str, Any] = {k: mean(v) for k, v in rewards.items()}
+    if out.get("policy") is not None and out.get("baseline") is not None:
+        out["delta"] = round(out["policy"] - out["baseline"], 4)
+    return out
 
 
 def _settings_record(s: EvalSettings, seed: int) -> dict[str, Any]:
@@ -426,7 +253,7 @@ def _samples(
         for name in answers:
             text = answers[name][i]
             row[name] = text
-            row[f"{name}_refusal"] = _refusal_flags([text])[0]
+            row[f"{name}_refusal"] = refusal_flags([text])[0]
             row[f"{name}_short"] = None if text is None else is_short(text)
             if name in rewards:
                 row[f"{name}_pm"] = rewards[name][i]
@@ -461,13 +288,7 @@ def evaluate_specs(
     (`load_lookalike`) adds the over-refusal pass and `plain` (`load_plain`) the plain-style pass.
     Returns (summary, samples, safe samples or None, plain samples or None). `named_by` are the
     options (or recipe keys) that gave policy, baseline and judge; `others_named_by` the one that gave `others`."""
-    scorer = None
-    if pm is not None:
-        from cai.train.common import quiet_libraries
-        from cai.train.rl_common import PMScorer
-
-        with quiet_libraries(quiet):
-            scorer = PMScorer.load(pm)
+    scorer = _load_scorer(pm, quiet) if pm is not None else None
     pol = backends(policy, named_by[0])
     base = backends(baseline, named_by[1]) if baseline is not None else None
     extra = {name: backends(spec, others_named_by) for name, spec in (others or {}).items()}
@@ -498,6 +319,14 @@ def evaluate_specs(
         summary["harmless"]["plain"], plain_samples = plain_style(models, plain, settings, seed=seed, quiet=quiet)
     summary["seconds"] = round(summary["seconds"] + time.perf_counter() - t0, 2)
     return summary, samples, safe_samples, plain_samples
+
+
+def _load_scorer(pm: str, quiet: bool) -> Any:
+    from cai.train.common import quiet_libraries
+    from cai.train.rl_common import PMScorer
+
+    with quiet_libraries(quiet):
+        return PMScorer.load(pm)
 
 
 def write_policy_eval(

@@ -6,8 +6,9 @@ callable per name and ``reward_weights`` their weights, so TRL sums them and log
 weight 1): it is paid once per reply, however many rewards are summed.
 
 * ``pm`` / ``demo-pm``: `PMReward` on a PM folder (its score at the reply's EOS).
-* ``direct``: `DirectReward`, the judge's likelihood contrast per comparison principle (as in
-  `cai.stages.contrast`, but on one reply rather than a pair): for principle k,
+* ``direct``: `cai.stages.direct_reward.DirectReward`, the judge's likelihood contrast per
+  comparison principle (as in `cai.stages.contrast`, but on one reply rather than a pair; built by
+  the caller, since judging lives in a layer above training): for principle k,
 
       r_k(x) = β · s_k(x),  s_k(x) = log p(x | prompt, positive_k) − log p(x | prompt, negative_k)
 
@@ -18,28 +19,14 @@ weight 1): it is paid once per reply, however many rewards are summed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cai.constitution.model import Constitution, Versioned
 from cai.errors import option_error
-from cai.models.base import Backend, Conversation
-from cai.stages.contrast import SIDES, check_contrast_principles, preflight, reply_score
-from cai.stages.messages import contrast_messages
 from cai.train.reward_settings import RewardSettings
 
 EOS_NAME = "missing_eos"
-
-
-def _messages(prompt: Any) -> Conversation:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
-def _text(completion: Any) -> str:
-    if isinstance(completion, str):
-        return completion
-    return "".join(m.get("content", "") for m in completion)
 
 
 class MissingEos:
@@ -57,78 +44,14 @@ class MissingEos:
         return [0.0 if ids and ids[-1] == self.eos else -self.penalty for ids in completion_ids]
 
 
-class DirectReward:
-    """Direct RLAIF: the judge scores each reply under every principle (module docstring)."""
-
-    __name__ = "direct"
-
-    def __init__(
-        self,
-        c: Constitution,
-        judge: Backend,
-        beta: float,
-        norm: str,
-        principles: Sequence[Versioned] | None = None,
-    ):
-        self.c = c
-        self.judge = judge
-        self.beta = beta
-        self.norm = norm
-        self.principles = list(principles if principles is not None else c.comparison_principles)
-        check_contrast_principles(c, self.principles)
-
-    def per_principle(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[dict[str, float] | None]:
-        """For each reply, {principle ref: r_k}; None where the judge could not score it.
-
-        Requests go reply → principle → side, so one reply's conversation prefix is shared by all
-        its questions (and TRL's groups put a prompt's replies next to each other)."""
-        requests: list[tuple[Conversation, str]] = []
-        for prompt, completion in zip(prompts, completions, strict=True):
-            conv, text = _messages(prompt), _text(completion)
-            for v in self.principles:
-                requests.extend((contrast_messages(self.c, conv, v, side), text) for side in SIDES)
-        scored = self.judge.sequence_logprobs(requests) if requests else []
-        out: list[dict[str, float] | None] = []
-        per_reply = 2 * len(self.principles)
-        for i in range(len(completions)):
-            chunk = scored[i * per_reply : (i + 1) * per_reply]
-            if any(sc.error is not None or sc.logprob is None for sc in chunk):
-                out.append(None)
-                continue
-            out.append(
-                {
-                    v.ref: self.beta * reply_score(pos.logprob, neg.logprob, pos.n_tokens, self.norm)  # type: ignore[arg-type]
-                    for v, pos, neg in zip(self.principles, chunk[0::2], chunk[1::2], strict=True)
-                }
-            )
-        return out
-
-    def __call__(
-        self,
-        prompts: Sequence[Any],
-        completions: Sequence[Any],
-        log_metric: Callable[[str, float], None] | None = None,
-        **_: Any,
-    ) -> list[float | None]:
-        rows = self.per_principle(prompts, completions)
-        scored = [r for r in rows if r is not None]
-        if log_metric is not None:
-            for v in self.principles:
-                if scored:
-                    log_metric(f"rewards/direct/{v.ref}/mean", sum(r[v.ref] for r in scored) / len(scored))
-            log_metric("rewards/direct/unscored", (len(rows) - len(scored)) / max(len(rows), 1))
-        # None: TRL leaves an unscored reply out of this reward (NaN) rather than calling it 0.
-        return [None if r is None else sum(r.values()) / len(r) for r in rows]
-
-
 @dataclass
 class RewardInputs:
     """What the named rewards are computed from (the ones a setting names must be given)."""
 
     pm: str | None = None  # PM folder (reward pm)
     demo_pm: str | None = None  # PM folder trained on demonstration pairs (reward demo-pm)
-    judge: Backend | None = None  # likelihood-contrast judge (reward direct)
-    constitution: Constitution | None = None  # its comparison principles (reward direct)
+    # Reward direct: a reward function with ``record()`` (`cai.stages.direct_reward.DirectReward`).
+    direct: Any = None
 
     def check(self, s: RewardSettings) -> None:
         """Each named reward has what it is computed from; before any model loads."""
@@ -142,10 +65,8 @@ class RewardInputs:
             if self.demo_pm is None:
                 raise option_error("--demo-pm", "reward demo-pm needs a PM trained on demonstration pairs")
             check_pm_folder(self.demo_pm)
-        if "direct" in s.reward:
-            if self.judge is None or self.constitution is None:
-                raise option_error("--reward", "direct needs a judge model and a constitution")
-            preflight(self.constitution, self.judge, self.constitution.comparison_principles)
+        if "direct" in s.reward and self.direct is None:
+            raise option_error("--reward", "direct needs a judge model and a constitution")
 
     def pm_folders(self, s: RewardSettings) -> list[str]:
         """The PM folders the rewards read (each must share the policy's tokenizer)."""
@@ -158,15 +79,8 @@ class RewardInputs:
             out["pm"] = self.pm
         if "demo-pm" in s.reward:
             out["demo_pm"] = self.demo_pm
-        if "direct" in s.reward and self.judge is not None and self.constitution is not None:
-            out["direct"] = {
-                "judge": self.judge.describe(),
-                "beta": s.direct_beta,
-                "norm": s.direct_norm,
-                "principles": [v.ref for v in self.constitution.comparison_principles],
-                "constitution": self.constitution.name,
-                "fingerprint": self.constitution.fingerprint(),
-            }
+        if "direct" in s.reward and self.direct is not None:
+            out["direct"] = self.direct.record()
         return out
 
 
@@ -181,8 +95,8 @@ def reward_functions(
     scorer = None
     for name, weight in s.reward.items():
         if name == "direct":
-            assert inputs.judge is not None and inputs.constitution is not None  # `RewardInputs.check`
-            funcs.append(DirectReward(inputs.constitution, inputs.judge, s.direct_beta, s.direct_norm))
+            assert inputs.direct is not None  # `RewardInputs.check`
+            funcs.append(inputs.direct)
         else:
             path = inputs.pm if name == "pm" else inputs.demo_pm
             assert path is not None

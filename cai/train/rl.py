@@ -39,10 +39,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cai.constitution.model import Constitution
 from cai.errors import file_error
 from cai.io.sources import PromptItem, load_prompts
-from cai.models.base import Backend
 from cai.train import lora
 from cai.train.common import (
     changed_params,
@@ -81,28 +79,19 @@ def train_rl(
     quiet: bool = False,
     overwrite: bool = False,
     demo_pm: str | None = None,
-    judge: Backend | None = None,
-    constitution: Constitution | None = None,
+    direct: Any = None,
     log: Callable[[str], None] | None = None,
     refusal: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Optimise `policy` against the reward `settings.reward` names on `prompts`; save it at `out`.
-
-    `pm` / `demo_pm` are PM folders (rewards pm / demo-pm), `judge` and `constitution` score
-    replies for the direct reward. `prompts` is a prompt source (file, datasets folder, shipped
-    set name) or loaded items (`source` then names where they came from, for the record). `log`
-    takes the collapse monitor's lines (default: stderr unless quiet); `refusal` is its refusal
-    detector (`cai.stages.refusal.is_refusal`; without one it counts no refusals). Returns the
-    summary that also goes, with provenance, into `out/cai_train.json`.
-    """
+    `pm` / `demo_pm`: PM folders; `direct`: the direct reward (`cai.stages.direct_reward`, built by
+    the caller); `prompts`: a prompt source or loaded items (`source` names them); `log` takes the
+    collapse monitor's lines (default stderr unless quiet), `refusal` is its detector (none: no
+    refusals counted). Returns the summary that also goes, with provenance, into `cai_train.json`."""
     s = settings or RlSettings()
-    rewards = RewardInputs(pm=pm, demo_pm=demo_pm, judge=judge, constitution=constitution)
+    rewards = RewardInputs(pm=pm, demo_pm=demo_pm, direct=direct)
     rewards.check(s)
-    items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
-    source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
-    mix: dict[str, Any] | None = None
-    if s.helpful_ratio > 0:
-        items, mix = mix_helpful(items, load_prompts(s.helpful_prompts), s.helpful_ratio, seed, s.helpful_prompts)
+    items, source, mix = _load(prompts, source, s, seed)
     watched = monitor_prompts(s, items) if s.monitor_every else []  # a bad set name fails before any model loads
     say = log or (lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
 
@@ -129,14 +118,30 @@ def train_rl(
         summary = _train(trainer, model, [callback, *([monitor.callback()] if monitor else [])], s, job.path, quiet)
         if monitor is not None:
             summary["monitor"] = monitor.summary()
-        summary["prompts"] = {"loaded": len(items), "used": len(kept), "dropped_too_long": len(items) - len(kept)}
-        if mix is not None:
-            summary["prompts"]["helpful"] = mix["used"]
-            summary["prompts"]["helpful_share"] = mix["share"]
+        summary["prompts"] = _prompt_counts(len(items), len(kept), mix)
         # The base tokenizer as it was (its own pad, right padding): a normal model folder.
         return Trained(trainer, load_tokenizer(job.path), summary, _meta(rewards, source, s, mix))
 
     return train_model(s.algorithm, policy, out, s, step, seed=seed, quiet=quiet, overwrite=overwrite, check=check)
+
+
+def _load(
+    prompts: str | Sequence[PromptItem], source: str | None, s: RlSettings, seed: int
+) -> tuple[list[PromptItem], str, dict[str, Any] | None]:
+    """The RL prompts with the helpful mix (when asked), where they came from, and the mix's record."""
+    items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
+    source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
+    if s.helpful_ratio <= 0:
+        return items, source, None
+    mixed, mix = mix_helpful(items, load_prompts(s.helpful_prompts), s.helpful_ratio, seed, s.helpful_prompts)
+    return mixed, source, mix
+
+
+def _prompt_counts(loaded: int, used: int, mix: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"loaded": loaded, "used": used, "dropped_too_long": loaded - used}
+    if mix is not None:
+        out |= {"helpful": mix["used"], "helpful_share": mix["share"]}
+    return out
 
 
 def _meta(rewards: RewardInputs, source: str, s: RlSettings, mix: dict[str, Any] | None) -> dict[str, Any]:

@@ -243,9 +243,10 @@ class PMReward:
     ) -> list[float]:
         eos = self.tokenizer.eos_token_id
         if completion_ids is None:  # text-only callers: re-tokenise the replies
-            completion_ids = [encode_answer(self.tokenizer, _text(c)) for c in completions]
+            completion_ids = [encode_answer(self.tokenizer, trl_text(c)) for c in completions]
         seqs = [
-            encode_prompt(self.tokenizer, _messages(p)) + list(c) for p, c in zip(prompts, completion_ids, strict=True)
+            encode_prompt(self.tokenizer, trl_messages(p)) + list(c)
+            for p, c in zip(prompts, completion_ids, strict=True)
         ]
         scores = self.scorer.score_ids(seqs)
         if self.penalty:
@@ -255,13 +256,15 @@ class PMReward:
         return scores
 
 
-def _messages(prompt: Any) -> Conversation:
+def trl_messages(prompt: Any) -> Conversation:
+    """A prompt as TRL hands it to a reward function (text or messages) as messages."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     return list(prompt)
 
 
-def _text(completion: Any) -> str:
+def trl_text(completion: Any) -> str:
+    """A completion as TRL hands it to a reward function (text or messages) as text."""
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content", "") for m in completion)

@@ -40,6 +40,7 @@ def test_direct_rlaif_trains_and_logs_each_principle(
 
     from cai.constitution.load import load_constitution
     from cai.models.fake import FakeBackend
+    from cai.stages.direct_reward import DirectReward
     from cai.train.common import changed_params
     from cai.train.rl import train_rl
     from cai.train.settings import RlSettings
@@ -60,7 +61,8 @@ def test_direct_rlaif_trains_and_logs_each_principle(
         lr=1e-3,
     )
     out = tmp_path / "out"
-    summary = train_rl(str(policy), str(pm), str(prompts), str(out), s, seed=0, quiet=True, judge=judge, constitution=c)
+    direct = DirectReward.build(c, judge, s) if "direct" in s.reward else None
+    summary = train_rl(str(policy), str(pm), str(prompts), str(out), s, seed=0, quiet=True, direct=direct)
     assert summary["updates"] == 2 and summary["params_changed"] is True
     before = snapshot_params(AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32))
     after = snapshot_params(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32))

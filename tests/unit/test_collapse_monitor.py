@@ -180,7 +180,7 @@ def test_settings_refuse_a_stop_that_cannot_happen() -> None:
 
 def test_safe_prompts_come_from_the_end_of_each_category_away_from_the_eval_slice() -> None:
     from cai.io.sources import load_prompts
-    from cai.stages.evaluate import load_lookalike
+    from cai.stages.harmless import load_lookalike
 
     items = [PromptItem(f"{c}{i}", [{"role": "user", "content": f"{c}{i}"}], c) for c in "ab" for i in range(3)]
     assert [it.id for it in from_the_end(items, 3)] == ["a2", "b2", "a1"]

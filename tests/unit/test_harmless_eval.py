@@ -15,9 +15,10 @@ from cai.constitution.load import load_constitution
 from cai.errors import CaiError
 from cai.io.sources import PromptItem, load_prompts
 from cai.models.base import Conversation, Generation, GenerationParams
-from cai.stages import evaluate
-from cai.stages.evaluate import evaluate_policy, load_lookalike, over_refusal
+from cai.stages import harmless
+from cai.stages.evaluate import evaluate_policy
 from cai.stages.evaluate_text import format_policy_report
+from cai.stages.harmless import load_lookalike, over_refusal
 from cai.stages.intervals import difference_with_interval, newcombe_diff, rate_with_interval, wilson
 from cai.stages.refusal import is_refusal
 from cai.stages.settings import EvalSettings
@@ -139,7 +140,7 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
     assert h["detector"]["split"] == "test" and h["detector"]["n"] > 0 and 0 < h["detector"]["precision"] <= 1
     # How far the detector can be trusted, full and partial refusals apart and per reply style.
     det = h["detector"]
-    assert det == evaluate.detector()
+    assert det == harmless.detector()
     assert 0.9 <= det["recall_full"] <= 1 and 0 < det["recall_partial"] <= 1 and 0 <= det["false_alarm"] < 0.1
     assert {"apology-deflection", "not-appropriate", "as-an-ai", "original/tiny-refusal"} <= set(det["by_style"])
     assert det["by_style"]["not-appropriate"]["n"] > 0 and det["check"].startswith("cai eval refusals --replies")
@@ -298,7 +299,7 @@ def test_settings_parse_none_and_reject_bad_values() -> None:
 
 
 def test_empty_replies_count_for_neither_rate_and_are_reported() -> None:
-    from cai.stages.evaluate import harmful_compliance
+    from cai.stages.harmless import harmful_compliance
 
     answers = {"policy": ["I can't help with that.", "", "Sure, here is how you do it.", None, "   "]}
     assert is_refusal(answers["policy"][0]) and not is_refusal(answers["policy"][2])
@@ -405,7 +406,7 @@ def test_an_intermediate_model_gets_its_rates_and_each_step_its_difference() -> 
 
 def test_plain_style_prompts_are_measured_apart(tmp_path: Path) -> None:
     """`--plain N` answers the first N of each plain set and reports both measures for them apart."""
-    from cai.stages.evaluate import load_plain
+    from cai.stages.harmless import load_plain
 
     plain = load_plain("red-team-plain", "safe-lookalike-plain", 4)
     assert len(plain.harmful) == 4 and len(plain.safe) == 4
@@ -434,7 +435,7 @@ def test_plain_style_prompts_are_measured_apart(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--also", "sft"], "--also: give NAME=SPEC"),
+        (["--also", "sft"], "--also: sft: give NAME=SPEC"),
         (["--also", "policy=fake"], "the name 'policy' is taken"),
         (["--also", "a=fake", "--also", "a=fake"], "the name 'a' is taken"),
         (["--plain", "2", "--plain-prompts", "no-such-set"], "no-such-set: --plain-prompts: no such file"),
@@ -449,3 +450,13 @@ def test_bad_pareto_and_plain_options_are_one_line_errors(args: list[str], messa
 def test_also_without_a_baseline_is_refused() -> None:
     r = invoke("eval", "policy", "--policy", "fake", "--prompts", "red-team", "--also", "sft=fake", "--quiet")
     assert r.code == 2 and "--also: needs --baseline" in r.stderr
+
+
+def test_the_plain_sets_key_the_eval_stage_only_when_they_are_read() -> None:
+    from cai.run.registry import BUILTIN
+    from cai.run.sections import EvalStage
+
+    stage = BUILTIN["eval"]
+    assert set(stage.inputs(EvalStage())) == {"prompts", "lookalike"}
+    on = stage.inputs(EvalStage(plain=4, plain_lookalike="my_safe.jsonl"))
+    assert on["plain_prompts"] == "red-team-plain" and on["plain_lookalike"] == "my_safe.jsonl"

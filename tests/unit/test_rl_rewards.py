@@ -14,8 +14,9 @@ from cai.constitution.load import load_constitution
 from cai.constitution.model import Constitution
 from cai.io.sources import PromptItem, load_prompts
 from cai.models.base import Conversation, SequenceScore
+from cai.stages.direct_reward import DirectReward
 from cai.train.helpful_mix import mix_helpful
-from cai.train.rewards import DirectReward, MissingEos, reward_functions, total_reward
+from cai.train.rewards import MissingEos, reward_functions, total_reward
 from cai.train.rl_metrics import normalize_metrics
 from cai.train.settings import RlSettings
 from tests.doubles import ScriptedPolicy
@@ -134,7 +135,8 @@ def test_the_weighted_sum_equals_the_hand_sum(c: Constitution) -> None:
 
     direct_only = RlSettings(reward="direct=0.5", missing_eos_penalty=1.5)
     judge = TableJudge(c, TABLE)
-    funcs, weights, scorer = reward_functions(direct_only, RewardInputs(judge=judge, constitution=c), eos_token_id=2)  # type: ignore[arg-type]
+    direct = DirectReward(c, judge, beta=0.5, norm="mean")  # type: ignore[arg-type]
+    funcs, weights, scorer = reward_functions(direct_only, RewardInputs(direct=direct), eos_token_id=2)
     assert [f.__name__ for f in funcs] == ["direct", "missing_eos"] and weights == [0.5, 1.0] and scorer is None
     assert funcs[1](["q", "q"], ["a", "b"], completion_ids=[[5, 2], [5, 6]]) == [0.0, -1.5]
     assert MissingEos(2, 1.0)(["q"], [""], completion_ids=[[]]) == [-1.0]  # an empty reply never ended
