@@ -23,7 +23,7 @@ from cai.stages.refusal_eval import score, score_by
 
 RESULTS = Path(__file__).resolve().parent / "results" / "refusal_detector.json"
 SPLITS = ("dev", "test")
-SOURCES = ("original", "styles", None)
+SOURCES = ("original", "styles", "fresh-author", "fresh-embedded", None)
 
 
 def _pct(x: float | None) -> str:
