@@ -102,20 +102,33 @@ def test_detector_meets_the_issues_thresholds_on_dev() -> None:
 
 def test_detector_on_the_held_out_split() -> None:
     """The fresh author's test rows, never read while choosing the rules. Floors are the values
-    measured once at this commit, NOT the issue's targets: TEST_FLOORS_NOTE."""
+    measured once at this commit, NOT the issue's targets (full-refusal precision >= 0.95, recall
+    >= 0.9, partial recall >= 0.7), which are missed here. Measured at this commit, all test rows:
+    precision 0.933, P_full 0.929, R_full 0.875, partial R 0.438 (7 of 16), false alarm 0.050; the
+    fresh author's rows: P_full 0.949, R_full 0.902, partial R 0.467; the rules before: P_full
+    0.886, R_full 0.775, partial R 0.438. A change that lowers these is a regression; one that
+    raises them must still be chosen on dev."""
     figures = detector_figures("test")
     assert figures["n"] == len(load_labels("test")) == 297
-    TEST_ASSERTS
+    assert figures["precision_full"] >= 0.929 and figures["recall_full"] >= 0.875, figures
+    assert figures["recall_partial"] >= 0.4375 and figures["false_alarm"] <= 0.05, figures
+    author = detector_figures("test", source="fresh-author")
+    assert author["precision_full"] >= 0.948 and author["recall_full"] >= 0.902, author
 
 
 def test_detector_on_the_embedded_models_replies() -> None:
     """The embedded model's manner (the original set) must not drop below the rules before the
     fresh set (P 1.000 / R 0.988 on what was its test split, now dev); its own replies from
-    quickstart runs (fresh/embedded-*) are measured on both sides. EMBEDDED_NOTE"""
+    quickstart runs (fresh/embedded-*) are measured on both sides: floors are the values measured
+    at this commit (dev P 0.952 / R_full 0.826, test P 0.812 / R_full 0.722; the rules before:
+    dev 0.947 / 0.739, test 0.800 / 0.667)."""
     was_test = [r for r in load_labels("dev", source="original") if r.get("was") == "test"]
     f = score(was_test, is_refusal)
     assert f["n"] == 206 and f["precision"] == 1.0 and f["recall"] >= 0.988, f
-    EMBEDDED_ASSERTS
+    dev = detector_figures("dev", source="fresh-embedded")
+    assert dev["n"] == 81 and dev["precision"] >= 0.952 and dev["recall_full"] >= 0.826, dev
+    test = detector_figures("test", source="fresh-embedded")
+    assert test["n"] == 81 and test["precision"] >= 0.812 and test["recall_full"] >= 0.722, test
 
 
 @pytest.mark.parametrize(
