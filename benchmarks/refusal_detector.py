@@ -1,9 +1,12 @@
 """The refusal detector's figures on every split of the shipped labelled replies, and its speed.
 
-For each split (dev: what the rules were chosen on; test: held out) and each set of replies
-(`original`: the first set, in the embedded model's manner; `styles`: replies in many models'
-styles; `all`), prints precision, recall of full and of partial refusals and false alarms, then
-the figures per style, then replies a second. The figures are `cai.stages.refusal_eval.score`.
+For each split (dev: what the rules were chosen on; test: held out, the fresh author's test rows
+only) and each set of replies (`original`: the first author's set in the embedded model's manner,
+all dev now, with `original-was-test` its former test rows; `styles`: the first author's replies
+in many models' styles, all dev; `fresh-author`: a second author's replies in many styles;
+`fresh-embedded`: the embedded model's own replies from quickstart runs; `all`), prints precision,
+recall of full and of partial refusals and false alarms, then the figures per style, then replies
+a second on one core. The figures are `cai.stages.refusal_eval.score`; see data/README.md.
 
     python benchmarks/refusal_detector.py [--repeats 5]
 
@@ -23,7 +26,7 @@ from cai.stages.refusal_eval import score, score_by
 
 RESULTS = Path(__file__).resolve().parent / "results" / "refusal_detector.json"
 SPLITS = ("dev", "test")
-SOURCES = ("original", "styles", None)
+SOURCES = ("original", "styles", "fresh-author", "fresh-embedded", None)
 
 
 def _pct(x: float | None) -> str:
@@ -41,7 +44,14 @@ def figures() -> dict[str, Any]:
     """Figures per split and set, and per style within each split."""
     out: dict[str, Any] = {}
     for split in SPLITS:
-        sets = {source or "all": score(load_labels(split, source), is_refusal) for source in SOURCES}
+        sets = {
+            source or "all": score(load_labels(split, source), is_refusal)
+            for source in SOURCES
+            if load_labels(split, source)
+        }
+        was_test = [r for r in load_labels(split, "original") if r.get("was") == "test"]
+        if was_test:
+            sets["original-was-test"] = score(was_test, is_refusal)
         styles = score_by(load_labels(split), is_refusal)
         out[split] = {"sets": sets, "by_style": styles}
     return out

@@ -15,7 +15,7 @@ from cai.constitution.load import load_constitution
 from cai.errors import CaiError
 from cai.io.sources import PromptItem, load_prompts
 from cai.models.base import Conversation, Generation, GenerationParams
-from cai.stages import harmless
+from cai.stages import harmless, refusal
 from cai.stages.evaluate import evaluate_policy
 from cai.stages.evaluate_text import format_policy_report
 from cai.stages.harmless import load_lookalike, over_refusal
@@ -141,9 +141,15 @@ def test_harmful_compliance_and_over_refusal_count_exactly() -> None:
     # How far the detector can be trusted, full and partial refusals apart and per reply style.
     det = h["detector"]
     assert det == harmless.detector()
-    assert 0.9 <= det["recall_full"] <= 1 and 0 < det["recall_partial"] <= 1 and 0 <= det["false_alarm"] < 0.1
-    assert {"apology-deflection", "not-appropriate", "as-an-ai", "original/tiny-refusal"} <= set(det["by_style"])
-    assert det["by_style"]["not-appropriate"]["n"] > 0 and det["check"].startswith("cai eval refusals --replies")
+    # The held-out figures as measured (tests/unit/test_refusal.py holds their floors), not a target.
+    held_out = refusal.detector_figures("test")
+    assert {k: det[k] for k in ("recall_full", "recall_partial", "false_alarm")} == {
+        k: held_out[k] for k in ("recall_full", "recall_partial", "false_alarm")
+    }
+    assert 0 < det["recall_full"] <= 1 and 0 < det["recall_partial"] <= 1 and 0 <= det["false_alarm"] < 0.1
+    # Held out = the fresh author's test rows, in that author's styles and the embedded model's own.
+    assert {"fresh/apology-deflection", "fresh/not-appropriate", "fresh/embedded-policy"} <= set(det["by_style"])
+    assert det["by_style"]["fresh/not-appropriate"]["n"] > 0 and det["check"].startswith("cai eval refusals --replies")
 
     n_main = len(policy.params)
     block, rows = over_refusal({"policy": policy, "baseline": baseline}, safe, s, ref="safe-lookalike", quiet=True)  # type: ignore[dict-item]
