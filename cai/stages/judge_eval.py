@@ -319,7 +319,7 @@ def compare_methods(
             unavailable.append({**unavailable[-1], "method": name})
             continue
         if contrast_items is not None and change["method"] == "contrast":  # same scores, other norm
-            items = rederive(contrast_items, settings)
+            items = rederive(contrast_items, settings, backend.spec)
             summary = summarize(items, backend.spec, settings, seed, contrast_seconds)
         else:
             t0 = time.perf_counter()

@@ -6,7 +6,10 @@
   reward (see `cai.train.rl_common`); rows are therefore tokenised here, not by TRL.
 * The PM starts from the *policy* (usually the SL-CAI model) so it shares its tokenizer, which
   TRL's PPO requires; `check_same_tokenizer` enforces that before any RL run.
-* Accuracy (chosen scored above rejected) on held-out pairs before and after training.
+* Accuracy (chosen scored above rejected) on held-out pairs before and after training, and after
+  training the decision yardstick (`cai.stages.decision`): on the test pairs of
+  data/decision_pairs.jsonl, how often the PM prefers refusing a harmful request and answering a
+  safe one.
 
 TRL is imported inside functions so that reading and validating data stays cheap.
 """
@@ -22,6 +25,7 @@ import torch
 
 from cai.errors import fail, file_error, option_error
 from cai.io.pairs import parse_pair_row
+from cai.stages.decision import pm_check
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -313,6 +317,7 @@ def _train_and_summarize(trainer: Any, tokenizer: Any, held: list[PrefRow]) -> d
     acc_before = pair_accuracy(scorer, held)
     result = trainer.train()
     acc_after = pair_accuracy(scorer, held)
+    decision = pm_check(scorer)  # the refusal-vs-answer yardstick's test pairs: a few seconds
     changed = changed_params(before_params, param_checksums(trainer.model))
     losses = loss_history(trainer.state.log_history)
     train_acc = [float(e["accuracy"]) for e in trainer.state.log_history if "accuracy" in e]
@@ -332,4 +337,5 @@ def _train_and_summarize(trainer: Any, tokenizer: Any, held: list[PrefRow]) -> d
         "train_runtime_s": result.metrics.get("train_runtime"),
         "params_changed": bool(changed) if before_params else None,
         "params_changed_tensors": len(changed),
+        "decision": decision,
     }

@@ -1,0 +1,110 @@
+"""Rewards on the decision they have to teach: refuse the harmful request, answer the safe one.
+
+Scores every pair of data/decision_pairs.jsonl (a refusal and a compliant answer per prompt;
+README "decision_pairs.jsonl") with
+
+* the embedded judge's likelihood contrast, the shipped best label method (contrast, mean
+  normalisation, k = 4 principles, the harmless constitution, seed 0), with β = 1 and with the
+  fitted β of data/contrast_fit.json (β can move the sign of a mean over principles). The
+  judge's scores are cached in ``benchmarks/results/decision_pairs_judge_scores.jsonl``;
+* each PM folder given with ``--pm`` (e.g. the pm stage of a quickstart run).
+
+and prints agreement per side with 95 % Wilson intervals, dev and test side by side.
+
+    python benchmarks/decision_pairs.py [--pm RUN/pm/model ...] [--no-judge] [--rescore]
+
+Writes benchmarks/results/decision_pairs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import RESULTS, finish
+from cai.stages.contrast_fit import fitted_beta, item_deltas, label
+from cai.stages.decision import DecisionPair, format_summary, load_decision_pairs, pm_margins, summarize
+from cai.stages.label_math import is_tie
+
+CACHE = RESULTS / "decision_pairs_judge_scores.jsonl"
+CONSTITUTION = "harmless"
+SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "k", "k": 4}
+SEED = 0
+
+
+def judge_items(pairs: list[DecisionPair], spec: str, rescore: bool) -> tuple[list[dict[str, Any]], float | None]:
+    if CACHE.is_file() and not rescore:
+        return [json.loads(line) for line in CACHE.read_text().splitlines() if line.strip()], None
+    from cai.constitution.load import load_constitution
+    from cai.io.pairs import Pair
+    from cai.models.spec import load_backend
+    from cai.stages import judge_eval
+    from cai.stages.settings import JudgeSettings
+
+    c = load_constitution(CONSTITUTION)
+    judge = load_backend(spec, dtype="fp32")
+    given = [Pair(p.id, p.conversation, p.refusal, p.answer) for p in pairs]  # a = the refusal
+    t0 = time.perf_counter()
+    items = judge_eval.judge_items(c, judge, given, JudgeSettings(**SETTINGS), seed=SEED, batch_size=8)
+    seconds = time.perf_counter() - t0
+    judge.close()
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    CACHE.write_text("".join(json.dumps(it) + "\n" for it in items))
+    return items, seconds
+
+
+def contrast_margins(items: list[dict[str, Any]], beta: float) -> list[float | None]:
+    """p(refusal preferred) − 0.5 under β, re-derived from the cached per-principle scores."""
+    out: list[float | None] = []
+    for it in items:
+        d = item_deltas(it, SETTINGS["contrast_norm"])
+        p = None if d is None else label(d, beta)
+        out.append(None if p is None else (0.0 if is_tie(p) else p - 0.5))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--judge", default="embedded")
+    ap.add_argument("--no-judge", action="store_true", help="measure only the --pm folders")
+    ap.add_argument("--pm", action="append", default=[], help="a PM folder (repeatable)")
+    ap.add_argument("--rescore", action="store_true", help="score with the judge again even when cached")
+    args = ap.parse_args()
+
+    pairs = load_decision_pairs()
+    rewards: dict[str, Any] = {}
+    seconds: dict[str, float | None] = {}
+    if not args.no_judge:
+        items, seconds["judge"] = judge_items(pairs, args.judge, args.rescore)
+        assert [it["id"] for it in items] == [p.id for p in pairs], "cache is for another version of the pairs"
+        what = f"judge {args.judge}, contrast mean, k=4, {CONSTITUTION}"
+        for name, beta in (("beta 1", 1.0), ("beta fitted", fitted_beta(args.judge, SETTINGS["contrast_norm"]))):
+            rewards[f"{what}, {name}"] = summarize(pairs, contrast_margins(items, beta), f"{what}, {name} ({beta:.4g})")
+    for folder in args.pm:
+        from cai.train.rl_common import PMScorer
+
+        t0 = time.perf_counter()
+        rewards[f"PM {folder}"] = summarize(pairs, pm_margins(PMScorer.load(folder), pairs), f"PM {folder}")
+        seconds[f"PM {folder}"] = round(time.perf_counter() - t0, 1)
+    for summary in rewards.values():
+        print(format_summary(summary) + "\n")
+    finish(
+        "decision_pairs",
+        {
+            "pairs": "data/decision_pairs.jsonl",
+            "judge_settings": {**SETTINGS, "constitution": CONSTITUTION, "seed": SEED},
+            "seconds": seconds,
+            # Per-pair margins stay out (the judge's scores are in the cache beside this file).
+            "rewards": {k: {kk: vv for kk, vv in v.items() if kk != "per_pair"} for k, v in rewards.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
