@@ -80,6 +80,19 @@ def run_cai(*args: str, what: str | None = None) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
+def judge_with_progress(c: Any, judge: Any, pairs: list[Any], settings: Any, seed: int, chunk: int = 16) -> list[Any]:
+    """`judge_eval.judge_items` in chunks, printing progress (a pair's principles depend only on
+    the seed and its id, so chunking changes nothing)."""
+    from cai.stages.judge_eval import judge_items
+
+    items: list[Any] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(pairs), chunk):
+        items += judge_items(c, judge, pairs[start : start + chunk], settings, seed=seed, batch_size=8, quiet=True)
+        print(f"  judged {len(items)}/{len(pairs)} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+    return items
+
+
 def finish(name: str, result: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

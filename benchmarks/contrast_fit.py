@@ -1,7 +1,7 @@
 """β for likelihood-contrast labels, fitted on judge-dev's dev split and checked on its test split.
 
-The shipped label method (contrast, mean normalisation, k = 4 principles, embedded judge, the
-harmless constitution, seed 0 — the setting `data/method_agreement.json` measures) scores every
+The shipped label method (contrast, mean normalisation, embedded judge, one principle per pair, the
+harmless constitution, seed 0 — the setting of `data/method_agreement.json`'s headline ranking) scores every
 judge-dev pair once; the per-principle log-probabilities are cached in
 ``benchmarks/results/contrast_fit_scores.jsonl``, so refitting (or changing the norm) calls no
 model. β is fitted by maximum likelihood on ``dev`` (`cai.stages.contrast_fit.fit_beta`) and
@@ -25,12 +25,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, RESULTS, finish
+from benchmarks._common import REPO, RESULTS, finish, judge_with_progress
 from cai.stages.contrast_fit import FIT_FILE, calibration, fit_beta, item_deltas, label
 
 CACHE = RESULTS / "contrast_fit_scores.jsonl"
 CONSTITUTION = "harmless"
-SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "k", "k": 4}
+# One principle per pair: the CAI paper's setting and method_agreement.json's headline row.
+SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "one"}
 SEED = 0
 
 
@@ -39,14 +40,13 @@ def score(judge_spec: str) -> tuple[list[dict[str, Any]], float]:
     from cai.constitution.load import load_constitution
     from cai.io.pairs import load_pairs
     from cai.models.spec import load_backend
-    from cai.stages.judge_eval import judge_items
     from cai.stages.settings import JudgeSettings
 
     c = load_constitution(CONSTITUTION)
     pairs = load_pairs("judge-dev")
     judge = load_backend(judge_spec, dtype="fp32")
     t0 = time.perf_counter()
-    items = judge_items(c, judge, pairs, JudgeSettings(**SETTINGS), seed=SEED, batch_size=8)
+    items = judge_with_progress(c, judge, pairs, JudgeSettings(**SETTINGS), SEED)
     judge.close()
     return items, time.perf_counter() - t0
 

@@ -4,7 +4,7 @@ Scores every pair of data/decision_pairs.jsonl (a refusal and a compliant answer
 README "decision_pairs.jsonl") with
 
 * the embedded judge's likelihood contrast, the shipped best label method (contrast, mean
-  normalisation, k = 4 principles, the harmless constitution, seed 0), with β = 1 and with the
+  normalisation, one principle per pair, the harmless constitution, seed 0), with β = 1 and with the
   fitted β of data/contrast_fit.json (β can move the sign of a mean over principles). The
   judge's scores are cached in ``benchmarks/results/decision_pairs_judge_scores.jsonl``;
 * each PM folder given with ``--pm`` (e.g. the pm stage of a quickstart run).
@@ -27,14 +27,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, finish
+from benchmarks._common import RESULTS, finish, judge_with_progress
+from cai.errors import CaiError
 from cai.stages.contrast_fit import fitted_beta, item_deltas, label
 from cai.stages.decision import DecisionPair, format_summary, load_decision_pairs, pm_margins, summarize
 from cai.stages.label_math import is_tie
 
 CACHE = RESULTS / "decision_pairs_judge_scores.jsonl"
 CONSTITUTION = "harmless"
-SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "k", "k": 4}
+# One principle per pair: the CAI paper's setting and method_agreement.json's headline row.
+SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "one"}
 SEED = 0
 
 
@@ -44,14 +46,13 @@ def judge_items(pairs: list[DecisionPair], spec: str, rescore: bool) -> tuple[li
     from cai.constitution.load import load_constitution
     from cai.io.pairs import Pair
     from cai.models.spec import load_backend
-    from cai.stages import judge_eval
     from cai.stages.settings import JudgeSettings
 
     c = load_constitution(CONSTITUTION)
     judge = load_backend(spec, dtype="fp32")
     given = [Pair(p.id, p.conversation, p.refusal, p.answer) for p in pairs]  # a = the refusal
     t0 = time.perf_counter()
-    items = judge_eval.judge_items(c, judge, given, JudgeSettings(**SETTINGS), seed=SEED, batch_size=8)
+    items = judge_with_progress(c, judge, given, JudgeSettings(**SETTINGS), SEED)
     seconds = time.perf_counter() - t0
     judge.close()
     CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +84,13 @@ def main() -> None:
     if not args.no_judge:
         items, seconds["judge"] = judge_items(pairs, args.judge, args.rescore)
         assert [it["id"] for it in items] == [p.id for p in pairs], "cache is for another version of the pairs"
-        what = f"judge {args.judge}, contrast mean, k=4, {CONSTITUTION}"
-        for name, beta in (("beta 1", 1.0), ("beta fitted", fitted_beta(args.judge, SETTINGS["contrast_norm"]))):
+        what = f"judge {args.judge}, contrast mean, one principle, {CONSTITUTION}"
+        betas = [("beta 1", 1.0)]
+        try:
+            betas.append(("beta fitted", fitted_beta(args.judge, SETTINGS["contrast_norm"])))
+        except CaiError as e:  # before benchmarks/contrast_fit.py --write-data has run
+            print(f"no fitted-beta row: {e}")
+        for name, beta in betas:
             rewards[f"{what}, {name}"] = summarize(pairs, contrast_margins(items, beta), f"{what}, {name} ({beta:.4g})")
     for folder in args.pm:
         from cai.train.rl_common import PMScorer

@@ -49,10 +49,13 @@ def check_contrast_principles(c: Constitution, pool: Sequence[Versioned]) -> Non
                 )
 
 
-def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned]) -> None:
-    """Stop before any work when contrast cannot run: a principle lacks guidance, or the backend
-    cannot score given replies (an empty request is the probe: it does no work, or raises)."""
+def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned], s: JudgeSettings | None = None) -> None:
+    """Stop before any work when contrast cannot run: a principle lacks guidance, ``beta:
+    fitted`` has no fit for this judge (with `s`), or the backend cannot score given replies (an
+    empty request is the probe: it does no work, or raises)."""
     check_contrast_principles(c, pool)
+    if s is not None:
+        beta_for(s, backend.spec)
     backend.sequence_logprobs([])
 
 

@@ -120,7 +120,7 @@ def judge_items(
     if s.method == "contrast":
         from cai.stages.contrast import preflight
 
-        preflight(c, backend, list({v.ref: v for p in pairs for v in pool(p)}.values()))
+        preflight(c, backend, list({v.ref: v for p in pairs for v in pool(p)}.values()), s)
     items: list[dict[str, Any]] = []
     with StepProgress("judge-eval", len(pairs), quiet) as prog:
         for start in range(0, len(pairs), batch_size):
