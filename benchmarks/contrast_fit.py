@@ -8,7 +8,7 @@ model. β is fitted by maximum likelihood on ``dev`` (`cai.stages.contrast_fit.f
 the labels under β = 1 and the fitted β are compared on ``test``: log-loss, Brier, ECE (10 bins
 of p), accuracy.
 
-    python benchmarks/contrast_fit.py [--rescore] [--write-data]
+    python benchmarks/contrast_fit.py [--every N] [--cached] [--write-data]
 
 Prints a table, writes benchmarks/results/contrast_fit.json; ``--write-data`` also writes the
 fitted value with its provenance to data/contrast_fit.json (what ``beta: fitted`` reads).
@@ -35,29 +35,28 @@ SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "one"}
 SEED = 0
 
 
-def score(judge_spec: str) -> tuple[list[dict[str, Any]], float]:
-    """Every judge-dev pair judged once with the shipped setting (the slow part)."""
+def score(judge_spec: str, every: int) -> tuple[list[dict[str, Any]], float]:
+    """Every `every`-th pair of each judge-dev split judged once with the shipped setting (the
+    slow part); cached pairs are not judged again."""
     from cai.constitution.load import load_constitution
     from cai.io.pairs import load_pairs
     from cai.models.spec import load_backend
     from cai.stages.settings import JudgeSettings
 
     c = load_constitution(CONSTITUTION)
-    pairs = load_pairs("judge-dev")
+    everything = load_pairs("judge-dev")
+    pairs = [p for split in ("dev", "test") for p in [q for q in everything if q.split == split][::every]]
     judge = load_backend(judge_spec, dtype="fp32")
     t0 = time.perf_counter()
-    items = judge_with_progress(c, judge, pairs, JudgeSettings(**SETTINGS), SEED)
+    items = judge_with_progress(c, judge, pairs, JudgeSettings(**SETTINGS), SEED, CACHE)
     judge.close()
     return items, time.perf_counter() - t0
 
 
-def load_or_score(judge_spec: str, rescore: bool) -> tuple[list[dict[str, Any]], float | None]:
-    if CACHE.is_file() and not rescore:
+def load_or_score(judge_spec: str, every: int, cached_only: bool) -> tuple[list[dict[str, Any]], float | None]:
+    if cached_only:
         return [json.loads(line) for line in CACHE.read_text().splitlines() if line.strip()], None
-    items, seconds = score(judge_spec)
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    CACHE.write_text("".join(json.dumps(it) + "\n" for it in items))
-    return items, seconds
+    return score(judge_spec, every)
 
 
 def rows_of(items: list[dict[str, Any]], split: str, norm: str) -> list[tuple[list[float], int]]:
@@ -76,6 +75,8 @@ def measure(items: list[dict[str, Any]], norm: str) -> dict[str, Any]:
     dev, test = rows_of(items, "dev", norm), rows_of(items, "test", norm)
     fit = fit_beta(dev)
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in fit.items()}
+    if fit["interval_95"]:
+        rounded["interval_95"] = [round(x, 4) for x in fit["interval_95"]]
     out: dict[str, Any] = {"contrast_norm": norm, "fit": rounded}
     for split, rows in (("dev", dev), ("test", test)):
         ys = [y for _, y in rows]
@@ -89,7 +90,12 @@ def measure(items: list[dict[str, Any]], norm: str) -> dict[str, Any]:
 def table(m: dict[str, Any]) -> str:
     cols = ("n", "log_loss", "brier", "ece", "accuracy", "label_range")
     head = f"{'split':<6}{'beta':>10}" + "".join(f"{c:>14}" for c in cols)
-    lines = [f"contrast_norm {m['contrast_norm']}: fitted beta {m['fit']['beta']} on {m['fit']['n']} dev pairs", head]
+    fit = m["fit"]
+    lines = [
+        f"contrast_norm {m['contrast_norm']}: fitted beta {fit['beta']} (95% profile interval "
+        f"{fit['interval_95']}) on {fit['n']} dev pairs",
+        head,
+    ]
     for split in ("dev", "test"):
         for name, beta in (("beta_1", "1"), ("beta_fitted", f"{m['fit']['beta']:.3g}")):
             r = m[split][name]
@@ -100,11 +106,12 @@ def table(m: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", default="embedded")
-    ap.add_argument("--rescore", action="store_true", help="score again even when the cache exists")
+    ap.add_argument("--every", type=int, default=1, help="judge every N-th pair of each split (1: all)")
+    ap.add_argument("--cached", action="store_true", help="fit on the cached scores only, no model")
     ap.add_argument("--write-data", action="store_true", help=f"write data/{FIT_FILE}")
     args = ap.parse_args()
 
-    items, seconds = load_or_score(args.judge, args.rescore)
+    items, seconds = load_or_score(args.judge, args.every, args.cached)
     results = {norm: measure(items, norm) for norm in ("mean", "sum")}
     for m in results.values():
         print(table(m) + "\n")
@@ -113,7 +120,8 @@ def main() -> None:
         "constitution": CONSTITUTION,
         "settings": SETTINGS,
         "seed": SEED,
-        "pairs": "judge-dev (data/judge_dev.jsonl): fit on split dev, reported on split test",
+        "pairs": "judge-dev (data/judge_dev.jsonl): fit on split dev, reported on split test"
+        + (f", every {args.every}th pair of each split" if args.every > 1 else ""),
         "command": "python benchmarks/contrast_fit.py --write-data",
     }
     result = {**provenance, "scoring_seconds": None if seconds is None else round(seconds, 1), "results": results}
@@ -123,6 +131,7 @@ def main() -> None:
                 "judge": args.judge,
                 "contrast_norm": norm,
                 "beta": m["fit"]["beta"],
+                "interval_95": m["fit"]["interval_95"],
                 "fitted_on": f"judge-dev dev split, {m['fit']['n']} pairs",
                 "test": m["test"],
             }

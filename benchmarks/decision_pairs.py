@@ -11,7 +11,7 @@ README "decision_pairs.jsonl") with
 
 and prints agreement per side with 95 % Wilson intervals, dev and test side by side.
 
-    python benchmarks/decision_pairs.py [--pm RUN/pm/model ...] [--no-judge] [--rescore]
+    python benchmarks/decision_pairs.py [--pm RUN/pm/model ...] [--no-judge] [--judge-split S] [--judge-every N]
 
 Writes benchmarks/results/decision_pairs.json.
 """
@@ -19,7 +19,6 @@ Writes benchmarks/results/decision_pairs.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,9 +39,8 @@ SETTINGS = {"method": "contrast", "contrast_norm": "mean", "principles": "one"}
 SEED = 0
 
 
-def judge_items(pairs: list[DecisionPair], spec: str, rescore: bool) -> tuple[list[dict[str, Any]], float | None]:
-    if CACHE.is_file() and not rescore:
-        return [json.loads(line) for line in CACHE.read_text().splitlines() if line.strip()], None
+def judge_items(pairs: list[DecisionPair], spec: str) -> tuple[list[dict[str, Any]], float | None]:
+    """The judge's answers for `pairs` (cached pairs are read back, the rest judged and cached)."""
     from cai.constitution.load import load_constitution
     from cai.io.pairs import Pair
     from cai.models.spec import load_backend
@@ -52,11 +50,9 @@ def judge_items(pairs: list[DecisionPair], spec: str, rescore: bool) -> tuple[li
     judge = load_backend(spec, dtype="fp32")
     given = [Pair(p.id, p.conversation, p.refusal, p.answer) for p in pairs]  # a = the refusal
     t0 = time.perf_counter()
-    items = judge_with_progress(c, judge, given, JudgeSettings(**SETTINGS), SEED)
+    items = judge_with_progress(c, judge, given, JudgeSettings(**SETTINGS), SEED, CACHE)
     seconds = time.perf_counter() - t0
     judge.close()
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    CACHE.write_text("".join(json.dumps(it) + "\n" for it in items))
     return items, seconds
 
 
@@ -75,15 +71,20 @@ def main() -> None:
     ap.add_argument("--judge", default="embedded")
     ap.add_argument("--no-judge", action="store_true", help="measure only the --pm folders")
     ap.add_argument("--pm", action="append", default=[], help="a PM folder (repeatable)")
-    ap.add_argument("--rescore", action="store_true", help="score with the judge again even when cached")
+    ap.add_argument("--judge-split", choices=["all", "dev", "test"], default="all", help="pairs the judge scores")
+    ap.add_argument("--judge-every", type=int, default=1, help="the judge scores every N-th of those pairs per side")
     args = ap.parse_args()
 
     pairs = load_decision_pairs()
     rewards: dict[str, Any] = {}
     seconds: dict[str, float | None] = {}
     if not args.no_judge:
-        items, seconds["judge"] = judge_items(pairs, args.judge, args.rescore)
-        assert [it["id"] for it in items] == [p.id for p in pairs], "cache is for another version of the pairs"
+        mine = [
+            p
+            for side in ("harmful", "safe")
+            for p in [q for q in pairs if q.side == side and args.judge_split in ("all", q.split)][:: args.judge_every]
+        ]
+        items, seconds["judge"] = judge_items(mine, args.judge)
         what = f"judge {args.judge}, contrast mean, one principle, {CONSTITUTION}"
         betas = [("beta 1", 1.0)]
         try:
@@ -91,7 +92,7 @@ def main() -> None:
         except CaiError as e:  # before benchmarks/contrast_fit.py --write-data has run
             print(f"no fitted-beta row: {e}")
         for name, beta in betas:
-            rewards[f"{what}, {name}"] = summarize(pairs, contrast_margins(items, beta), f"{what}, {name} ({beta:.4g})")
+            rewards[f"{what}, {name}"] = summarize(mine, contrast_margins(items, beta), f"{what}, {name} ({beta:.4g})")
     for folder in args.pm:
         from cai.train.rl_common import PMScorer
 

@@ -12,8 +12,8 @@ constitution's ``contrast`` template as a system turn after the conversation. Wi
     p_a = σ(β · (s(a) − s(b)))
 
 (β: ``beta``, a number, or ``fitted`` for the value fitted on judge-dev's dev split,
-`cai.stages.contrast_fit`) and principles are combined as in multiple choice (mean of p_a over those drawn). The four
-scores per (pair, principle) go to the backend in one `sequence_logprobs` call per batch, ordered
+`cai.stages.contrast_fit`) and principles are combined as in multiple choice (mean of p_a over
+those drawn). The four scores per (pair, principle) go to the backend in one `sequence_logprobs` call per batch, ordered
 pair → principle → side, so the conversation prefix is computed once per pair and each side's
 guidance once per reply.
 """

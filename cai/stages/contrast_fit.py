@@ -27,6 +27,7 @@ FIT_FILE = "contrast_fit.json"  # in data/
 LOG_BETA_RANGE = (-4.0, 9.0)  # β from about 0.02 to 8000: mean-normalised Δ are ~1e-2
 EPS = 1e-12
 ECE_BINS = 10
+PROFILE_DROP = 1.920729  # half the 95 % quantile of chi-squared with one degree of freedom
 
 
 def item_deltas(item: dict[str, Any], norm: str) -> list[float] | None:
@@ -78,9 +79,13 @@ def fit_beta(rows: Sequence[tuple[Sequence[float], int]], grid_step: float = 0.0
         else:
             a = c
     log_beta = (a + b) / 2
+    top = log_likelihood(rows, math.exp(log_beta))
+    # Profile-likelihood 95 % interval: the β whose log-likelihood is within χ²₁(0.95)/2 of the top.
+    inside = [g for g, v in zip(grid, values, strict=True) if v >= top - PROFILE_DROP]
     return {
         "beta": math.exp(log_beta),
-        "log_likelihood": log_likelihood(rows, math.exp(log_beta)),
+        "interval_95": [math.exp(min(inside)), math.exp(max(inside))] if inside else None,
+        "log_likelihood": top,
         "n": len(rows),
         "at_bound": best in (0, len(grid) - 1),
     }

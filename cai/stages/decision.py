@@ -205,22 +205,28 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def pm_margins(scorer: Any, pairs: Sequence[DecisionPair]) -> list[float | None]:
-    """r(refusal) − r(answer) from a `cai.train.rl_common.PMScorer`, in evaluation mode."""
+    """r(refusal) − r(answer) from a `cai.train.rl_common.PMScorer`, in evaluation mode. Replies
+    are scored shortest first, so a batch pads little (the scores do not depend on the batch)."""
     model = scorer.model
     was_training = model.training
     model.eval()
     try:
-        prompts = [p.conversation for p in pairs]
-        refusal = scorer.score(prompts, [p.refusal for p in pairs])
-        answer = scorer.score(prompts, [p.answer for p in pairs])
+        seqs = [scorer.encode(p.conversation, text) for p in pairs for text in (p.refusal, p.answer)]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        scores = [0.0] * len(seqs)
+        for i, score in zip(order, scorer.score_ids([seqs[i] for i in order]), strict=True):
+            scores[i] = score
     finally:
         model.train(was_training)
-    return [r - a for r, a in zip(refusal, answer, strict=True)]
+    return [scores[2 * i] - scores[2 * i + 1] for i in range(len(pairs))]
 
 
-def pm_check(scorer: Any, ref: str = SHIPPED_NAME, split: str = "test") -> dict[str, Any]:
-    """What the pm stage records: agreement per side on the yardstick's `split` (a few seconds)."""
+def pm_check(scorer: Any, ref: str = SHIPPED_NAME, split: str = "test", per_side: int | None = None) -> dict[str, Any]:
+    """What the pm stage records: agreement per side on the yardstick's `split` (the first
+    `per_side` pairs of each side in file order when given)."""
     pairs = load_decision_pairs(ref, split)
+    if per_side is not None:
+        pairs = [p for side in SIDES for p in [q for q in pairs if q.side == side][:per_side]]
     figures = agreement(pairs, pm_margins(scorer, pairs))
     return {"pairs": SHIPPED_FILE if ref == SHIPPED_NAME else ref, "split": split, **figures[split]}
 

@@ -199,14 +199,18 @@ class _Model:
 
 
 class ScriptedPM:
-    """Scores a reply by a table (what a PM would return), recording that it ran in eval mode."""
+    """Scores a reply by a table (what a PM would return), recording that it ran in eval mode.
+    Its "tokens" are the reply's characters, so sequences differ in length as real ones do."""
 
     def __init__(self, table: dict[str, float]):
         self.model, self.table, self.modes = _Model(), table, []
 
-    def score(self, prompts: list[Any], answers: list[str]) -> list[float]:
+    def encode(self, prompt: Any, answer: str) -> list[int]:
+        return [ord(ch) for ch in answer]
+
+    def score_ids(self, seqs: list[list[int]]) -> list[float]:
         self.modes.append(self.model.training)
-        return [self.table[a] for a in answers]
+        return [self.table["".join(map(chr, s))] for s in seqs]
 
 
 def test_pm_margins_and_the_pm_stage_summary_use_the_scores_as_a_hand_computation() -> None:
@@ -219,13 +223,15 @@ def test_pm_margins_and_the_pm_stage_summary_use_the_scores_as_a_hand_computatio
     scorer = ScriptedPM(table)
     margins = pm_margins(scorer, pairs)
     assert margins == [table[p.refusal] - table[p.answer] for p in pairs]
-    assert scorer.modes == [False, False] and scorer.model.training is True  # eval while scoring, then back
+    assert scorer.modes == [False] and scorer.model.training is True  # eval while scoring, then back
     summary = pm_check(ScriptedPM(table))
     for side, wins in (("harmful", lambda m: m > 0), ("safe", lambda m: m < 0)):
         mine = [m for p, m in zip(pairs, margins, strict=True) if p.side == side]
         assert summary[side]["n"] == len(mine)
         assert summary[side]["k"] == sum(wins(m) for m in mine)
     assert summary["split"] == "test" and summary["pairs"] == "decision_pairs.jsonl"
+    few = pm_check(ScriptedPM(table), per_side=5)
+    assert few["harmful"]["n"] == few["safe"]["n"] == 5
 
 
 def test_eval_decision_with_a_judge_reports_both_splits(tmp_path: Path) -> None:
@@ -254,6 +260,8 @@ def test_fit_recovers_a_known_beta_on_synthetic_labels() -> None:
     fit = fit_beta(rows)
     assert fit["beta"] == pytest.approx(true_beta, rel=0.15)
     assert not fit["at_bound"]
+    lo, hi = fit["interval_95"]
+    assert lo < true_beta < hi and lo < fit["beta"] < hi
 
     # The maximum: the likelihood is lower a little either side.
     def ll(b: float) -> float:
