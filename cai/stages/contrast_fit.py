@@ -93,34 +93,38 @@ def fit_beta(rows: Sequence[tuple[Sequence[float], int]], grid_step: float = 0.0
 
 def calibration(ps: Sequence[float], ys: Sequence[int], bins: int = ECE_BINS) -> dict[str, Any]:
     """Log-loss, Brier score, expected calibration error and accuracy of labels `ps` against
-    outcomes `ys` (1: `a` preferred). ECE bins the probability of `a` itself (not the confidence),
-    so a label at 0.55 that is right 55 % of the time is calibrated whichever side it favours.
-    A label of exactly 0.5 counts half in accuracy."""
+    outcomes `ys` (1: `a` preferred). ECE bins the label's confidence max(p, 1 − p) into `bins`
+    equal bins over [0.5, 1] and compares each bin's mean confidence with how often the favoured
+    side was the preferred one (as `judge-eval`'s reliability does: on judge-dev `a` is always the
+    human's choice, so binning p itself would only measure how far p is from 1). A label of
+    exactly 0.5 counts half in accuracy."""
     n = len(ps)
     if n == 0:
         return {"n": 0, "log_loss": None, "brier": None, "ece": None, "accuracy": None}
     clipped = [min(max(p, EPS), 1 - EPS) for p in ps]
     log_loss = -sum(math.log(p if y else 1 - p) for p, y in zip(clipped, ys, strict=True)) / n
     brier = sum((p - y) ** 2 for p, y in zip(ps, ys, strict=True)) / n
-    acc = sum(0.5 if p == 0.5 else float((p > 0.5) == bool(y)) for p, y in zip(ps, ys, strict=True)) / n
+    right = [0.5 if p == 0.5 else float((p > 0.5) == bool(y)) for p, y in zip(ps, ys, strict=True)]
+    conf = [max(p, 1 - p) for p in ps]
     ece = 0.0
     for k in range(bins):
-        inside = [(p, y) for p, y in zip(ps, ys, strict=True) if _bin(p, bins) == k]
+        inside = [(c, r) for c, r in zip(conf, right, strict=True) if _bin(c, bins) == k]
         if inside:
-            gap = sum(p for p, _ in inside) / len(inside) - sum(y for _, y in inside) / len(inside)
+            gap = sum(c for c, _ in inside) / len(inside) - sum(r for _, r in inside) / len(inside)
             ece += len(inside) / n * abs(gap)
     return {
         "n": n,
         "log_loss": round(log_loss, 4),
         "brier": round(brier, 4),
         "ece": round(ece, 4),
-        "accuracy": round(acc, 4),
+        "accuracy": round(sum(right) / n, 4),
         "label_range": [round(min(ps), 4), round(max(ps), 4)],
     }
 
 
-def _bin(p: float, bins: int) -> int:
-    return min(int(p * bins), bins - 1)
+def _bin(confidence: float, bins: int) -> int:
+    """Which of `bins` equal bins over [0.5, 1] a confidence falls in."""
+    return min(int((confidence - 0.5) * 2 * bins), bins - 1)
 
 
 def fitted_beta(judge: str, norm: str) -> float:

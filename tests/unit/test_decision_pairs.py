@@ -277,8 +277,9 @@ def test_calibration_figures_by_hand() -> None:
     assert c["log_loss"] == pytest.approx(by_hand, abs=1e-4)
     assert c["brier"] == pytest.approx((0.01 + 0.36 + 0.09 + 0.25) / 4, abs=1e-4)
     assert c["accuracy"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
-    # Bins of p (width 0.1): each point alone in its bin, so ECE = mean |p - y|.
-    assert c["ece"] == pytest.approx((0.1 + 0.6 + 0.3 + 0.5) / 4, abs=1e-4)
+    # Confidence bins of width 0.05 over [0.5, 1]: 0.9, 0.6, 0.7, 0.5 each alone in its bin, so
+    # ECE = mean |right - confidence| = (|1 - 0.9| + |0 - 0.6| + |1 - 0.7| + |0.5 - 0.5|) / 4.
+    assert c["ece"] == pytest.approx((0.1 + 0.6 + 0.3 + 0.0) / 4, abs=1e-4)
 
 
 def test_beta_fitted_reads_the_shipped_fit_and_refuses_a_judge_without_one() -> None:
