@@ -132,6 +132,7 @@ def main() -> None:
                 "contrast_norm": norm,
                 "beta": m["fit"]["beta"],
                 "interval_95": m["fit"]["interval_95"],
+                "at_bound": m["fit"]["at_bound"],
                 "fitted_on": f"judge-dev dev split, {m['fit']['n']} pairs",
                 "test": m["test"],
             }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cai.errors import option_error
@@ -127,15 +128,24 @@ def _bin(confidence: float, bins: int) -> int:
     return min(int((confidence - 0.5) * 2 * bins), bins - 1)
 
 
-def fitted_beta(judge: str, norm: str) -> float:
-    """The shipped β for `judge` and `norm` (``beta: fitted``); a one-line error when there is none."""
+def fitted_beta(judge: str, norm: str, path: Path | None = None) -> float:
+    """The shipped β for `judge` and `norm` (``beta: fitted``; `path`: another fits file); a
+    one-line error when there is none, or when the fit found no signal."""
     from cai.io.readers import read_json_file
     from cai.paths import data_dir
 
-    path = data_dir("data") / FIT_FILE
+    path = path or data_dir("data") / FIT_FILE
     fits = read_json_file(path).get("fits", []) if path.is_file() else []
     for f in fits:
         if f.get("judge") == judge and f.get("contrast_norm") == norm:
+            if f.get("at_bound") and float(f["beta"]) <= math.exp(LOG_BETA_RANGE[0]) * 1.001:
+                raise option_error(
+                    "--beta",
+                    f"the fit for judge {judge!r} with contrast_norm {norm!r} found no signal (beta at its lower "
+                    f"bound {float(f['beta']):.3g}: on judge-dev's dev split the contrast agrees with people no more "
+                    "often than not), so every label would be a tie; give a number",
+                    value="fitted",
+                )
             return float(f["beta"])
     have = ", ".join(f"{f.get('judge')}/{f.get('contrast_norm')}" for f in fits) or "none"
     raise option_error(

@@ -317,3 +317,16 @@ def test_the_report_shows_the_pm_decision_figures_and_warns_at_chance(tmp_path: 
     page = build_report(run)
     assert _warn_keys(page) == ["pm-decision"]
     assert "on harmful prompts it prefers the refusal only 50% of the time (n 38): it would teach compliance" in page
+
+
+def test_a_fit_that_found_no_signal_is_refused_not_used(tmp_path: Path) -> None:
+    """β at the lower end of its range makes every label a tie: `beta: fitted` says so instead."""
+    path = tmp_path / "fits.json"
+    fits = [
+        {"judge": "j", "contrast_norm": "mean", "beta": 0.0183, "at_bound": True},
+        {"judge": "j", "contrast_norm": "sum", "beta": 2.5, "at_bound": False},
+    ]
+    path.write_text(json.dumps({"fits": fits}))
+    assert fitted_beta("j", "sum", path) == 2.5
+    with pytest.raises(CaiError, match="found no signal"):
+        fitted_beta("j", "mean", path)
