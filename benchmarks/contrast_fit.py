@@ -121,8 +121,14 @@ def main() -> None:
         "settings": SETTINGS,
         "seed": SEED,
         "pairs": "judge-dev (data/judge_dev.jsonl): fit on split dev, reported on split test"
-        + (f", every {args.every}th pair of each split" if args.every > 1 else ""),
-        "command": "python benchmarks/contrast_fit.py --write-data",
+        + (f", every {args.every}th pair of each split" if args.every > 1 and not args.cached else "")
+        + (
+            f"; the {sum(it['split'] == 'dev' for it in items)} dev and {sum(it['split'] == 'test' for it in items)} "
+            "test pairs judged so far (a run cut short: --cached)"
+            if args.cached
+            else ""
+        ),
+        "command": "python benchmarks/contrast_fit.py " + " ".join(sys.argv[1:]),
     }
     result = {**provenance, "scoring_seconds": None if seconds is None else round(seconds, 1), "results": results}
     if args.write_data:

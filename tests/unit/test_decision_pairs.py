@@ -284,9 +284,10 @@ def test_calibration_figures_by_hand() -> None:
 
 def test_beta_fitted_reads_the_shipped_fit_and_refuses_a_judge_without_one() -> None:
     doc = json.loads((DATA / "contrast_fit.json").read_text())
-    fit = next(f for f in doc["fits"] if f["judge"] == "embedded" and f["contrast_norm"] == "mean")
-    s = JudgeSettings(method="contrast", contrast_norm="mean", beta="fitted")
-    assert beta_for(s, "embedded") == fitted_beta("embedded", "mean") == fit["beta"]
+    s = JudgeSettings(method="contrast", contrast_norm="sum", beta="fitted")
+    fit = next(f for f in doc["fits"] if f["judge"] == "embedded" and f["contrast_norm"] == "sum")
+    assert not fit["at_bound"] and 0 < fit["interval_95"][0] <= fit["beta"] <= fit["interval_95"][1]
+    assert beta_for(s, "embedded") == fitted_beta("embedded", "sum") == fit["beta"]
     assert beta_for(JudgeSettings(method="contrast", beta=2.5), "anything") == 2.5
     with pytest.raises(CaiError) as err:
         beta_for(s, "openai:gpt-x")
