@@ -80,6 +80,29 @@ def run_cai(*args: str, what: str | None = None) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
+def judge_with_progress(
+    c: Any, judge: Any, pairs: list[Any], settings: Any, seed: int, cache: Path, chunk: int = 8
+) -> list[Any]:
+    """`judge_eval.judge_items` in chunks, each appended to the JSONL `cache` as it finishes, so
+    a run cut short keeps what it judged and a rerun judges only the rest (a pair's principles
+    depend only on the seed and its id, so chunking changes nothing)."""
+    from cai.stages.judge_eval import judge_items
+
+    done = {}
+    if cache.is_file():
+        done = {it["id"]: it for it in map(json.loads, cache.read_text().splitlines()) if it}
+    todo = [p for p in pairs if p.id not in done]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), chunk):
+        new = judge_items(c, judge, todo[start : start + chunk], settings, seed=seed, batch_size=8, quiet=True)
+        with cache.open("a") as f:
+            f.writelines(json.dumps(it) + "\n" for it in new)
+        done.update((it["id"], it) for it in new)
+        print(f"  judged {start + len(new)}/{len(todo)} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+    return [done[p.id] for p in pairs]
+
+
 def finish(name: str, result: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

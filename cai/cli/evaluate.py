@@ -1,5 +1,7 @@
 """`cai eval policy`: is the trained policy more harmless without becoming evasive?
-`cai eval refusals`: can the refusal detector behind those figures be trusted on your model?"""
+`cai eval refusals`: can the refusal detector behind those figures be trusted on your model?
+`cai eval decision`: does a reward (a PM, a judge's labels) prefer refusing harmful requests and
+answering safe ones?"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from cai.cli.options import QuietOpt, check_out, die, settings_command
 from cai.errors import CaiError, file_error, option_error
 from cai.models.settings import DEFAULT_MODEL, Backends, BackendSettings
 from cai.paths import DEFAULT_CONSTITUTION
-from cai.stages.settings import EvalSettings, Seed, Window
+from cai.stages.settings import DecisionSettings, EvalSettings, Seed, Window
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 AlsoOpt = Annotated[
@@ -186,9 +188,63 @@ def eval_refusals(
         typer.echo(f"wrote {out}")
 
 
+@settings_command(settings=DecisionSettings, run=Seed, backend=BackendSettings)
+def eval_decision(
+    settings: DecisionSettings,
+    run: Seed,
+    backend: BackendSettings,
+    pm_: Annotated[str | None, typer.Option("--pm", help="Preference model folder to measure.")] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", "-j", help="Judge model spec to measure, asked as `cai label` asks it (--method …)."),
+    ] = None,
+    pairs: Annotated[
+        str, typer.Option("--pairs", help="Refusal-vs-answer pairs (JSONL, data/README.md), or decision-pairs.")
+    ] = "decision-pairs",
+    constitution: Annotated[
+        str, typer.Option("--constitution", "-c", help="Comparison principles for --judge.")
+    ] = DEFAULT_CONSTITUTION,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the figures and per-pair margins as JSON.")
+    ] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure a reward on the decision it has to teach: on harmful prompts the refusal should win,
+    on safe prompts that only sound alarming the answer should. Agreement per side, dev and test."""
+    from cai.io.atomic import write_text_atomic
+    from cai.stages.decision import format_summary, judge_margins, load_decision_pairs, pm_margins, summarize
+
+    if (pm_ is None) == (judge is None):
+        die(option_error("--pm", "give exactly one reward to measure: --pm FOLDER or --judge SPEC"))
+    if out is not None and out.is_dir():
+        die(file_error(out, "--out", "is a folder (give a file name for the JSON)"))
+    items = load_decision_pairs(pairs)
+    if pm_ is not None:
+        from cai.train.rl_common import PMScorer
+
+        margins = pm_margins(PMScorer.load(pm_), items)
+        name = f"PM {pm_}"
+    else:
+        from cai.constitution.load import load_constitution
+
+        c = load_constitution(constitution)
+        with Backends(backend, quiet=quiet) as backends:
+            scorer = backends(str(judge), "--judge")
+            margins = judge_margins(c, scorer, items, settings, run.seed, settings.batch_size, quiet)
+        name = f"judge {judge} ({', '.join(f'{k} {v}' for k, v in settings.as_record().items() if v is not None)})"
+    summary = summarize(items, margins, name)
+    summary["source"] = pairs
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary))
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `eval` group with `policy` and `refusals`."""
+    """Add the `eval` group with `policy`, `refusals` and `decision`."""
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate trained models.")
     eval_app.command("policy")(eval_policy)
     eval_app.command("refusals")(eval_refusals)
+    eval_app.command("decision")(eval_decision)
     app.add_typer(eval_app, name="eval")

@@ -89,10 +89,27 @@ def pm_section(view: RunView) -> str:
     return (
         "<h2>Preference model</h2>"
         + table(["held-out pairs", "accuracy", "n", "95% interval (Wilson)", "mean reward gap"], _held_out(summary))
+        + _decision(summary)
         + _gap_histogram(summary)
         + plot
         + table(["metric", "value"], [list(kv) for kv in shown])
     )
+
+
+def _decision(summary: TrainSummary) -> str:
+    """The PM on the decision RL will read off it: the refusal of a harmful request over the
+    answer, the answer to a safe request over the refusal (`cai.stages.decision`)."""
+    d = summary.value("decision")
+    if not isinstance(d, dict):
+        return ""
+    rows = []
+    for side, wins in (("harmful", "refusal"), ("safe", "answer")):
+        f = d.get(side) if isinstance(d.get(side), dict) else {}
+        rate, lo, hi = number(f.get("rate")), number(f.get("lo")), number(f.get("hi"))
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "—"
+        rows.append([f"{side} prompts: the {wins} preferred", rate, f.get("n"), ci])
+    where = html.escape(f"{d.get('pairs')}, {d.get('split')} split")
+    return table([f"decision pairs ({where})", "agreement", "n", "95% interval (Wilson)"], rows)
 
 
 def _gap_histogram(summary: TrainSummary) -> str:

@@ -96,6 +96,31 @@ def pm_warning(info: TrainRecord | None) -> RunWarning | None:
     )
 
 
+def pm_decision_warning(info: TrainRecord | None) -> RunWarning | None:
+    """A PM at or below chance on either side of the refusal-vs-answer yardstick teaches RL the
+    wrong decision there, whatever its held-out accuracy on the run's own pairs."""
+    d = (info.results() if info is not None else TrainSummary()).value("decision")
+    if not isinstance(d, dict):
+        return None
+    bad = []
+    for side, wins, teaches in (("harmful", "refusal", "compliance"), ("safe", "answer", "over-refusal")):
+        f = d.get(side) if isinstance(d.get(side), dict) else {}
+        rate = number(f.get("rate"))
+        if rate is not None and rate <= 0.5:
+            n = f.get("n")
+            bad.append(
+                f"on {side} prompts it prefers the {wins} only {rate:.0%} of the time (n {n}): it would teach {teaches}"
+            )
+    if not bad:
+        return None
+    return RunWarning(
+        "pm-decision",
+        "<b>The PM points the wrong way on the decision RL has to learn:</b> "
+        + html.escape("; ".join(bad))
+        + " (refusal-vs-answer pairs, data/decision_pairs.jsonl test split; a coin scores 50%).",
+    )
+
+
 def _pm_loss_warning(summary: TrainSummary) -> RunWarning | None:
     """No held-out pairs: the training loss is all there is. Ending next to ln 2, the loss of
     predicting 0.5 for every pair, it shows nothing was learned."""
@@ -205,6 +230,7 @@ def run_warnings(view: RunView) -> list[RunWarning]:
         judge_warning(*label_output(view)),
         labels_warning(view),
         pm_warning(trained(view, "pm")),
+        pm_decision_warning(trained(view, "pm")),
         *rl_warnings(*rl_log(view)),
         *(RunWarning(key, text) for key, text in monitor_warnings(view)),
         *harmless_warnings(view.output("eval/summary.json", EvalSummary)),

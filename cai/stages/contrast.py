@@ -11,8 +11,9 @@ constitution's ``contrast`` template as a system turn after the conversation. Wi
 
     p_a = σ(β · (s(a) − s(b)))
 
-and principles are combined as in multiple choice (mean of p_a over those drawn). The four
-scores per (pair, principle) go to the backend in one `sequence_logprobs` call per batch, ordered
+(β: ``beta``, a number, or ``fitted`` for the value fitted on judge-dev's dev split,
+`cai.stages.contrast_fit`) and principles are combined as in multiple choice (mean of p_a over
+those drawn). The four scores per (pair, principle) go to the backend in one `sequence_logprobs` call per batch, ordered
 pair → principle → side, so the conversation prefix is computed once per pair and each side's
 guidance once per reply.
 """
@@ -48,10 +49,13 @@ def check_contrast_principles(c: Constitution, pool: Sequence[Versioned]) -> Non
                 )
 
 
-def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned]) -> None:
-    """Stop before any work when contrast cannot run: a principle lacks guidance, or the backend
-    cannot score given replies (an empty request is the probe: it does no work, or raises)."""
+def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned], s: JudgeSettings | None = None) -> None:
+    """Stop before any work when contrast cannot run: a principle lacks guidance, ``beta:
+    fitted`` has no fit for this judge (with `s`), or the backend cannot score given replies (an
+    empty request is the probe: it does no work, or raises)."""
     check_contrast_principles(c, pool)
+    if s is not None:
+        beta_for(s, backend.spec)
     backend.sequence_logprobs([])
 
 
@@ -69,8 +73,21 @@ def reply_score(pos: float, neg: float, n_tokens: int, norm: str) -> float:
     return pos - neg
 
 
-def contrast_answer(ref: str, scores: dict[str, dict[str, Any]], s: JudgeSettings, error: str | None) -> dict[str, Any]:
-    """One principle's answer, in the record shape multiple choice uses (no position fields)."""
+def beta_for(s: JudgeSettings, judge: str | None) -> float:
+    """The number behind ``beta``: itself, or for ``fitted`` the shipped fit for this judge and norm
+    (`cai.stages.contrast_fit`; a one-line error when there is none)."""
+    if s.beta != "fitted":
+        return float(s.beta)
+    from cai.stages.contrast_fit import fitted_beta
+
+    return fitted_beta(judge or "", s.contrast_norm)
+
+
+def contrast_answer(
+    ref: str, scores: dict[str, dict[str, Any]], s: JudgeSettings, error: str | None, beta: float | None = None
+) -> dict[str, Any]:
+    """One principle's answer, in the record shape multiple choice uses (no position fields).
+    `beta` is the number in force (`beta_for`); None reads a numeric ``s.beta``."""
     out: dict[str, Any] = {
         "principle": ref,
         "order": "contrast",
@@ -88,8 +105,9 @@ def contrast_answer(ref: str, scores: dict[str, dict[str, Any]], s: JudgeSetting
     if error is None:
         sa = reply_score(scores["a"]["positive"], scores["a"]["negative"], scores["a"]["n_tokens"], s.contrast_norm)
         sb = reply_score(scores["b"]["positive"], scores["b"]["negative"], scores["b"]["n_tokens"], s.contrast_norm)
-        out["p_a"] = sigmoid(s.beta * (sa - sb))
-        out["s_a"], out["s_b"] = sa, sb
+        b = beta_for(s, None) if beta is None else beta
+        out["p_a"] = sigmoid(b * (sa - sb))
+        out["s_a"], out["s_b"], out["beta"] = sa, sb, b
     return out
 
 
@@ -102,6 +120,7 @@ def contrast_pairs(
 ) -> list[dict[str, Any]]:
     """Contrast labels for `pairs`, with `drawn[i]` the principles drawn for pair i."""
     check_contrast_principles(c, list({v.ref: v for d in drawn for v in d}.values()))
+    beta = beta_for(s, backend.spec)
     requests: list[tuple[Conversation, str]] = []
     keys: list[tuple[int, int, str, str]] = []  # (pair, principle index, reply, side)
     for i, (p, principles) in enumerate(zip(pairs, drawn, strict=True)):
@@ -123,21 +142,24 @@ def contrast_pairs(
     results = []
     for i, principles in enumerate(drawn):
         answers = [
-            contrast_answer(v.ref, table.get((i, k), {}), s, errors.get((i, k))) for k, v in enumerate(principles)
+            contrast_answer(v.ref, table.get((i, k), {}), s, errors.get((i, k)), beta) for k, v in enumerate(principles)
         ]
         results.append(aggregate([v.ref for v in principles], answers))
     return results
 
 
-def rederive(items: Sequence[dict[str, Any]], s: JudgeSettings) -> list[dict[str, Any]]:
+def rederive(items: Sequence[dict[str, Any]], s: JudgeSettings, judge: str | None = None) -> list[dict[str, Any]]:
     """Contrast results recomputed from their recorded log-probabilities under other settings
-    (``contrast_norm``, ``beta``): no model call, so judge-eval compares the two norms on
-    exactly the same scores."""
+    (``contrast_norm``, ``beta``; `judge` names the fit ``beta: fitted`` reads): no model call, so
+    judge-eval compares the two norms on exactly the same scores."""
+    beta = beta_for(s, judge)
     out = []
     for it in items:
         refs = [x["principle"] for x in it["principles"]]
         answers = [
-            contrast_answer(a["principle"], a["scores"], s, a["error"]) for x in it["principles"] for a in x["orders"]
+            contrast_answer(a["principle"], a["scores"], s, a["error"], beta)
+            for x in it["principles"]
+            for a in x["orders"]
         ]
         out.append({**it, **aggregate(refs, answers)})
     return out

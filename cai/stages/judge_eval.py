@@ -120,7 +120,7 @@ def judge_items(
     if s.method == "contrast":
         from cai.stages.contrast import preflight
 
-        preflight(c, backend, list({v.ref: v for p in pairs for v in pool(p)}.values()))
+        preflight(c, backend, list({v.ref: v for p in pairs for v in pool(p)}.values()), s)
     items: list[dict[str, Any]] = []
     with StepProgress("judge-eval", len(pairs), quiet) as prog:
         for start in range(0, len(pairs), batch_size):
@@ -319,7 +319,7 @@ def compare_methods(
             unavailable.append({**unavailable[-1], "method": name})
             continue
         if contrast_items is not None and change["method"] == "contrast":  # same scores, other norm
-            items = rederive(contrast_items, settings)
+            items = rederive(contrast_items, settings, backend.spec)
             summary = summarize(items, backend.spec, settings, seed, contrast_seconds)
         else:
             t0 = time.perf_counter()

@@ -266,7 +266,7 @@ class _LabelRun:
         if s.judge.method == "contrast" and self.judge is not None and s.needs_judge:
             from cai.stages.contrast import preflight
 
-            preflight(self.c, self.judge, self.c.comparison_principles)
+            preflight(self.c, self.judge, self.c.comparison_principles, s.judge)
         with Store(out, manifest(self.fixed, inputs, s, shard), lock=True) as store:
             provenance = self.provenance()
             tally = _Tally()

@@ -11,6 +11,7 @@ files read or written. Field names are the recipe keys; CLI flags are the same n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -139,7 +140,11 @@ class JudgeSettings(StageSettings):
     contrast_norm: Literal["sum", "mean"] = Field(
         "sum", description="contrast: sum the reply's token log-probabilities, or average them (mean)."
     )
-    beta: float = Field(1.0, gt=0, description="contrast: p_a = sigmoid(beta * (s_a - s_b)).")
+    beta: float | Literal["fitted"] = Field(
+        1.0,
+        description="contrast: p_a = sigmoid(beta * (s_a - s_b)); 'fitted': the value fitted on judge-dev's dev "
+        "split for this judge and contrast_norm (data/contrast_fit.json).",
+    )
 
     principles: Literal["one", "k", "all"] = Field(
         "one", description="one: one sampled per pair (CAI paper); k: mean over --k sampled; all: mean over all."
@@ -156,6 +161,20 @@ class JudgeSettings(StageSettings):
     )
     fewshot: bool = Field(True, description="Show the constitution's comparison exemplars.")
     cot_max_new_tokens: int = Field(128, ge=1, description="Length limit of the judge's reasoning (--cot).")
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _parse_beta(cls, v: Any) -> Any:
+        """A number (``2.5`` from the command line arrives as text) or ``fitted``."""
+        if isinstance(v, str) and v.strip() == "fitted":
+            return "fitted"
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number > 0 or 'fitted', got {v!r}") from None
+        if isinstance(v, bool) or not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"expected a number > 0 or 'fitted', got {v!r}")
+        return number
 
     @field_validator("clamp", mode="before")
     @classmethod
@@ -268,6 +287,12 @@ class JudgeEvalSettings(JudgeSettings):
         "all", description="Pairs of this split only (the pairs' `split` field); tune on dev, report test."
     )
     compare: bool = Field(False, description="Run every method on the pairs and print one ranking table.")
+
+
+class DecisionSettings(JudgeSettings):
+    """`eval decision`: a judge asked as `cai label` asks it, on refusal-vs-answer pairs."""
+
+    batch_size: int = Field(16, ge=1, description="Pairs per judge call.")
 
 
 class EvalSettings(Sampling, JudgeSettings):

@@ -6,7 +6,10 @@
   reward (see `cai.train.rl_common`); rows are therefore tokenised here, not by TRL.
 * The PM starts from the *policy* (usually the SL-CAI model) so it shares its tokenizer, which
   TRL's PPO requires; `check_same_tokenizer` enforces that before any RL run.
-* Accuracy (chosen scored above rejected) on held-out pairs before and after training.
+* Accuracy (chosen scored above rejected) on held-out pairs before and after training, and after
+  training the decision yardstick (`cai.stages.decision`): on the test pairs of
+  data/decision_pairs.jsonl, how often the PM prefers refusing a harmful request and answering a
+  safe one.
 
 TRL is imported inside functions so that reading and validating data stays cheap.
 """
@@ -22,6 +25,7 @@ import torch
 
 from cai.errors import fail, file_error, option_error
 from cai.io.pairs import parse_pair_row
+from cai.stages.decision import pm_check
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -251,7 +255,7 @@ def train_pm(
             )
         config = job.start(reward_config(job.output, s, seed, quiet))  # first: it sets up the process group
         trainer = _build(job.path, tokenizer, examples, job.output, config, quiet, lora.lora_config(s, "SEQ_CLS"))
-        summary = _train_and_summarize(trainer, tokenizer, held.rows)
+        summary = _train_and_summarize(trainer, tokenizer, held.rows, s.decision_pairs)
         summary["rows"] = _row_counts(ai, hum, held, len(examples), dropped)
         meta = {
             "data": [src.as_record() for src in ai.sources],
@@ -307,12 +311,16 @@ def _build(
     return trainer
 
 
-def _train_and_summarize(trainer: Any, tokenizer: Any, held: list[PrefRow]) -> dict[str, Any]:
+def _train_and_summarize(
+    trainer: Any, tokenizer: Any, held: list[PrefRow], decision_pairs: int | None = None
+) -> dict[str, Any]:
     scorer = PMScorer(trainer.model, tokenizer, batch_size=trainer.args.per_device_eval_batch_size)
     before_params = param_checksums(trainer.model)
     acc_before = pair_accuracy(scorer, held)
     result = trainer.train()
     acc_after = pair_accuracy(scorer, held)
+    # The refusal-vs-answer yardstick's test pairs (154 replies when all: about a minute on 2 cores).
+    decision = None if decision_pairs == 0 else pm_check(scorer, per_side=decision_pairs)
     changed = changed_params(before_params, param_checksums(trainer.model))
     losses = loss_history(trainer.state.log_history)
     train_acc = [float(e["accuracy"]) for e in trainer.state.log_history if "accuracy" in e]
@@ -332,4 +340,5 @@ def _train_and_summarize(trainer: Any, tokenizer: Any, held: list[PrefRow]) -> d
         "train_runtime_s": result.metrics.get("train_runtime"),
         "params_changed": bool(changed) if before_params else None,
         "params_changed_tensors": len(changed),
+        "decision": decision,
     }

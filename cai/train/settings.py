@@ -96,6 +96,12 @@ class PmSettings(Optimised):
     eval: list[str] = Field([], description="Held-out pairs (human files accepted): accuracy before/after.")
     batch_size: int = Field(4, ge=1, description="Pairs per device per optimiser step.")
     max_length: int = Field(512, ge=16, description="Tokens per side; longer pairs are dropped (and counted).")
+    decision_pairs: int | None = Field(
+        None,
+        ge=0,
+        description="After training, score the refusal-vs-answer pairs of data/decision_pairs.jsonl's test "
+        "split, at most N per side (unset: all 38 + 39; 0: skip), and record agreement per side.",
+    )
 
 
 class DpoSettings(Optimised):

@@ -35,6 +35,7 @@ COMMANDS = {
     ("train", "ppo"): {"RlSettings", "Window", "Seed", "BackendSettings"},
     ("demo-pairs",): {"DemoPairsSettings", "Seed", "BackendSettings"},
     ("eval", "policy"): {"EvalSettings", "Window", "Seed", "BackendSettings"},
+    ("eval", "decision"): {"DecisionSettings", "Seed", "BackendSettings"},
 }
 
 
@@ -122,6 +123,8 @@ def test_cot_clamp_means_the_same_from_the_cli_and_from_a_recipe() -> None:
     [
         (LabelSettings, {"clamp": "0.6,0.9"}, "--clamp: need 0 <= lo <= 0.5 <= hi <= 1"),
         (LabelSettings, {"clamp": "half"}, "--clamp: expected lo,hi"),
+        (LabelSettings, {"beta": "fited"}, "--beta: expected a number > 0 or 'fitted', got 'fited'"),
+        (LabelSettings, {"beta": "0"}, "--beta: expected a number > 0 or 'fitted', got '0'"),
         (LabelSettings, {"clamp": "0.9"}, "--clamp: expected lo,hi such as 0.4,0.6 or none, got '0.9'"),
         (
             LabelSettings,
