@@ -15,6 +15,7 @@ that evaluation measure memorised text.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,7 +153,8 @@ def select(placed: list[Placed], n: int | None, answers: float = 0.5) -> list[Pl
     short; declines and answers alternate while both last, so every prefix stays mixed."""
     kinds = [[p for p in placed if p.demo.kind == k] for k in ("decline", "answer")]
     if n is not None:
-        want_answers = min(len(kinds[1]), max(n - len(kinds[0]), round(n * answers)))
+        # Half rounds up (Python's round() goes to even, which would flip between odd counts).
+        want_answers = min(len(kinds[1]), max(n - len(kinds[0]), math.floor(n * answers + 0.5)))
         kinds = [kinds[0][: n - want_answers], kinds[1][:want_answers]]
     return _spread(*kinds)
 

@@ -80,8 +80,9 @@ def labels_finding(view: RunView) -> Finding | None:
     )
 
 
-def pm_finding(view: RunView) -> Finding | None:
-    info = trained(view, "pm")
+def pm_finding(view: RunView, stage: str = "pm") -> Finding | None:
+    """The PM trained by `stage` (pm, or demo_pm for the demonstration PM) near chance on its held-out pairs."""
+    info = trained(view, stage)
     summary = info.results() if info is not None else None
     acc = summary.eval_accuracy_after if summary is not None else None
     n = summary.rows.eval if summary is not None and summary.rows is not None else None
@@ -102,24 +103,31 @@ def pm_finding(view: RunView) -> Finding | None:
     )
 
 
-def findings_before(run: Path, stage: Stage) -> list[Finding]:
-    """What the gate finds before `stage` starts, from the run's finished stages."""
+# The reward names whose preference model a stage's section can name, and the stage that trains it.
+PM_STAGES = {"pm": "pm", "demo-pm": "demo_pm"}
+
+
+def findings_before(run: Path, stage: Stage, section: Any = None) -> list[Finding]:
+    """What the gate finds before `stage` starts, from the run's finished stages: before a stage
+    that trains on the labels, the label method's agreement with people; before RL, each PM its
+    reward optimises against (not a PM it does not read, and not before evaluation)."""
     view = RunView(run, {}, {})
     found = []
     if stage.needs == "label":
         found.append(labels_finding(view))
-    if "pm" in stage.reads_models:
-        found.append(pm_finding(view))
+    reward = getattr(section, "reward", None)
+    if isinstance(reward, dict):
+        found += [pm_finding(view, PM_STAGES[name]) for name in reward if name in PM_STAGES]
     return [f for f in found if f is not None]
 
 
 def gate_before(ctx: RunContext, stage: Stage, mode: GateMode) -> None:
     """Log and record what the gate finds before `stage`; with ``stop``, end the run (CaiError)."""
-    found = findings_before(ctx.out, stage) if mode != "off" else []
+    section = getattr(ctx.recipe.stages, stage.name, None)
+    found = findings_before(ctx.out, stage, section) if mode != "off" else []
     _record(ctx.out, stage.name, mode, found)  # a rerun that finds nothing clears what an earlier one found
     for f in found:
         ctx.log(f"warning: gate before {stage.name}: {f.text}")
-    _record(ctx.out, stage.name, mode, found)
     if mode == "stop" and found:
         raise fail(
             str(ctx.out),

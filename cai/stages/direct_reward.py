@@ -98,5 +98,6 @@ class DirectReward:
                 if scored:
                     log_metric(f"rewards/direct/{v.ref}/mean", sum(r[v.ref] for r in scored) / len(scored))
             log_metric("rewards/direct/unscored", (len(rows) - len(scored)) / max(len(rows), 1))
-        # None: TRL leaves an unscored reply out of this reward (NaN) rather than calling it 0.
+        # None (NaN to TRL): this reward's logged mean leaves the reply out; the weighted sum TRL
+        # optimises counts it as 0 (nansum), and drops the reply only when every reward is NaN.
         return [None if r is None else sum(r.values()) / len(r) for r in rows]

@@ -26,16 +26,22 @@ def helpful_count(n_main: int, ratio: float) -> int:
 
 
 def mix_helpful(
-    items: Sequence[PromptItem], helpful: Sequence[PromptItem], ratio: float, seed: int, source: str
+    items: Sequence[PromptItem],
+    helpful: Sequence[PromptItem],
+    ratio: float,
+    seed: int,
+    source: str,
+    exclude: Sequence[str] = (),
 ) -> tuple[list[PromptItem], dict[str, Any]]:
-    """`items` followed by the sampled helpful prompts, and the record of what was mixed in.
+    """`items` followed by the sampled helpful prompts, and the record of what was mixed in;
+    `exclude` are prompts that must stay untrained (the collapse monitor's safe prompts).
 
     Fewer usable helpful prompts than the ratio asks for: all are used (never repeated, so none
     is over-weighted) and the record says the share actually reached."""
     from cai.constitution.demonstrations import eval_prompts, normalise
 
     evals = eval_prompts()
-    own = {normalise(it.text) for it in items}
+    own = {normalise(it.text) for it in items} | {normalise(t) for t in exclude}
     usable = [h for h in helpful if normalise(h.text) not in evals and normalise(h.text) not in own]
     want = helpful_count(len(items), ratio)
     rng = random.Random(derive_seed(seed, "rl-helpful-mix"))
@@ -47,7 +53,7 @@ def mix_helpful(
         "wanted": want,
         "used": len(picked),
         "available": len(helpful),
-        "left_out_eval_or_duplicate": len(helpful) - len(usable),
+        "left_out_eval_monitor_or_duplicate": len(helpful) - len(usable),
         "share": round(len(picked) / len(mixed), 4) if mixed else 0.0,
         "ids": [h.id for h in picked],
     }

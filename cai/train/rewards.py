@@ -65,6 +65,13 @@ class RewardInputs:
             if self.demo_pm is None:
                 raise option_error("--demo-pm", "reward demo-pm needs a PM trained on demonstration pairs")
             check_pm_folder(self.demo_pm)
+        for name, given, option in (("pm", self.pm, "--pm"), ("demo-pm", self.demo_pm, "--demo-pm")):
+            if given is not None and name not in s.reward:
+                raise option_error(
+                    option,
+                    f"given, but the reward ({', '.join(s.reward)}) does not use it: "
+                    f"add {name} to --reward or leave it out",
+                )
         if "direct" in s.reward and self.direct is None:
             raise option_error("--reward", "direct needs a judge model and a constitution")
 

@@ -91,7 +91,9 @@ def train_rl(
     s = settings or RlSettings()
     rewards = RewardInputs(pm=pm, demo_pm=demo_pm, direct=direct)
     rewards.check(s)
-    items, source, mix = _load(prompts, source, s, seed)
+    # The monitor's safe prompts stay out of the helpful mix: a prompt trained on would hide collapse.
+    kept_out = [it.text for _, it in monitor_prompts(s, [])] if s.monitor_every else []
+    items, source, mix = _load(prompts, source, s, seed, kept_out)
     watched = monitor_prompts(s, items) if s.monitor_every else []  # a bad set name fails before any model loads
     say = log or (lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
 
@@ -126,14 +128,15 @@ def train_rl(
 
 
 def _load(
-    prompts: str | Sequence[PromptItem], source: str | None, s: RlSettings, seed: int
+    prompts: str | Sequence[PromptItem], source: str | None, s: RlSettings, seed: int, kept_out: Sequence[str]
 ) -> tuple[list[PromptItem], str, dict[str, Any] | None]:
     """The RL prompts with the helpful mix (when asked), where they came from, and the mix's record."""
     items = load_prompts(prompts) if isinstance(prompts, str) else list(prompts)
     source = prompts if isinstance(prompts, str) else source or f"{len(items)} prompts (given)"
     if s.helpful_ratio <= 0:
         return items, source, None
-    mixed, mix = mix_helpful(items, load_prompts(s.helpful_prompts), s.helpful_ratio, seed, s.helpful_prompts)
+    helpful = load_prompts(s.helpful_prompts)
+    mixed, mix = mix_helpful(items, helpful, s.helpful_ratio, seed, s.helpful_prompts, kept_out)
     return mixed, source, mix
 
 

@@ -19,11 +19,13 @@ from cai.train.rl_common import Conversation, PMScorer, encode_prompt
 # The documented metric names of `metrics.jsonl`, each taken from the first TRL key present.
 # PPO (trl.experimental.ppo) | RLOO / GRPO (trl):
 #   reward      the reward before any KL term: PM score minus the missing-EOS penalty (PPO:
-#               objective/scores), or for RLOO/GRPO the weighted sum of the rewards named by
-#               the `reward` setting plus the EOS penalty (`cai.train.rewards.total_reward`)
+#               objective/scores), or for RLOO/GRPO TRL's own `reward`, the weighted sum of the
+#               rewards the `reward` setting names plus the EOS penalty (`total_reward` from the
+#               per-function means when TRL did not log it)
 #   reward_parts  RLOO/GRPO: each reward's batch mean by name (pm, direct, direct/<principle>,
 #               demo-pm, missing_eos), unweighted
-#   objective   what the algorithm maximises: reward − λ·KL (objective/rlhf_reward | RLOO's reward)
+#   objective   what the algorithm maximises: reward − λ·KL (objective/rlhf_reward; PPO only: TRL's
+#               RLOO and GRPO log no such figure)
 #   kl          KL(policy ‖ reference) estimate; PPO: summed over a reply's tokens, RLOO/GRPO:
 #               mean per token (kl_unit in the summary says which)
 #   entropy     mean per-token entropy of the policy (policy/entropy_avg | entropy)
@@ -55,14 +57,19 @@ def normalize_metrics(logs: dict[str, Any], algorithm: str, weights: dict[str, f
                 out[name] = logs[k]
                 break
     if algorithm != "ppo":
-        total = total_reward(logs, weights or {"pm": 1.0})
+        # TRL's own "reward" is what it optimised before the KL term: Σ w·r per reply with an
+        # unscored reward counted as 0 (nansum), then averaged. Σ w·mean(r) from the per-function
+        # means is only a fallback: it leaves unscored replies out, so it differs when some are.
+        total = logs.get("reward")
+        if not isinstance(total, int | float):
+            total = total_reward(logs, weights or {"pm": 1.0})
         if total is not None:
             out["reward"] = total
         parts = reward_parts(logs)
         if parts:
             out["reward_parts"] = parts
-    if algorithm == "rloo" and "reward" in logs:
-        out["objective"] = logs["reward"]  # RLOO subtracts β·KL from the reward it logs
+    # No "objective" for RLOO/GRPO: TRL logs its reward before subtracting β·KL (RLOO) or puts the
+    # KL into the loss (GRPO), so neither logs reward − β·KL itself.
     return out
 
 

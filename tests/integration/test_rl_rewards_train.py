@@ -79,7 +79,9 @@ def test_direct_rlaif_trains_and_logs_each_principle(
         assert parts["direct"] == pytest.approx(sum(parts[f"direct/{ref}"] for ref in refs) / len(refs), rel=1e-4)
         weights = s.reward
         hand = sum(w * parts[name] for name, w in weights.items()) + parts.get("missing_eos", 0.0)
-        assert r["reward"] == pytest.approx(hand, rel=1e-5, abs=1e-6)
+        # TRL's own weighted sum (its reward_weights applied) equals the hand sum of the parts: the
+        # weights reached the trainer; every reply was scored, so nansum and the means agree.
+        assert r["reward"] == r["trl"]["reward"] == pytest.approx(hand, rel=1e-5, abs=1e-6)
         assert all(isinstance(r[k], float) for k in ("kl", "completion_length"))  # what the report reads
 
     record = json.loads((out / "cai_train.json").read_text())

@@ -138,3 +138,32 @@ def test_gate_off_does_not_look(tmp_path: Path, agreement: Any) -> None:
     agreement((0.5, 177))
     result, out = _run(tmp_path, "gate=off", accuracy=0.5, n=60)
     assert result.code == 0 and _warnings(out) == [] and not (out / "gate.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("stages", "stopped"),
+    [
+        ("  pm: {}\n  ppo: {limit: 2, reward: direct}\n", False),  # RL that never reads the PM
+        ("  pm: {}\n  ppo: {limit: 2, reward: {pm: 1.0, direct: 0.5}}\n", True),  # RL that does
+    ],
+    ids=["direct-reward", "pm-in-the-sum"],
+)
+def test_a_pm_near_chance_stops_only_rl_that_optimises_it(
+    tmp_path: Path, agreement: Any, stages: str, stopped: bool
+) -> None:
+    agreement((0.70, 177))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "kind: recipe\nname: gated\ngate: stop\nmodels: {policy: fake, judge: fake}\nstages:\n"
+        "  critique: {limit: 2, rounds: 1}\n  label: {limit: 2, method: contrast}\n" + stages
+    )
+    out = tmp_path / "run"
+    with use_stages(_registry(0.52, 60)):
+        result = invoke("run", str(recipe), "--out", str(out), "--quiet", "--no-report")
+    assert (result.code == 2) is stopped, result.stderr
+    assert ("the PM ranks 52.0%" in result.stderr) is stopped and (out / "gate.json").exists() is stopped
+    # Evaluation is never gated: it reads the PM only to report its scores.
+    from cai.run.gate import findings_before
+    from cai.run.sections import EvalStage
+
+    assert findings_before(out, BUILTIN["eval"], EvalStage()) == []

@@ -466,3 +466,27 @@ def test_the_plain_sets_key_the_eval_stage_only_when_they_are_read() -> None:
     assert set(stage.inputs(EvalStage())) == {"prompts", "lookalike"}
     on = stage.inputs(EvalStage(plain=4, plain_lookalike="my_safe.jsonl"))
     assert on["plain_prompts"] == "red-team-plain" and on["plain_lookalike"] == "my_safe.jsonl"
+
+
+def test_the_plain_sets_are_no_near_copy_of_anything_trained_on() -> None:
+    """Evaluation only: neither a copy nor a paraphrase (over 45 % of the words of four letters or
+    more shared) of the red-team rows the recipes train on, the helpful set (RL's helpful mix, the
+    collapse monitor) or the shipped demonstrations (SFT, demo pairs); and no copy of any prompt
+    any shipped file holds."""
+    from cai.constitution.demonstrations import RED_TEAM_EVAL_SKIP, normalise
+
+    def words(text: str) -> set[str]:
+        return {w for w in normalise(text).split() if len(w) >= 4}
+
+    trained = [it.text for it in load_prompts("red-team")[:RED_TEAM_EVAL_SKIP]] + [
+        it.text for it in load_prompts("helpful")
+    ]
+    trained += [p.demo.prompt for p in load_constitution("harmless").demonstrations]
+    everything = {normalise(t) for t in trained} | {
+        normalise(it.text) for name in ("safe-lookalike", "judge-dev", "red-team") for it in load_prompts(name)
+    }
+    for it in load_prompts("red-team-plain") + load_prompts("safe-lookalike-plain"):
+        assert normalise(it.text) not in everything, it.id
+        mine = words(it.text)
+        near = [t for t in trained if len(mine & words(t)) / len(mine | words(t)) >= 0.45]
+        assert not near, (it.id, it.text, near)

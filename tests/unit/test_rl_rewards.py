@@ -163,8 +163,12 @@ def test_helpful_mix_leaves_out_evaluation_prompts_and_the_rl_prompts_own() -> N
     red = load_prompts("red-team")[:4]
     helpful = [lookalike, red[0], *load_prompts("helpful")[:2]]
     mixed, record = mix_helpful(red, helpful, 0.5, seed=0, source="x")
-    assert record["left_out_eval_or_duplicate"] == 2 and record["used"] == 2
+    assert record["left_out_eval_monitor_or_duplicate"] == 2 and record["used"] == 2
     assert lookalike not in mixed[4:] and red[0] not in mixed[4:]
+    # The collapse monitor's safe prompts stay untrained too.
+    watched = helpful[2]
+    mixed, record = mix_helpful(red, helpful, 0.5, seed=0, source="x", exclude=[watched.text])
+    assert record["left_out_eval_monitor_or_duplicate"] == 3 and watched not in mixed
 
 
 def test_demo_pairs_build_with_provenance(tmp_path: Path, c: Constitution) -> None:
@@ -289,3 +293,12 @@ def test_prompt_items_of_the_mix_keep_their_ids() -> None:
     items = [PromptItem("a", [{"role": "user", "content": "alpha request"}])]
     mixed, rec = mix_helpful(items, load_prompts("helpful"), 0.5, seed=0, source="helpful")
     assert len(mixed) == 2 and rec["ids"] == [mixed[1].id] and mixed[1].id.startswith("hp-")
+
+
+def test_a_pm_folder_the_reward_does_not_use_is_refused(tmp_path: Path) -> None:
+    from cai.errors import CaiError
+    from cai.train.rewards import RewardInputs
+
+    s = RlSettings(reward="direct")
+    with pytest.raises(CaiError, match="--pm: given, but the reward \\(direct\\) does not use it"):
+        RewardInputs(pm=str(tmp_path), direct=object()).check(s)
