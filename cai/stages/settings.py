@@ -172,7 +172,9 @@ class JudgeSettings(StageSettings):
             number = float(v)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number > 0 or 'fitted', got {v!r}") from None
-        if isinstance(v, bool) or not (number > 0 and math.isfinite(number)):
+        if not isinstance(v, bool) and not math.isfinite(number):
+            raise ValueError("must be a finite number")  # as every other float setting says it
+        if isinstance(v, bool) or not number > 0:
             raise ValueError(f"expected a number > 0 or 'fitted', got {v!r}")
         return number
 
