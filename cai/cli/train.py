@@ -111,10 +111,11 @@ def pm(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a preference model on AI labels (TRL RewardTrainer), optionally with human pairs."""
+    from cai.stages.decision import pm_check
     from cai.train.pm import train_pm
 
     check_out(out, inputs={"--data": data})
-    s = train_pm(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite)
+    s = train_pm(data, model, str(out), settings, seed=run.seed, quiet=quiet, overwrite=overwrite, decision=pm_check)
     rows = s["rows"]
     lines = [
         f"trained {s['steps']} steps on {rows['train']} pairs ({rows['ai']} AI, "

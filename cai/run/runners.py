@@ -75,8 +75,20 @@ def _preference_stage(ctx: RunContext, cfg: Any, out: Path, kind: str) -> dict[s
     base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
     local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
     settings = settings_of(cfg, PmSettings if kind == "pm" else DpoSettings).model_copy(update=local)
+    extra: dict[str, Any] = {}
+    if kind == "pm":
+        from cai.stages.decision import pm_check
+
+        extra["decision"] = pm_check  # the refusal-vs-answer yardstick, after training
     return train(
-        [str(ctx.dirs["label"])], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+        [str(ctx.dirs["label"])],
+        base,
+        str(out / "model"),
+        settings,
+        seed=ctx.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+        **extra,
     )
 
 
@@ -105,8 +117,17 @@ def demo_pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
     settings = settings_of(cfg, DemoPmStage).model_copy(update=local)
     pm_settings = settings_of(settings, PmSettings)
+    from cai.stages.decision import pm_check
+
     return train_pm(
-        [str(out / "pairs")], base, str(out / "model"), pm_settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True
+        [str(out / "pairs")],
+        base,
+        str(out / "model"),
+        pm_settings,
+        seed=ctx.seed,
+        quiet=ctx.quiet,
+        overwrite=True,
+        decision=pm_check,
     )
 
 

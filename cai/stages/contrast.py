@@ -20,7 +20,6 @@ guidance once per reply.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from cai.constitution.model import Constitution, Versioned
 from cai.errors import fail
 from cai.io.pairs import Pair
 from cai.models.base import Backend, Conversation
-from cai.stages.label_math import aggregate
+from cai.stages.label_math import aggregate, reply_score, sigmoid
 from cai.stages.messages import contrast_messages
 from cai.stages.settings import JudgeSettings
 
@@ -57,20 +56,6 @@ def preflight(c: Constitution, backend: Backend, pool: Sequence[Versioned], s: J
     if s is not None:
         beta_for(s, backend.spec)
     backend.sequence_logprobs([])
-
-
-def sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def reply_score(pos: float, neg: float, n_tokens: int, norm: str) -> float:
-    """s(x) from the two log-probabilities (see the module docstring)."""
-    if norm == "mean":
-        return (pos - neg) / max(n_tokens, 1)
-    return pos - neg
 
 
 def beta_for(s: JudgeSettings, judge: str | None) -> float:

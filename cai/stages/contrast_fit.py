@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import option_error
-from cai.stages.contrast import reply_score, sigmoid
+from cai.stages.label_math import reply_score, sigmoid
 
 FIT_FILE = "contrast_fit.json"  # in data/
 LOG_BETA_RANGE = (-4.0, 9.0)  # β from about 0.02 to 8000: mean-normalised Δ are ~1e-2

@@ -14,7 +14,8 @@ from typing import Any
 
 from cai.constitution.model import Constitution, Versioned
 from cai.models.base import Backend, Conversation
-from cai.stages.contrast import SIDES, check_contrast_principles, preflight, reply_score
+from cai.stages.contrast import SIDES, check_contrast_principles, preflight
+from cai.stages.label_math import reply_score
 from cai.stages.messages import contrast_messages
 from cai.train.reward_settings import RewardSettings
 from cai.train.rl_common import trl_messages, trl_text

@@ -6,6 +6,7 @@ read labels (`label_export`, `evaluate`, `judge_eval`, benchmarks) need not impo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,3 +66,18 @@ def aggregate(refs: Sequence[str], answers: list[dict[str, Any]]) -> dict[str, A
         "p_a": p_a,
         "parse_error": failed[0]["error"] if p_a is None and failed else None,
     }
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def reply_score(pos: float, neg: float, n_tokens: int, norm: str) -> float:
+    """s(x) from a reply's log-probabilities under a principle's two framings (`cai.stages.contrast`):
+    their difference, per token with ``mean``."""
+    if norm == "mean":
+        return (pos - neg) / max(n_tokens, 1)
+    return pos - neg

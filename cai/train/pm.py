@@ -17,7 +17,7 @@ TRL is imported inside functions so that reading and validating data stays cheap
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,6 @@ import torch
 
 from cai.errors import fail, file_error, option_error
 from cai.io.pairs import parse_pair_row
-from cai.stages.decision import pm_check
 from cai.train import lora
 from cai.train.common import (
     JsonlMetricsCallback,
@@ -233,9 +232,12 @@ def train_pm(
     seed: int = 0,
     quiet: bool = False,
     overwrite: bool = False,
+    decision: Callable[..., dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Train a PM on AI-labelled (and optional human) pairs; save it at `out`.
 
+    `decision` scores the trained PM on the refusal-vs-answer yardstick
+    (`cai.stages.decision.pm_check`, handed in by the caller: judging data lives above training).
     Returns the summary that also goes, with provenance, into `out/cai_train.json`.
     Safe under `accelerate launch` (only the main process writes).
     """
@@ -255,7 +257,7 @@ def train_pm(
             )
         config = job.start(reward_config(job.output, s, seed, quiet))  # first: it sets up the process group
         trainer = _build(job.path, tokenizer, examples, job.output, config, quiet, lora.lora_config(s, "SEQ_CLS"))
-        summary = _train_and_summarize(trainer, tokenizer, held.rows, s.decision_pairs)
+        summary = _train_and_summarize(trainer, tokenizer, held.rows, s.decision_pairs, decision)
         summary["rows"] = _row_counts(ai, hum, held, len(examples), dropped)
         meta = {
             "data": [src.as_record() for src in ai.sources],
@@ -312,7 +314,11 @@ def _build(
 
 
 def _train_and_summarize(
-    trainer: Any, tokenizer: Any, held: list[PrefRow], decision_pairs: int | None = None
+    trainer: Any,
+    tokenizer: Any,
+    held: list[PrefRow],
+    decision_pairs: int | None = None,
+    check: Callable[..., dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     scorer = PMScorer(trainer.model, tokenizer, batch_size=trainer.args.per_device_eval_batch_size)
     before_params = param_checksums(trainer.model)
@@ -320,7 +326,7 @@ def _train_and_summarize(
     result = trainer.train()
     acc_after = pair_accuracy(scorer, held)
     # The refusal-vs-answer yardstick's test pairs (154 replies when all: about a minute on 2 cores).
-    decision = None if decision_pairs == 0 else pm_check(scorer, per_side=decision_pairs)
+    decision = None if decision_pairs == 0 or check is None else check(scorer, per_side=decision_pairs)
     changed = changed_params(before_params, param_checksums(trainer.model))
     losses = loss_history(trainer.state.log_history)
     train_acc = [float(e["accuracy"]) for e in trainer.state.log_history if "accuracy" in e]

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.trl]
 
 
 def test_the_pm_stage_records_agreement_per_side_on_the_test_pairs(tmp_path: Path, embedded_model_dir: Path) -> None:
-    from cai.stages.decision import SIDES, agreement, load_decision_pairs, pm_margins
+    from cai.stages.decision import SIDES, agreement, load_decision_pairs, pm_check, pm_margins
     from cai.train.pm import train_pm
     from cai.train.rl_common import PMScorer
     from cai.train.settings import PmSettings
@@ -22,7 +22,9 @@ def test_the_pm_stage_records_agreement_per_side_on_the_test_pairs(tmp_path: Pat
     tiny = tiny_policy(tmp_path / "policy", embedded_model_dir)
     labels = write_jsonl(tmp_path / "labels" / "preferences.jsonl", easy_pairs(QUESTIONS[:4])).parent
     out = tmp_path / "pm"
-    s = train_pm([str(labels)], str(tiny), str(out), PmSettings(max_steps=1, batch_size=4), seed=0, quiet=True)
+    s = train_pm(
+        [str(labels)], str(tiny), str(out), PmSettings(max_steps=1, batch_size=4), seed=0, quiet=True, decision=pm_check
+    )
 
     test = load_decision_pairs(split="test")
     d = s["decision"]

@@ -297,29 +297,6 @@ def test_beta_fitted_reads_the_shipped_fit_and_refuses_a_judge_without_one() -> 
 # ---------------------------------------------------------------- the report
 
 
-def test_the_report_shows_the_pm_decision_figures_and_warns_at_chance(tmp_path: Path) -> None:
-    from cai.run.report import build_report
-    from tests.unit.test_report_warnings import _edit, _warn_keys, clean_run
-
-    run = clean_run(tmp_path / "run")
-    assert "decision pairs" not in build_report(run)  # a PM folder from before the yardstick
-
-    def side(k: int, n: int) -> dict[str, Any]:
-        from cai.stages.intervals import rate_with_interval
-
-        return rate_with_interval(k, n)
-
-    good = {"pairs": "decision_pairs.jsonl", "split": "test", "harmful": side(30, 38), "safe": side(33, 39)}
-    _edit(run / "pm" / "model" / "cai_train.json", lambda d: d["summary"].update(decision=good))
-    page = build_report(run)
-    assert "decision pairs (decision_pairs.jsonl, test split)" in page and "pm-decision" not in _warn_keys(page)
-    bad = {**good, "harmful": side(19, 38)}  # 50 %: at chance
-    _edit(run / "pm" / "model" / "cai_train.json", lambda d: d["summary"].update(decision=bad))
-    page = build_report(run)
-    assert _warn_keys(page) == ["pm-decision"]
-    assert "on harmful prompts it prefers the refusal only 50% of the time (n 38): it would teach compliance" in page
-
-
 def test_a_fit_that_found_no_signal_is_refused_not_used(tmp_path: Path) -> None:
     """β at the lower end of its range makes every label a tie: `beta: fitted` says so instead."""
     path = tmp_path / "fits.json"

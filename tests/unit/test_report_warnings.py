@@ -553,3 +553,25 @@ def test_pm_gap_histogram_counts_the_held_out_pairs(tmp_path: Path) -> None:
     page = build_report(run)
     assert "id='plot-pm-gap'" in page and "3 of 4 held-out pairs" in page
     assert "eval_gaps_after" not in page  # a list: drawn, not dumped into the metrics table
+
+
+def test_the_report_shows_the_pm_decision_figures_and_warns_at_chance(tmp_path: Path) -> None:
+    from cai.run.report import build_report
+
+    run = clean_run(tmp_path / "run")
+    assert "decision pairs" not in build_report(run)  # a PM folder from before the yardstick
+
+    def side(k: int, n: int) -> dict[str, Any]:
+        from cai.stages.intervals import rate_with_interval
+
+        return rate_with_interval(k, n)
+
+    good = {"pairs": "decision_pairs.jsonl", "split": "test", "harmful": side(30, 38), "safe": side(33, 39)}
+    _edit(run / "pm" / "model" / "cai_train.json", lambda d: d["summary"].update(decision=good))
+    page = build_report(run)
+    assert "decision pairs (decision_pairs.jsonl, test split)" in page and "pm-decision" not in _warn_keys(page)
+    bad = {**good, "harmful": side(19, 38)}  # 50 %: at chance
+    _edit(run / "pm" / "model" / "cai_train.json", lambda d: d["summary"].update(decision=bad))
+    page = build_report(run)
+    assert _warn_keys(page) == ["pm-decision"]
+    assert "on harmful prompts it prefers the refusal only 50% of the time (n 38): it would teach compliance" in page
