@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,25 @@ def _pareto_table(harmless: Harmless, summary: EvalSummary, view: RunView) -> st
             ["model or step", *columns], [[label(r), *(_pareto_cell(c) for c in cells)] for r, cells in rows], "pareto"
         )
         + (f"<p class='note'>{prompts}</p>" if prompts else "")
+        + _last_step_note(harmless, label)
+    )
+
+
+def _last_step_note(harmless: Harmless, label: Callable[[str], str]) -> str:
+    """Said outright when the run's last step (RL or DPO after SL) moved no rate measurably: every
+    interval of that step holds zero. Only with an intermediate model, where the step is its own."""
+    chain = harmless.chain or []
+    if len(chain) <= 2:
+        return ""
+    _, rows = harmless.pareto()
+    step = f"{chain[-1]} − {chain[-2]}"
+    cells = next((c for name, c in rows if name == step), [])
+    measured = [c for c in cells if isinstance(c, Difference) and c.lo is not None and c.hi is not None]
+    if not measured or any(c.lo > 0 or c.hi < 0 for c in measured):  # type: ignore[operator]
+        return ""
+    return (
+        f"<p class='note'>The last step ({html.escape(label(step))}) moved no rate measurably: every one of "
+        "its intervals holds zero. At this size the feedback stage added nothing the evaluation can see.</p>"
     )
 
 

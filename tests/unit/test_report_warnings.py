@@ -436,6 +436,15 @@ def test_the_pareto_table_names_each_model_and_step(tmp_path: Path) -> None:
     ]
     assert rows[2][1].startswith("6/40 = 0.150") and rows[5][1:] == ["-0.050 [-0.200, +0.100]"] * 2
     assert rows[6][1] == "-0.300 [-0.470, -0.120]"
+    page = build_report(run)
+    # The RL step's intervals all hold zero: the report says so in words.
+    assert "The last step (RL policy (ppo) − SL-CAI model (sft)) moved no rate measurably" in page
+
+    def rl_helped(d: dict[str, Any]) -> None:
+        d["harmless"]["harmful_compliance"]["steps"][1].update(d=-0.2, lo=-0.35, hi=-0.05)
+
+    _edit(run / "eval" / "summary.json", rl_helped)
+    assert "moved no rate measurably" not in build_report(run)
 
 
 def test_harmlessness_tolerates_missing_parts(tmp_path: Path) -> None:
