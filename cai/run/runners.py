@@ -61,34 +61,28 @@ def label_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
         )
 
 
-def _preference_stage(ctx: RunContext, cfg: Any, out: Path, kind: str) -> dict[str, Any]:
-    """pm or dpo: trained from the SL-CAI policy on the label run's pairs (and the section's
-    human and held-out pairs, relative to the recipe). The PM starts from the policy so that it
-    shares the policy's tokenizer (TRL's PPO feeds the policy's token ids to the reward and value
-    models); DPO uses it as its reference too."""
+def _preference_stage(ctx: RunContext, cfg: Any, out: Path, kind: str, data: Path | None = None) -> dict[str, Any]:
+    """pm or dpo: trained from the SL-CAI policy on the label run's pairs (or `data`), with the
+    section's human and held-out pairs, relative to the recipe. The PM starts from the policy so
+    that it shares the policy's tokenizer (TRL's PPO feeds the policy's token ids to the reward
+    and value models); DPO uses it as its reference too. A PM is scored on the refusal-vs-answer
+    yardstick after training."""
     from cai.models.spec import resolve_model_path
 
+    extra: dict[str, Any] = {}
     if kind == "pm":
+        from cai.stages.decision import pm_check
         from cai.train.pm import train_pm as train
+
+        extra["decision"] = pm_check
     else:
         from cai.train.dpo import train_dpo as train
     base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
     local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
     settings = settings_of(cfg, PmSettings if kind == "pm" else DpoSettings).model_copy(update=local)
-    extra: dict[str, Any] = {}
-    if kind == "pm":
-        from cai.stages.decision import pm_check
-
-        extra["decision"] = pm_check  # the refusal-vs-answer yardstick, after training
+    source = data if data is not None else ctx.dirs["label"]
     return train(
-        [str(ctx.dirs["label"])],
-        base,
-        str(out / "model"),
-        settings,
-        seed=ctx.seed,
-        quiet=ctx.quiet,
-        overwrite=True,
-        **extra,
+        [str(source)], base, str(out / "model"), settings, seed=ctx.seed, quiet=ctx.quiet, overwrite=True, **extra
     )
 
 
@@ -104,31 +98,13 @@ def dpo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
 def demo_pm_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
     """The demo-pm reward's PM: the SL-CAI policy answers the demonstrations' prompts (pairs in
     ``pairs/``), then a PM is trained from the policy on those pairs (as the pm stage does)."""
-    from cai.models.spec import resolve_model_path
-    from cai.run.sections import DemoPmStage
     from cai.stages.demo_pairs import build_demo_pairs
     from cai.stages.settings import DemoPairsSettings
-    from cai.train.pm import train_pm
 
     with ctx.backends() as backends:
         policy = backends(ctx.policy_spec(), "models.policy")
         build_demo_pairs(ctx.constitution, policy, out / "pairs", settings_of(cfg, DemoPairsSettings), seed=ctx.seed)
-    base = resolve_model_path(ctx.policy_spec(), quiet=ctx.quiet)
-    local = {"human": [ctx.local(h) for h in cfg.human], "eval": [ctx.local(e) for e in cfg.eval]}
-    settings = settings_of(cfg, DemoPmStage).model_copy(update=local)
-    pm_settings = settings_of(settings, PmSettings)
-    from cai.stages.decision import pm_check
-
-    return train_pm(
-        [str(out / "pairs")],
-        base,
-        str(out / "model"),
-        pm_settings,
-        seed=ctx.seed,
-        quiet=ctx.quiet,
-        overwrite=True,
-        decision=pm_check,
-    )
+    return _preference_stage(ctx, cfg, out, "pm", data=out / "pairs")
 
 
 def ppo_stage(ctx: RunContext, cfg: Any, out: Path) -> dict[str, Any]:
