@@ -62,7 +62,8 @@ def test_direct_rlaif_trains_and_logs_each_principle(
     )
     out = tmp_path / "out"
     direct = DirectReward.build(c, judge, s) if "direct" in s.reward else None
-    summary = train_rl(str(policy), str(pm), str(prompts), str(out), s, seed=0, quiet=True, direct=direct)
+    pm_folder = str(pm) if "pm" in s.reward else None  # a PM the reward does not use is refused
+    summary = train_rl(str(policy), pm_folder, str(prompts), str(out), s, seed=0, quiet=True, direct=direct)
     assert summary["updates"] == 2 and summary["params_changed"] is True
     before = snapshot_params(AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32))
     after = snapshot_params(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32))
