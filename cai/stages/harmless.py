@@ -65,7 +65,8 @@ def _measure(flags: dict[str, list[bool | None]], positive: bool) -> dict[str, A
     }
     order = chain(list(counts))
     if len(order) > 2:
-        out["others"] = {name: rate_with_interval(*counts[name]) for name in order[1:-1]}
+        middle = [name for name in order if name not in ("baseline", "policy")]  # with or without a baseline
+        out["others"] = {name: rate_with_interval(*counts[name]) for name in middle}
         out["steps"] = [
             {"earlier": a, "later": b, **(difference_with_interval(*counts[b], *counts[a]) or NO_DIFFERENCE)}
             for a, b in itertools.pairwise(order)
