@@ -39,11 +39,11 @@ from cai.io.sources import PromptItem
 from cai.models.base import Backend
 from cai.models.settings import Backends
 from cai.outputs import EvalSummary
-from cai.progress import StepProgress
 from cai.stages import refusal
 from cai.stages.harmless import (
+    Answers,
     PlainSets,
-    answer_all,
+    answer_sets,
     chain,
     detector,
     harmful_compliance,
@@ -157,8 +157,10 @@ def evaluate_policy(
     seed: int = 0,
     quiet: bool = False,
     prompts_ref: str | None = None,
+    answers: Answers | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Answer, score and compare; returns (summary, one sample row per prompt). `others`, models
+    """Answer (unless `answers` has every model's already), score and compare; returns (summary,
+    one sample row per prompt). `others`, models
     between baseline and policy (``{"sft": the SL model}``), answer too: every harmlessness figure
     gets their rates and a difference per step (`chain`); the judge compares policy and baseline.
     `scorer` is a `cai.train.rl_common.PMScorer` (anything with ``score(prompts, answers)``).
@@ -166,10 +168,8 @@ def evaluate_policy(
     s = settings or EvalSettings()
     t0 = time.perf_counter()
     models = {"policy": policy} | ({"baseline": baseline} if baseline is not None else {}) | (others or {})
-    answers: dict[str, list[str | None]] = {}
-    for name, backend in models.items():
-        with StepProgress(f"answer ({name})", len(prompts), quiet) as prog:
-            answers[name], _ = answer_all(backend, prompts, s, seed, prog)
+    if answers is None:
+        answers = answer_sets(models, {"main": prompts}, s, seed=seed, quiet=quiet)["main"]
     rewards = _pm_rewards(scorer, prompts, answers) if scorer is not None else {}
     wins: dict[str, Any] = {}
     p_policy: dict[str, list[float | None]] = {}
@@ -294,6 +294,9 @@ def evaluate_specs(
     extra = {name: backends(spec, others_named_by) for name, spec in (others or {}).items()}
     asked = baseline is not None and judge is not None and settings.win_rates
     jud = backends(judge, named_by[2]) if asked else None
+    models = {"policy": pol} | ({"baseline": base} if base is not None else {}) | extra
+    t0 = time.perf_counter()
+    answers = answer_sets(models, _sets(prompts, safe, plain), settings, seed=seed, quiet=quiet)
     summary, samples = evaluate_policy(
         pol,
         prompts,
@@ -306,19 +309,32 @@ def evaluate_specs(
         seed=seed,
         quiet=quiet,
         prompts_ref=prompts_ref,
+        answers=answers["main"],
     )
     summary["pm"] = pm
-    models = {"policy": pol} | ({"baseline": base} if base is not None else {}) | extra
-    t0 = time.perf_counter()
     safe_samples = plain_samples = None
     if safe is not None:
         summary["harmless"]["over_refusal"], safe_samples = over_refusal(
-            models, safe, settings, ref=settings.lookalike, seed=seed, quiet=quiet
+            models, safe, settings, ref=settings.lookalike, answers=answers["safe"]
         )
     if plain is not None:
-        summary["harmless"]["plain"], plain_samples = plain_style(models, plain, settings, seed=seed, quiet=quiet)
-    summary["seconds"] = round(summary["seconds"] + time.perf_counter() - t0, 2)
+        both = {"harmful": answers["plain harmful"], "safe": answers["plain safe"]}
+        summary["harmless"]["plain"], plain_samples = plain_style(models, plain, settings, answers=both)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary, samples, safe_samples, plain_samples
+
+
+def _sets(
+    prompts: Sequence[PromptItem], safe: Sequence[PromptItem] | None, plain: PlainSets | None
+) -> dict[str, Sequence[PromptItem]]:
+    """Every evaluation set, answered in one pass per model (`answer_sets`): four short sets
+    answered apart would each pay a full decode at a fraction of the batch."""
+    return {
+        "main": prompts,
+        "safe": safe or [],
+        "plain harmful": plain.harmful if plain else [],
+        "plain safe": plain.safe if plain else [],
+    }
 
 
 def _load_scorer(pm: str, quiet: bool) -> Any:

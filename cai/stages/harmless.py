@@ -27,6 +27,7 @@ from cai.stages.intervals import difference_with_interval, rate_with_interval
 from cai.stages.settings import EvalSettings
 
 NO_DIFFERENCE = {"d": None, "lo": None, "hi": None}  # a step with nothing to compare (n = 0 on a side)
+Answers = dict[str, list[str | None]]  # model name -> one answer per prompt (None: generation failed)
 
 
 def load_lookalike(ref: str, per_category: int, named_by: str = "--lookalike") -> list[PromptItem]:
@@ -123,13 +124,13 @@ def over_refusal(
     ref: str | None,
     seed: int = 0,
     quiet: bool = False,
+    answers: Answers | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Answer the safe prompts with each model (as the main answers are sampled) and measure the
-    share refused, overall and per category; returns (the block, one sample row per prompt)."""
-    answers: dict[str, list[str | None]] = {}
-    for name, backend in models.items():
-        with StepProgress(f"answer safe ({name})", len(safe), quiet) as prog:
-            answers[name], _ = answer_all(backend, safe, s, seed, prog)
+    """Answer the safe prompts with each model (as the main answers are sampled; `answers` when
+    `answer_sets` already did) and measure the share refused, overall and per category; returns
+    (the block, one sample row per prompt)."""
+    if answers is None:
+        answers = answer_sets(models, {"safe": safe}, s, seed=seed, quiet=quiet)["safe"]
     flags = {name: refusal_flags(texts) for name, texts in answers.items()}
     per_category: dict[str, Any] = {}
     for cat in dict.fromkeys(str(it.category) for it in safe):  # file order
@@ -171,20 +172,25 @@ def load_plain(
 
 
 def plain_style(
-    models: dict[str, Backend], plain: PlainSets, s: EvalSettings, *, seed: int = 0, quiet: bool = False
+    models: dict[str, Backend],
+    plain: PlainSets,
+    s: EvalSettings,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+    answers: dict[str, Answers] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Harmful compliance and over-refusal on the plain-style prompts, as on the main sets;
+    """Harmful compliance and over-refusal on the plain-style prompts, as on the main sets
+    (`answers`: ``{"harmful": …, "safe": …}`` when `answer_sets` already answered them);
     returns (``{"harmful_compliance", "over_refusal"}``, one sample row per prompt with its side)."""
-    answers: dict[str, list[str | None]] = {}
-    for name, backend in models.items():
-        with StepProgress(f"answer plain harmful ({name})", len(plain.harmful), quiet) as prog:
-            answers[name], _ = answer_all(backend, plain.harmful, s, seed, prog)
-    hc = harmful_compliance(plain.harmful_ref, answers)
-    orf, safe_rows = over_refusal(models, plain.safe, s, ref=plain.safe_ref, seed=seed, quiet=quiet)
+    if answers is None:
+        answers = answer_sets(models, {"harmful": plain.harmful, "safe": plain.safe}, s, seed=seed, quiet=quiet)
+    hc = harmful_compliance(plain.harmful_ref, answers["harmful"])
+    orf, safe_rows = over_refusal(models, plain.safe, s, ref=plain.safe_ref, answers=answers["safe"])
     rows = []
     for i, it in enumerate(plain.harmful):
         row: dict[str, Any] = {"id": it.id, "side": "harmful", "category": it.category, "prompt": it.messages}
-        for name, texts in answers.items():
+        for name, texts in answers["harmful"].items():
             row[name], row[f"{name}_refusal"] = texts[i], refusal_flags([texts[i]])[0]
         rows.append(row)
     rows += [{"side": "safe", **r} for r in safe_rows]
@@ -194,13 +200,35 @@ def plain_style(
 def answer_all(
     backend: Backend, prompts: Sequence[PromptItem], s: EvalSettings, seed: int, prog: StepProgress
 ) -> tuple[list[str | None], int]:
+    """One sampled answer per prompt, in calls of at most `s.batch_size` prompts of even size:
+    a decoder pays for every step of its longest row, so 72 prompts at 32 go as 24 + 24 + 24
+    rather than 32 + 32 + 8 (the same steps at a smaller width)."""
     out: list[str | None] = []
     tokens = 0
-    for start in range(0, len(prompts), s.batch_size):
-        chunk = prompts[start : start + s.batch_size]
+    size = -(-len(prompts) // max(1, -(-len(prompts) // s.batch_size))) if prompts else 1
+    for start in range(0, len(prompts), size):
+        chunk = prompts[start : start + size]
         params = replace(s.params, n=1, seed=seed + start)
         for g in backend.generate([it.messages for it in chunk], params):
             out.append(g.texts[0].strip() if g.error is None and g.texts else None)
             tokens += g.n_tokens
         prog.advance(items=len(chunk), tokens=tokens)
     return out, tokens
+
+
+def answer_sets(
+    models: dict[str, Backend], sets: dict[str, Sequence[PromptItem]], s: EvalSettings, *, seed: int, quiet: bool
+) -> dict[str, Answers]:
+    """Every model answers every evaluation set (red-team, look-alike, plain…) in one pass over
+    their concatenation, so the short sets fill batches instead of each paying a decode of its
+    own; returns ``{set name: {model: answers}}`` in each set's order."""
+    joined = [it for items in sets.values() for it in items]
+    out: dict[str, Answers] = {name: {} for name in sets}
+    for model, backend in models.items():
+        with StepProgress(f"answer ({model})", len(joined), quiet) as prog:
+            texts, _ = answer_all(backend, joined, s, seed, prog)
+        start = 0
+        for name, items in sets.items():
+            out[name][model] = texts[start : start + len(items)]
+            start += len(items)
+    return out

@@ -490,3 +490,27 @@ def test_the_plain_sets_are_no_near_copy_of_anything_trained_on() -> None:
         mine = words(it.text)
         near = [t for t in trained if len(mine & words(t)) / len(mine | words(t)) >= 0.45]
         assert not near, (it.id, it.text, near)
+
+
+# ------------------------------------------------------------------------ one pass over every set
+
+
+def _items(prefix: str, n: int) -> list[PromptItem]:
+    return [PromptItem(f"{prefix}-{i}", [{"role": "user", "content": f"{prefix} {i}"}], category="c") for i in range(n)]
+
+
+def test_answer_sets_answers_every_set_in_even_batches_and_splits_them_back() -> None:
+    # 24 + 24 + 12 + 12 prompts at batch 32: one pass of three calls of 24 (not 16+8, 16+8, 12,
+    # 12 as four passes would make), and every answer lands back on its own set and prompt.
+    sizes = {"main": 24, "safe": 24, "plain harmful": 12, "plain safe": 12}
+    sets = {name: _items(name, n) for name, n in sizes.items()}
+    echo = ScriptedBackend("echo", reply=lambda conv, _p, _i: "re: " + conv[-1]["content"])
+    other = ScriptedBackend("other", reply=lambda conv, _p, _i: "other: " + conv[-1]["content"])
+    s = EvalSettings(batch_size=32)
+    out = harmless.answer_sets({"policy": echo, "baseline": other}, sets, s, seed=3, quiet=True)
+    assert [len(c) for _, c in echo.calls] == [24, 24, 24] == [len(c) for _, c in other.calls]
+    assert [p.seed for p in echo.params] == [3, 27, 51]  # seed + offset of each call, as before
+    for name, items in sets.items():
+        assert out[name]["policy"] == ["re: " + it.messages[-1]["content"] for it in items]
+        assert out[name]["baseline"] == ["other: " + it.messages[-1]["content"] for it in items]
+    assert harmless.answer_sets({"policy": echo}, {"main": []}, s, seed=0, quiet=True) == {"main": {"policy": []}}
