@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,19 @@ from typing import Any
 import pytest
 
 from tests.servers import ScriptedServer, llama_server
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_put_back() -> Iterator[None]:
+    """A command run in-process with ``--shard`` or ``--threads`` sets torch's thread count for the
+    whole process, as it should in a process of its own; here later tests would compute with it.
+    Only where torch is already loaded (importing it here would slow every unit test's start): a
+    test that first loads torch and sets threads leaves its count to the tests after it."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

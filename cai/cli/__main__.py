@@ -1,5 +1,5 @@
 """``python -m cai.cli …`` (used under ``accelerate launch -m cai.cli``) runs the `cai` command."""
 
-from cai.cli.app import main
+from cai.cli.app import console
 
-main()
+console()

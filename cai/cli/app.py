@@ -118,5 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console script (and ``python -m cai.cli``): `main` in the environment `cai` computes
+    in. Kept apart from `main`, which tests call in-process, so that they do not change their own
+    environment; nothing this module imports at its top loads torch (a test checks that)."""
+    import os
+
+    from cai.models.threads import cli_environment
+
+    cli_environment(os.environ)
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -20,6 +20,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from cai.errors import CaiError, Problem, file_error
+from cai.models.threads import THREADS_HELP, THREADS_OPTION
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Model spec: embedded, a local path/hub id, or openai:<model>.")
@@ -29,6 +30,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/N: process the i-th of N shards.")]
 VERBOSE_HELP = "Show what the libraries print (logs, deprecation warnings, raw training metrics); muted by default."
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)]
+# Text, not int: `cai.models.threads.parse_threads` checks it, so a bad value reads like every
+# other option error (and like a bad CAI_THREADS) instead of click's own message.
+ThreadsOpt = Annotated[str | None, typer.Option(THREADS_OPTION, metavar="N", help=THREADS_HELP, show_default=False)]
 # Where the root command keeps its `cai.verbosity.LibraryOutput` (in click's per-run ctx.meta).
 LIBRARY_OUTPUT = "cai.library_output"
 _CONTEXT = "cai_context"  # the parameter `settings_command` adds to receive typer's context
@@ -49,6 +53,16 @@ def apply_verbose(ctx: typer.Context | None, verbose: bool) -> None:
     output = ctx.meta.get(LIBRARY_OUTPUT) if verbose and ctx is not None else None
     if output is not None:
         output.unmute()
+
+
+def use_threads(threads: str | None, shard: str | None = None) -> None:
+    """Choose and apply the command's CPU threads (`cai.models.threads`): ``--threads``, else
+    ``CAI_THREADS``, else cores // N under ``--shard i/N``, else torch's default. Called before
+    any model loads, so the model's first forward already runs with them."""
+    from cai.io.store import parse_shard
+    from cai.models.threads import apply_threads, choose_threads, usable_cores
+
+    apply_threads(choose_threads(threads, os.environ, parse_shard(shard), usable_cores()))
 
 
 def check_out(
@@ -147,8 +161,9 @@ def settings_command(
     """Decorate a command whose parameters named in `models` take settings models: the command
     typer sees has one option per field instead, and receives the validated models. Fields in
     `exclude` mean nothing for this command (e.g. a batch size for one prompt): no option, and
-    the model's default. Every such command also gets ``--verbose`` (`apply_verbose`), unless it
-    takes a `verbose` parameter itself."""
+    the model's default. Every such command also gets ``--verbose`` (`apply_verbose`) and
+    ``--threads`` (`use_threads`, with the command's ``--shard`` if it has one), unless it takes a
+    parameter of that name itself."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
@@ -170,12 +185,19 @@ def settings_command(
             keyword = inspect.Parameter.KEYWORD_ONLY
             params.append(inspect.Parameter("verbose", keyword, default=False, annotation=Annotated[bool, option]))
             params.append(inspect.Parameter(_CONTEXT, keyword, annotation=typer.Context))  # typer fills it in
+        own_threads = "threads" in taken
+        if not own_threads:
+            params.append(
+                inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt)
+            )
 
         def command(**kwargs: Any) -> Any:
             if not own_verbose:
                 apply_verbose(kwargs.pop(_CONTEXT, None), kwargs.pop("verbose", False))
             for arg, m in models.items():
                 kwargs[arg] = build_settings(m, {k: kwargs.pop(k) for k in list(kwargs) if k in m.model_fields})
+            if not own_threads:
+                use_threads(kwargs.pop("threads"), kwargs.get("shard"))
             return fn(**kwargs)
 
         command.__name__, command.__doc__, command.__module__ = fn.__name__, fn.__doc__, fn.__module__

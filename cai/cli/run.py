@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cai.cli.options import VerboseOpt, apply_verbose, check_out
+from cai.cli.options import ThreadsOpt, VerboseOpt, apply_verbose, check_out, use_threads
 from cai.errors import fail
 
 STATE_FILES = ("stage.json", "run.json")
@@ -23,9 +23,11 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; log only to the run folder.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""
     apply_verbose(ctx, verbose)
+    use_threads(threads)
     from cai.run.pipeline import run_recipe
     from cai.run.recipe import load_checked_recipe
 

@@ -1,0 +1,99 @@
+"""How many CPU threads torch computes with, and how its idle threads wait.
+
+torch's CPU wheel runs its parallel loops (and MKL's) on GNU OpenMP (``libgomp.so.1`` inside the
+wheel; ``torch.__config__.parallel_info()`` says "ATen parallel backend: OpenMP"), with one thread
+per core by default. That is right for a process alone, and badly wrong for two: decoding a small
+model is thousands of short parallel regions per second, each ending at a barrier that needs all
+of the process's threads running at once, so two processes with a thread per core each keep
+preempting each other's barrier partners (and libgomp's idle threads spin before they sleep,
+burning the cores the other process needs).
+
+So a command run as shard i of N (``--shard i/N``, its siblings presumably beside it) takes
+``cores // N`` threads (at least one); ``--threads`` or ``CAI_THREADS`` says otherwise
+(option over variable). A command neither sharded nor told keeps torch's default.
+
+Waiting: libgomp's idle threads spin for about 300,000 rounds before they sleep (its documented
+default while ``OMP_WAIT_POLICY`` is unset), so the `cai` command asks for passive waiting at
+entry (`cli_environment`). On the 2-core dev machine under outside load, one process alone decoded
+2× faster with it and two unsharded processes at once 10× faster (`benchmarks/contention.py`;
+disturbed figures, direction only).
+
+Only the CLI applies either choice: ``torch.set_num_threads`` and the environment are
+process-wide state, and a library caller's process is its own business. The rest here are pure
+functions of their arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+
+THREADS_OPTION = "--threads"
+WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"  # libgomp's own variables
+THREADS_ENV = "CAI_THREADS"
+THREADS_HELP = (
+    f"CPU threads for torch. Default: the {THREADS_ENV} environment variable, else cores // N "
+    "under --shard i/N, else one per core."
+)
+
+
+def parse_threads(text: str | None, named_by: str) -> int | None:
+    """A thread count as given (None or empty: not given); anything but a whole number ≥ 1 is a
+    one-line error naming `named_by` (the option or the variable that gave it)."""
+    from cai.errors import option_error
+
+    if text is None or not text.strip():
+        return None
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise option_error(named_by, "must be a whole number of threads (1 or more)", value=text) from None
+    if n < 1:
+        raise option_error(named_by, "must be 1 or more", value=text)
+    return n
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. under taskset or a container's
+    cpuset), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def choose_threads(option: str | None, environ: Mapping[str, str], shard: tuple[int, int], cores: int) -> int | None:
+    """The thread count a command should use, or None for torch's own default: the option, else
+    the variable, else ``cores // N`` for shard i of N > 1."""
+    explicit = parse_threads(option, THREADS_OPTION)
+    from_env = parse_threads(environ.get(THREADS_ENV), THREADS_ENV)  # checked even when overridden
+    if explicit is not None:
+        return explicit
+    if from_env is not None:
+        return from_env
+    n = shard[1]
+    return max(1, cores // n) if n > 1 else None
+
+
+def apply_threads(n: int | None) -> None:
+    """Give torch `n` compute threads (None: leave its default). Imports torch only when there
+    is something to set, so commands that never load a model stay fast."""
+    if n is None:
+        return
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def cli_environment(environ: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """What the `cai` command puts into its own environment at entry; returns `environ`.
+
+    Passive waiting (see the module's docstring; ``benchmarks/contention.py`` compares
+    ``alone_old`` with ``alone_new`` and ``pair_old`` with ``pair_unsharded_new``). Set only
+    where the user has not tuned libgomp's waiting (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``),
+    and only through the environment because libgomp reads it once, when torch loads it: the CLI
+    calls this before anything imports torch. It is the one process-wide setting `cai` makes at
+    entry; the thread count waits until the command knows its shard (`apply_threads`)."""
+    if WAIT_POLICY not in environ and SPIN_COUNT not in environ:
+        environ[WAIT_POLICY] = "PASSIVE"
+    return environ
