@@ -138,6 +138,9 @@ def serve(
         *("--parallel", str(parallel), "--cont-batching"),
         *("--ctx-size", str(ctx_per_slot * parallel)),
         *("--threads", n_threads, "--threads-batch", n_threads),
+        # No reuse of an earlier request's prompt: a repeated benchmark round would skip the
+        # prefill that every other peer computes afresh on each call.
+        *("--no-cache-prompt", "--cache-ram", "0"),
         "--no-webui",
     ]
     base = f"http://127.0.0.1:{port}"

@@ -19,8 +19,8 @@ is requests × new tokens). Figures, in order within each repeat:
 
 Ratios, per repeat: ``cai_b32_over_best_peer`` (cai b32 / the fastest non-cai figure) and
 ``cai_api_over_raw_loop`` (the API path's own overhead; goal ≥ 0.95). With --repeat N every
-figure is taken N times in turn and reported as median and range. ``ceiling_share`` = cai b32
-tok/s × 2 × params / gemm FLOP/s in the decoder's dtype.
+figure is taken N times in turn (odd rounds in reverse order) and reported as median and
+range. ``ceiling_share`` = cai b32 tok/s × 2 × params / gemm FLOP/s in the decoder's dtype.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def main() -> None:
             run(convs[:4], 8)
         figures: dict[str, list[Figure]] = {name: [] for name in runners}
         for rep in range(args.repeat):
-            for name, run in runners.items():
+            # Odd repeats run in reverse, so no figure always follows the same neighbour.
+            for name, run in list(runners.items())[:: -1 if rep % 2 else 1]:
                 fig = run(convs, args.new_tokens)
                 figures[name].append(fig)
                 flag = "" if fig.complete else f"  INCOMPLETE: {fig.tokens} of {fig.expected} tokens"
