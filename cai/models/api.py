@@ -207,8 +207,10 @@ class ApiBackend:
         *,
         min_new_tokens: int = 0,
     ) -> list[Generation]:
-        """See `Backend.generate`. ``min_new_tokens`` is sent as ``min_tokens`` (llama.cpp,
-        vLLM) for benchmarks; other servers may reject it."""
+        """See `Backend.generate`. ``min_new_tokens`` (benchmarks) is sent as ``min_tokens``
+        (llama-cpp-python, vLLM); when it covers every token, also as ``ignore_eos``, the only
+        form llama.cpp's own `llama-server` honours (it drops ``min_tokens`` silently). Other
+        servers may reject either."""
 
         def one(conv: Conversation) -> Generation:
             texts: list[str] = []
@@ -229,7 +231,10 @@ class ApiBackend:
                     if params.stop:
                         kwargs["stop"] = list(params.stop)[:4]  # the API's limit
                     if min_new_tokens:
-                        kwargs["extra_body"] = {"min_tokens": min_new_tokens}
+                        extra: dict[str, Any] = {"min_tokens": min_new_tokens}
+                        if min_new_tokens >= params.max_new_tokens:
+                            extra["ignore_eos"] = True
+                        kwargs["extra_body"] = extra
                     resp = self._chat(conv, **kwargs)
                     for choice in resp.choices[:want]:
                         texts.append(truncate_at_stop(choice.message.content or "", params.stop))

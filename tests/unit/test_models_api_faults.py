@@ -106,6 +106,20 @@ def test_n_samples_loop_when_server_ignores_n(scripted_server: ScriptedServer) -
     assert scripted_server.requests[0].body["n"] == 3
 
 
+def test_min_new_tokens_reaches_both_kinds_of_llama_server(scripted_server: ScriptedServer) -> None:
+    # llama-cpp-python's server reads `min_tokens`; llama.cpp's own llama-server drops it and
+    # honours only `ignore_eos`, which must not be sent when EOS may still end the answer.
+    api = backend(scripted_server)
+    params = GenerationParams(max_new_tokens=8, temperature=0.0)
+    api.generate([CONV], params, min_new_tokens=8)
+    api.generate([CONV], params, min_new_tokens=4)
+    api.generate([CONV], params)
+    sent = [r.body for r in scripted_server.requests]
+    assert (sent[0]["min_tokens"], sent[0]["ignore_eos"]) == (8, True)
+    assert sent[1]["min_tokens"] == 4 and "ignore_eos" not in sent[1]
+    assert "min_tokens" not in sent[2] and "ignore_eos" not in sent[2]
+
+
 def test_option_probs_from_top_logprobs(scripted_server: ScriptedServer) -> None:
     top = [(" A", math.log(0.6)), ("(B", math.log(0.2)), ("The", math.log(0.1))]
     scripted_server.script = [Reply(body=completion("A", top_logprobs=top))]
