@@ -5,14 +5,15 @@
 Greedy decoding with cai's LocalBackend on the embedded model (batch ``--batch``, exactly
 ``--new-tokens`` new tokens per row, EOS suppressed), in fresh processes:
 
-- ``alone_old`` / ``alone_new``: one process, a thread per core (torch's default), with libgomp's
-  default wait policy (cai before it chose) / with the policy the `cai` command now sets;
-- ``pair_old``: two processes at once as cai ran them before (a thread per core each, libgomp's
-  default waiting);
-- ``pair_new``: two processes at once as ``cai … --shard 0/2`` and ``1/2`` run them now (threads
-  and wait policy chosen by `cai.models.threads` for shard i of 2);
-- ``pair_unsharded_new``: two unsharded cai processes now (a thread per core, the new waiting),
-  e.g. a ``cai label`` beside a ``cai eval``.
+- ``alone``: one process, a thread per core (torch's default), libgomp's default waiting (it
+  spins before it sleeps): how a lone `cai` command runs;
+- ``alone_passive``: the same with ``OMP_WAIT_POLICY=PASSIVE``: what passive waiting costs alone;
+- ``pair_spinning``: two unsharded processes at once with the defaults (a thread per core each,
+  spinning): two lone commands side by side, as every `cai` command ran before it chose;
+- ``pair_sharded``: two processes as ``cai … --shard 0/2`` and ``1/2`` run now (threads and wait
+  policy chosen by `cai.models.threads`: ``cores // 2`` each, passive);
+- ``pair_passive``: two unsharded processes with passive waiting and a thread per core (what
+  ``CAI_THREADS`` or ``OMP_WAIT_POLICY=PASSIVE`` gives two commands beside each other).
 
 Every worker loads the model and warms up first, then all start decoding on one signal; each times
 its own decode. ``combined`` = all tokens / (last end − first start); ``ratio`` = combined / the
@@ -214,19 +215,19 @@ def main() -> None:
         return
     from cai.models.threads import cli_environment
 
-    new_wait = cli_environment({}).get(WAIT)  # what `cai` puts in its environment at entry
+    shard_wait = cli_environment({}, ["label", "--shard", "0/2"]).get(WAIT)  # what `cai` sets for a shard
     runs = {
-        "alone_old": ([None], None),
-        "alone_new": ([None], new_wait),
-        "pair_old": ([None, None], None),
-        "pair_new": (["0/2", "1/2"], new_wait),
-        "pair_unsharded_new": ([None, None], new_wait),
+        "alone": ([None], None),
+        "alone_passive": ([None], "PASSIVE"),
+        "pair_spinning": ([None, None], None),
+        "pair_sharded": (["0/2", "1/2"], shard_wait),
+        "pair_passive": ([None, None], "PASSIVE"),
     }
     results: dict[str, Any] = {}
     for name, (shards, wait) in runs.items():
         r = results[name] = scenario(args, shards, wait)
         if name.startswith("pair"):
-            alone = max(results["alone_old"]["tok_s_combined"], results["alone_new"]["tok_s_combined"])
+            alone = max(results["alone"]["tok_s_combined"], results["alone_passive"]["tok_s_combined"])
             r["ratio"] = round(r["tok_s_combined"] / alone, 3)
         print(
             f"{name + ':':20} {r['tok_s_combined']:8.1f} tok/s"

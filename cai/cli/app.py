@@ -126,7 +126,7 @@ def console() -> None:
 
     from cai.models.threads import cli_environment
 
-    cli_environment(os.environ)
+    cli_environment(os.environ, sys.argv[1:])
     main()
 
 

@@ -13,10 +13,13 @@ So a command run as shard i of N (``--shard i/N``, its siblings presumably besid
 (option over variable). A command neither sharded nor told keeps torch's default.
 
 Waiting: libgomp's idle threads spin for about 300,000 rounds before they sleep (its documented
-default while ``OMP_WAIT_POLICY`` is unset), so the `cai` command asks for passive waiting at
-entry (`cli_environment`). On the 2-core dev machine under outside load, one process alone decoded
-2× faster with it and two unsharded processes at once 10× faster (`benchmarks/contention.py`;
-disturbed figures, direction only).
+default while ``OMP_WAIT_POLICY`` is unset). Alone, spinning is what makes short parallel regions
+fast; beside another process it burns the cores that process needs. Measured on the 2-core dev
+machine with AVX2 kernels, quiet, batch 24 (`benchmarks/contention.py`): one process alone 83.7
+tok/s spinning, 63.0 passive; two unsharded processes at once 33.4 tok/s together spinning, 92.6
+passive; shards 0/2 + 1/2 (a thread each, passive) 95.8. So the `cai` command asks for passive
+waiting (`cli_environment`) only when the command says it shares the machine: ``--shard i/N``
+with N > 1, ``--threads`` or ``CAI_THREADS``; a lone command keeps spinning.
 
 Only the CLI applies either choice: ``torch.set_num_threads`` and the environment are
 process-wide state, and a library caller's process is its own business. The rest here are pure
@@ -26,7 +29,7 @@ functions of their arguments.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 
 THREADS_OPTION = "--threads"
 WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"  # libgomp's own variables
@@ -85,15 +88,33 @@ def apply_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
-def cli_environment(environ: MutableMapping[str, str]) -> MutableMapping[str, str]:
+def shares_machine(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether a command line says its process shares the machine: ``--shard i/N`` with N > 1, a
+    ``--threads`` option, or a non-empty ``CAI_THREADS``. Read from the raw arguments because the
+    answer is needed before the command's options are parsed (and before torch loads)."""
+    if (environ.get(THREADS_ENV) or "").strip():
+        return True
+    for i, arg in enumerate(argv):
+        name, _, inline = arg.partition("=")
+        if name == THREADS_OPTION:
+            return True
+        if name == "--shard":
+            value = inline or (argv[i + 1] if i + 1 < len(argv) else "")
+            n = value.partition("/")[2].strip()
+            if n.isdigit() and int(n) > 1:
+                return True
+    return False
+
+
+def cli_environment(environ: MutableMapping[str, str], argv: Sequence[str]) -> MutableMapping[str, str]:
     """What the `cai` command puts into its own environment at entry; returns `environ`.
 
-    Passive waiting (see the module's docstring; ``benchmarks/contention.py`` compares
-    ``alone_old`` with ``alone_new`` and ``pair_old`` with ``pair_unsharded_new``). Set only
-    where the user has not tuned libgomp's waiting (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``),
-    and only through the environment because libgomp reads it once, when torch loads it: the CLI
-    calls this before anything imports torch. It is the one process-wide setting `cai` makes at
-    entry; the thread count waits until the command knows its shard (`apply_threads`)."""
-    if WAIT_POLICY not in environ and SPIN_COUNT not in environ:
+    Passive waiting when the command shares the machine (`shares_machine`; the module's docstring
+    has the figures), and only where the user has not tuned libgomp's waiting (``OMP_WAIT_POLICY``
+    or ``GOMP_SPINCOUNT``). Through the environment because libgomp reads it once, when torch
+    loads it: the CLI calls this before anything imports torch. It is the one process-wide setting
+    `cai` makes at entry; the thread count waits until the command knows its shard (`apply_threads`)."""
+    tuned = WAIT_POLICY in environ or SPIN_COUNT in environ
+    if not tuned and shares_machine(argv, environ):
         environ[WAIT_POLICY] = "PASSIVE"
     return environ
