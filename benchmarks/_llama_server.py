@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from cai.models.threads import usable_cores
+
 REPO = Path(__file__).resolve().parents[1]
 GGML_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
 # No web UI (it would be fetched from a hub), no TLS, no tests: a plain static server binary.
@@ -131,7 +133,7 @@ def serve(
     """Run llama-server with ``parallel`` slots and continuous batching on 127.0.0.1; yields
     its OpenAI base URL. The context is split evenly among the slots, hence the product."""
     port = _free_port()
-    n_threads = str(threads or os.cpu_count() or 1)
+    n_threads = str(threads or usable_cores())  # the cores this process may use, as torch's peers
     cmd = [
         str(binary),
         *("--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)),

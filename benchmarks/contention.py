@@ -187,16 +187,16 @@ def label_figures(n: int, batch: int, tmp: Path) -> dict[str, Any]:
     old = {**_env(None), "CAI_THREADS": str(usable_cores()), "GOMP_SPINCOUNT": "300000"}
     t = {
         "alone": label_runs(n, batch, [None], _env(None), tmp / "alone"),
-        "pair_old": label_runs(n, batch, ["0/2", "1/2"], old, tmp / "old"),
-        "pair_new": label_runs(n, batch, ["0/2", "1/2"], _env(None), tmp / "new"),
+        "pair_spinning": label_runs(n, batch, ["0/2", "1/2"], old, tmp / "old"),
+        "pair_sharded": label_runs(n, batch, ["0/2", "1/2"], _env(None), tmp / "new"),
     }
     print(f"cai label, {n} prompts, wall s: {t}", flush=True)
     return {
         "prompts": n,
         "batch_size": batch,
         "wall_s": t,
-        "ratio_old": round(t["alone"] / t["pair_old"], 3),
-        "ratio_new": round(t["alone"] / t["pair_new"], 3),
+        "ratio_spinning": round(t["alone"] / t["pair_spinning"], 3),
+        "ratio_sharded": round(t["alone"] / t["pair_sharded"], 3),
     }
 
 

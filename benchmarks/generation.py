@@ -1,6 +1,6 @@
 """Generation throughput: cai's CPU decoder against honest peers, same model, same prompts.
 
-    .venv/bin/python benchmarks/generation.py [--new-tokens 64] [--requests 32] [--repeat 3]
+    .venv/bin/python benchmarks/generation.py [--new-tokens 64] [--requests 32] [--repeat 3] [--name generation]
         [--skip llama-server,transformers-cb,transformers-generate] [--llama-server PATH] [--no-build]
 
 Every figure decodes the same chat prompts greedily for exactly --new-tokens new tokens with EOS
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help=f"comma-separated peers to leave out: {', '.join(SKIPPABLE)}")
     ap.add_argument("--llama-server", default=None, help="use this llama-server binary instead of the cached build")
     ap.add_argument("--no-build", action="store_true", help="skip llama-server unless already built")
+    ap.add_argument("--name", default="generation", help="results file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if unknown := skip - set(SKIPPABLE):
@@ -178,7 +179,7 @@ def main() -> None:
         "machine": machine(),
     }
     print_summary(tok_s, result["ratios"], dtype)
-    finish("generation", result)
+    finish(args.name, result)
 
 
 def ratios_per_repeat(figures: dict[str, list[Figure]], cai_batch: str) -> dict[str, list[float]]:

@@ -17,17 +17,23 @@ import pytest
 from tests.servers import ScriptedServer, llama_server
 
 
+@pytest.fixture(scope="session")
+def _torch_threads_at_start() -> int:
+    """Torch's thread count before any test ran (torch is imported here once per session)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 @pytest.fixture(autouse=True)
-def _torch_threads_put_back() -> Iterator[None]:
+def _torch_threads_put_back(_torch_threads_at_start: int) -> Iterator[None]:
     """A command run in-process with ``--shard`` or ``--threads`` sets torch's thread count for the
-    whole process, as it should in a process of its own; here later tests would compute with it.
-    Only where torch is already loaded (importing it here would slow every unit test's start): a
-    test that first loads torch and sets threads leaves its count to the tests after it."""
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
+    whole process, as it should in a process of its own; here later tests would compute with it,
+    so every test ends with the count the session started with."""
     yield
-    if torch is not None and before is not None and torch.get_num_threads() != before:
-        torch.set_num_threads(before)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != _torch_threads_at_start:
+        torch.set_num_threads(_torch_threads_at_start)
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +69,7 @@ def llama_base_url(embedded_gguf: Path, tmp_path_factory: pytest.TempPathFactory
     """Base URL (…/v1) of a real llama.cpp server serving the embedded GGUF on 127.0.0.1."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(
-            "llama_cpp is not importable: pip install 'llama-cpp-python[server]==0.3.36' "
-            "(build flags in DESIGN.md)"
+            "llama_cpp is not importable: pip install 'llama-cpp-python[server]==0.3.36' (build flags in DESIGN.md)"
         )
     with llama_server(embedded_gguf, tmp_path_factory.mktemp("llama")) as url:
         yield url

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+THREAD_VARIABLES = ("CAI_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 
 
 def cai_env() -> dict[str, str]:
@@ -25,6 +26,9 @@ def cai_env() -> dict[str, str]:
     # Tests never reach an API endpoint they did not start themselves.
     env.pop("OPENAI_BASE_URL", None)
     env.pop("OPENAI_API_KEY", None)
+    # Nor the developer's thread or OpenMP settings: tests check what cai chooses by itself.
+    for name in THREAD_VARIABLES:
+        env.pop(name, None)
     return env
 
 
@@ -57,7 +61,7 @@ def _environ(changes: dict[str, str | None]) -> Iterator[None]:
 
 
 def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
-    """`cai ARGS` in this process, through `cai.cli.app.main` (the console script's entry point).
+    """`cai ARGS` in this process, through `cai.cli.app.main` (what the console script `console` calls).
 
     Same contract as `run_cai`: user errors are lines on stderr and exit code 2; typer exits
     with SystemExit on success too. A bug is not caught: its exception fails the calling test.
@@ -69,6 +73,7 @@ def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
     out, err = io.StringIO(), io.StringIO()
     code = 0
     changes: dict[str, str | None] = {"OPENAI_BASE_URL": None, "OPENAI_API_KEY": None, "COLUMNS": "200"}
+    changes |= dict.fromkeys(THREAD_VARIABLES)
     with _environ({**changes, **(env or {})}), contextlib.chdir(cwd or Path.cwd()):
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

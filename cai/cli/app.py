@@ -89,7 +89,7 @@ def usage_line(e: Exception, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script. Click runs in non-standalone mode so that its usage errors come back
+    """What the console script (`console`) runs. Click runs in non-standalone mode so that its usage errors come back
     here as exceptions, to be printed as one line (click's own is a multi-line box)."""
     click = _click_exceptions()
 

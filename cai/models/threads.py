@@ -36,7 +36,8 @@ WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"  # libgomp's own v
 THREADS_ENV = "CAI_THREADS"
 THREADS_HELP = (
     f"CPU threads for torch. Default: the {THREADS_ENV} environment variable, else cores // N "
-    "under --shard i/N, else one per core."
+    "under --shard i/N, else one per core. Either setting (or a shard) also makes idle threads "
+    "sleep instead of spin: right beside other jobs, slower alone."
 )
 
 
@@ -95,15 +96,22 @@ def shares_machine(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     if (environ.get(THREADS_ENV) or "").strip():
         return True
     for i, arg in enumerate(argv):
-        name, _, inline = arg.partition("=")
-        if name == THREADS_OPTION:
+        name, eq, inline = arg.partition("=")
+        value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name == THREADS_OPTION and value.strip():
             return True
-        if name == "--shard":
-            value = inline or (argv[i + 1] if i + 1 < len(argv) else "")
-            n = value.partition("/")[2].strip()
-            if n.isdigit() and int(n) > 1:
-                return True
+        if name == "--shard" and _shard_count(value) > 1:
+            return True
     return False
+
+
+def _shard_count(value: str) -> int:
+    """N of ``i/N`` as `cai.io.store.parse_shard` reads it (``int``), 1 for anything it would
+    refuse: its own one-line error comes when the command parses its options."""
+    try:
+        return int(value.split("/")[1])
+    except (ValueError, IndexError):
+        return 1
 
 
 def cli_environment(environ: MutableMapping[str, str], argv: Sequence[str]) -> MutableMapping[str, str]:

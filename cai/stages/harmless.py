@@ -209,10 +209,12 @@ def answer_all(
     for start in range(0, len(prompts), size):
         chunk = prompts[start : start + size]
         params = replace(s.params, n=1, seed=seed + start)
+        made = 0
         for g in backend.generate([it.messages for it in chunk], params):
             out.append(g.texts[0].strip() if g.error is None and g.texts else None)
-            tokens += g.n_tokens
-        prog.advance(items=len(chunk), tokens=tokens)
+            made += g.n_tokens
+        prog.advance(items=len(chunk), tokens=made)  # advance adds: this call's tokens only
+        tokens += made
     return out, tokens
 
 
@@ -221,7 +223,9 @@ def answer_sets(
 ) -> dict[str, Answers]:
     """Every model answers every evaluation set (red-team, look-alike, plain…) in one pass over
     their concatenation, so the short sets fill batches instead of each paying a decode of its
-    own; returns ``{set name: {model: answers}}`` in each set's order."""
+    own; returns ``{set name: {model: answers}}`` in each set's order. Sampling seeds follow the
+    position in the joined list, so at a temperature above 0 turning a set on or off changes the
+    samples (not the distribution) of the sets after it: compare summaries made with the same sets."""
     joined = [it for items in sets.values() for it in items]
     out: dict[str, Answers] = {name: {} for name in sets}
     for model, backend in models.items():

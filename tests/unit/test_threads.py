@@ -98,6 +98,9 @@ def test_an_unsharded_untold_command_leaves_torch_alone(tmp_path: Path) -> None:
         (["label", "--shard", "0/1"], {}, False),
         (["run", "quickstart"], {"CAI_THREADS": " "}, False),
         (["label", "--shard"], {}, False),  # the parser's own error comes later
+        (["label", "--shard", "0/+2"], {}, True),  # what parse_shard reads as N = 2
+        (["label", "--shard=", "0/2"], {}, False),  # an empty inline value does not take the next
+        (["label", "--threads="], {}, False),  # empty: not given, as an empty CAI_THREADS
         # the user's own tuning of libgomp is left as it is
         (["label", "--shard", "0/2"], {"OMP_WAIT_POLICY": "active"}, False),
         (["label", "--shard", "0/2"], {"GOMP_SPINCOUNT": "300000"}, False),
