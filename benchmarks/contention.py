@@ -56,6 +56,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from transformers.utils import logging as tf_logging
 
+    from cai.io.store import parse_shard
     from cai.models.base import GenerationParams
     from cai.models.spec import load_backend
     from cai.models.threads import apply_threads, choose_threads, usable_cores
@@ -63,8 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     tf_logging.disable_progress_bar()  # "Loading weights" from every worker at once
 
     if args.shard:
-        i, n = (int(x) for x in args.shard.split("/"))
-        apply_threads(choose_threads(None, os.environ, (i, n), usable_cores()))
+        apply_threads(choose_threads(None, os.environ, parse_shard(args.shard), usable_cores()))
     backend = load_backend("embedded", dtype=args.dtype)
     backend.batch_size = args.batch  # type: ignore[attr-defined]
     params = GenerationParams(max_new_tokens=args.new_tokens, temperature=0.0)

@@ -89,8 +89,9 @@ def usage_line(e: Exception, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """What the console script (`console`) runs. Click runs in non-standalone mode so that its usage errors come back
-    here as exceptions, to be printed as one line (click's own is a multi-line box)."""
+    """What the console script (`console`) runs. Click runs in non-standalone mode so that its
+    usage errors come back here as exceptions, to be printed as one line (click's own is a
+    multi-line box)."""
     click = _click_exceptions()
 
     app, args = build_app(), sys.argv[1:] if argv is None else list(argv)

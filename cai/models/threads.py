@@ -106,11 +106,14 @@ def shares_machine(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
 
 
 def _shard_count(value: str) -> int:
-    """N of ``i/N`` as `cai.io.store.parse_shard` reads it (``int``), 1 for anything it would
-    refuse: its own one-line error comes when the command parses its options."""
+    """N of ``i/N`` as `cai.io.store.parse_shard` reads it, 1 for anything it refuses: its
+    one-line error comes when the command parses its options."""
+    from cai.errors import CaiError
+    from cai.io.store import parse_shard
+
     try:
-        return int(value.split("/")[1])
-    except (ValueError, IndexError):
+        return parse_shard(value)[1] if value else 1
+    except CaiError:
         return 1
 
 

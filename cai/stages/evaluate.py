@@ -160,14 +160,14 @@ def evaluate_policy(
     answers: Answers | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answer (unless `answers` has every model's already), score and compare; returns (summary,
-    one sample row per prompt). `others`, models
-    between baseline and policy (``{"sft": the SL model}``), answer too: every harmlessness figure
-    gets their rates and a difference per step (`chain`); the judge compares policy and baseline.
+    one sample row per prompt). `others`, models between baseline and policy (``{"sft": the SL
+    model}``), answer too: every harmlessness figure gets their rates and a difference per step
+    (`chain`); the judge compares policy and baseline.
     `scorer` is a `cai.train.rl_common.PMScorer` (anything with ``score(prompts, answers)``).
     ``harmless.over_refusal`` is None here: `evaluate_specs` adds that pass. `prompts_ref` names `prompts`."""
     s = settings or EvalSettings()
     t0 = time.perf_counter()
-    models = {"policy": policy} | ({"baseline": baseline} if baseline is not None else {}) | (others or {})
+    models = _chain_models(policy, baseline, others)
     if answers is None:
         answers = answer_sets(models, {"main": prompts}, s, seed=seed, quiet=quiet)["main"]
     rewards = _pm_rewards(scorer, prompts, answers) if scorer is not None else {}
@@ -294,7 +294,7 @@ def evaluate_specs(
     extra = {name: backends(spec, others_named_by) for name, spec in (others or {}).items()}
     asked = baseline is not None and judge is not None and settings.win_rates
     jud = backends(judge, named_by[2]) if asked else None
-    models = {"policy": pol} | ({"baseline": base} if base is not None else {}) | extra
+    models = _chain_models(pol, base, extra)
     t0 = time.perf_counter()
     answers = answer_sets(models, _sets(prompts, safe, plain), settings, seed=seed, quiet=quiet)
     summary, samples = evaluate_policy(
@@ -322,6 +322,11 @@ def evaluate_specs(
         summary["harmless"]["plain"], plain_samples = plain_style(models, plain, settings, answers=both)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary, samples, safe_samples, plain_samples
+
+
+def _chain_models(policy: Backend, baseline: Backend | None, others: dict[str, Backend] | None) -> dict[str, Backend]:
+    """Every model that answers, by role: the policy, the baseline when given, the models between."""
+    return {"policy": policy} | ({"baseline": baseline} if baseline is not None else {}) | (others or {})
 
 
 def _sets(
